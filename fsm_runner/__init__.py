@@ -1,0 +1,46 @@
+"""fsm-runner: drive a benchmark repository through its own contract as an explicit state machine.
+
+Typical use from a training loop::
+
+    import fsm_runner
+    with fsm_runner.setup("path/or/git-url") as sess:
+        sess.rollout(llm="my-model", mode="smoke")
+        result = sess.evaluate()
+        print(result.ok, result.metrics)
+"""
+
+from __future__ import annotations
+
+from fsm_runner.errors import (
+    ContractError,
+    EvidenceError,
+    FsmRunnerError,
+    ReplayError,
+    TargetError,
+    UsageError,
+)
+from fsm_runner.outcome import ErrorInfo
+from fsm_runner.repair import CallableAgent, CommandAgent, RepairAgent, RepairReply, RepairRequest
+from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
+from fsm_runner.session import Session, setup
+
+__all__ = [
+    "CallableAgent",
+    "CommandAgent",
+    "ContractError",
+    "ErrorInfo",
+    "EvaluationResult",
+    "EvidenceError",
+    "FsmRunnerError",
+    "PhaseSummary",
+    "RepairAgent",
+    "RepairReply",
+    "RepairRequest",
+    "ReplayError",
+    "RolloutResult",
+    "Session",
+    "TargetError",
+    "UsageError",
+    "setup",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""One declarative description per contract model, read by both the loader and the JSON Schema.
+
+Each contract attribute of an attrs model carries ``metadata=meta(kind, doc, ...)``; the attribute name is the
+YAML key, ``aliases`` are accepted spellings, and the attrs default is the contract default. The reader
+(:mod:`fsm_runner.contract.reader`) turns YAML nodes into models from that metadata and
+:mod:`fsm_runner.contract.schema` turns the same metadata into JSON Schema, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_META = "fsm_runner.contract"
+
+
+@attrs.frozen
+class FieldInfo:
+    """How one YAML key is read: ``kind`` picks the converter and the schema fragment."""
+
+    kind: str
+    doc: str
+    aliases: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    model: Any = None
+    missing: str = "missing required key"
+    required: bool = False
+
+
+def meta(kind: str, doc: str, **extra: Any) -> dict[str, FieldInfo]:
+    return {_META: FieldInfo(kind, doc, **extra)}
+
+
+def contract_fields(cls: Any) -> Iterator[tuple[attrs.Attribute[Any], FieldInfo]]:
+    for attr in attrs.fields(cls):
+        info = attr.metadata.get(_META)
+        if info is not None:
+            yield attr, info
+
+
+def to_str_tuple(value: str | Iterable[str]) -> tuple[str, ...]:
+    """attrs converter: the string-or-list rule, so ``TestsSpec(cmds="make")`` means one command."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def to_env(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in dict(value).items()}

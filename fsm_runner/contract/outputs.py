@@ -1,0 +1,247 @@
+"""Structural checks of the files stages write (metrics JSON, rollout.json and its samples JSONL).
+
+These are pure functions used by the machine's guards: they return a result listing every problem found
+instead of raising, so a guard can decide and the evidence can say exactly what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import define
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 8 * 1024 * 1024
+MAX_REPORTED_LINES = 20
+_MISSING = object()
+
+
+@define(frozen=True)
+class MetricsCheck:
+    ok: bool
+    metrics: dict[str, Any] | None
+    problems: tuple[str, ...]
+
+
+@define(frozen=True)
+class RolloutCheck:
+    ok: bool
+    rollout: dict[str, Any] | None
+    samples_path: Path | None
+    sample_count: int
+    problems: tuple[str, ...]
+
+
+def json_type(value: object) -> str:
+    """JSON-flavoured type names for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(text: str | bytes) -> tuple[Any, str | None]:
+    """Strict JSON (no NaN/Infinity); returns (value, None) or (None, problem)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"invalid JSON: {exc}"
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n} bytes"
+
+
+def read_json_object(
+    path: Path, *, max_bytes: int = MAX_JSON_BYTES
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object stored at ``path`` or a problem; never reads more than ``max_bytes`` + 1 bytes."""
+    if not path.exists():
+        return None, f"file not found: {path}"
+    if not path.is_file():
+        return None, f"not a regular file: {path}"
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror or exc}"
+    if len(data) > max_bytes:
+        return None, f"file is larger than the {_size(max_bytes)} limit: {path}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not valid UTF-8 (at byte offset {exc.start}): {path}"
+    value, problem = parse_json(text)
+    if problem:
+        return None, problem
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {json_type(value)}"
+    return value, None
+
+
+def lookup(obj: dict[str, Any], key: str) -> Any:
+    """``obj[key]`` if that literal key exists, else the nested value for a dotted key, else a sentinel."""
+    if key in obj:
+        return obj[key]
+    current: Any = obj
+    for part in key.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return _MISSING
+        current = current[part]
+    return current
+
+
+def check_metrics(
+    path: Path, required_keys: Sequence[str], *, max_bytes: int = MAX_JSON_BYTES
+) -> MetricsCheck:
+    """Is ``path`` a JSON object with every required key (and ``ok`` exactly true when required)?"""
+    metrics, problem = read_json_object(Path(path), max_bytes=max_bytes)
+    if metrics is None:
+        return MetricsCheck(False, None, (problem or "unreadable",))
+    problems: list[str] = []
+    missing = [key for key in required_keys if lookup(metrics, key) is _MISSING]
+    if missing:
+        problems.append(f"missing required keys: {', '.join(missing)}")
+    if "ok" in required_keys and "ok" not in missing and metrics["ok"] is not True:
+        problems.append(f"ok must be true, got {json.dumps(metrics['ok'])}")
+    return MetricsCheck(not problems, metrics, tuple(problems))
+
+
+def _sample_problems(line: bytes) -> tuple[list[str], str | None]:
+    """Problems of one JSONL line, and its completion when the line is valid."""
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        return [f"not valid UTF-8 (at byte offset {exc.start})"], None
+    sample, problem = parse_json(text)
+    if problem:
+        return [problem.replace(" at line 1 column", " at column")], None
+    if not isinstance(sample, dict):
+        return [f"expected a JSON object, got {json_type(sample)}"], None
+    problems = [f"{name}: missing" for name in ("prompt", "completion", "reward") if name not in sample]
+    for name in ("prompt", "completion"):
+        if name in sample and not isinstance(sample[name], str):
+            problems.append(f"{name}: expected a string, got {json_type(sample[name])}")
+    reward = sample.get("reward", 0)
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+        problems.append(f"reward: expected a number, got {json_type(reward)}")
+    elif not math.isfinite(reward):
+        problems.append(f"reward: expected a finite number, got {reward}")
+    if "meta" in sample and not isinstance(sample["meta"], dict):
+        problems.append(f"meta: expected an object, got {json_type(sample['meta'])}")
+    return problems, None if problems else sample["completion"]
+
+
+def check_samples(path: Path, shown: str) -> tuple[int, list[str]]:
+    """Stream ``path`` line by line: (number of valid samples, problems). Lines are read with a bound."""
+    problems: list[str] = []
+    invalid = count = nonblank = 0
+    lineno = 0
+    with path.open("rb") as fh:
+        while line := fh.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                found = [f"line is longer than the {_size(MAX_LINE_BYTES)} limit"]
+                while line and not line.endswith(b"\n"):
+                    line = fh.readline(1024 * 1024)
+                completion = None
+            elif not line.strip():
+                continue
+            else:
+                found, completion = _sample_problems(line)
+            if found:
+                invalid += 1
+                if invalid <= MAX_REPORTED_LINES:
+                    problems.extend(f"{shown}:{lineno}: {p}" for p in found)
+                continue
+            count += 1
+            nonblank += bool(completion and completion.strip())
+    if invalid > MAX_REPORTED_LINES:
+        problems.append(f"{shown}: {invalid - MAX_REPORTED_LINES} more invalid lines not shown")
+    if count and not nonblank:
+        problems.append(f"{shown}: all {count} completions are blank")
+    if not count and not invalid:
+        problems.append(f"{shown}: no samples")
+    return count, problems
+
+
+def _samples_location(rollout: dict[str, Any], root: Path, required: bool) -> tuple[Path | None, str | None]:
+    paths = rollout.get("paths")
+    if paths is not None and not isinstance(paths, dict):
+        return None, f"paths: expected an object, got {json_type(paths)}"
+    value = (paths or {}).get("samples_jsonl")
+    if value is None:
+        return None, "paths.samples_jsonl: missing; it must name the samples file" if required else None
+    if not isinstance(value, str) or not value.strip():
+        return None, f"paths.samples_jsonl: expected a non-empty string, got {json_type(value)}"
+    try:
+        resolved = (root / value).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        return None, f"paths.samples_jsonl: cannot resolve {value!r}: {exc}"
+    if not resolved.is_relative_to(root):
+        return None, f"paths.samples_jsonl: {value!r} is outside the repository"
+    return resolved, None
+
+
+def _counts_problem(rollout: dict[str, Any], samples: int | None) -> str | None:
+    counts = rollout.get("counts")
+    if counts is None:
+        return None
+    if not isinstance(counts, dict):
+        return f"counts: expected an object, got {json_type(counts)}"
+    numbers = {}
+    for name in ("errors", "samples"):
+        value = counts.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"counts.{name}: expected a number, got {json_type(value)}"
+        numbers[name] = value
+    errors = numbers["errors"]
+    total = samples if samples is not None else numbers["samples"]
+    if errors is not None and total is not None and errors > 0 and errors >= total:
+        return f"counts.errors ({errors}) >= number of samples ({total}): the rollout mostly failed"
+    return None
+
+
+def check_rollout(
+    repo_root: Path, *, require_samples: bool, rollout_rel: str = ".aider_fsm/rollout.json"
+) -> RolloutCheck:
+    """Is the rollout the stage wrote usable? Samples are read (streamed) only when ``require_samples``."""
+    root = Path(repo_root).resolve()
+    rollout_path = root / rollout_rel
+    if not rollout_path.exists() and not require_samples:
+        return RolloutCheck(True, None, None, 0, ())
+    rollout, problem = read_json_object(rollout_path)
+    if rollout is None:
+        return RolloutCheck(False, None, None, 0, (f"{rollout_rel}: {problem}",))
+    problems: list[str] = []
+    samples_path, problem = _samples_location(rollout, root, require_samples)
+    if problem:
+        problems.append(f"{rollout_rel}: {problem}")
+    count: int | None = None
+    if require_samples and samples_path is not None:
+        shown = samples_path.relative_to(root).as_posix()
+        if not samples_path.is_file():
+            what = "not a regular file" if samples_path.exists() else "samples file not found"
+            problems.append(f"{shown}: {what}")
+        else:
+            count, sample_problems = check_samples(samples_path, shown)
+            problems.extend(sample_problems)
+    problem = _counts_problem(rollout, count)
+    if problem:
+        problems.append(f"{rollout_rel}: {problem}")
+    return RolloutCheck(not problems, rollout, samples_path, count or 0, tuple(problems))

@@ -1,0 +1,197 @@
+"""Models and loader for ``pipeline.yml`` version 1, the human-owned contract of a target repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from attrs import define, evolve, field, validators
+
+from fsm_runner.contract.fields import meta, to_env, to_str_tuple
+from fsm_runner.contract.reader import parse_model
+from fsm_runner.contract.yamlload import RawFile, read_file
+from fsm_runner.errors import ContractError
+
+SECURITY_MODES = ("safe", "system")
+TEARDOWN_POLICIES = ("always", "on_success", "on_failure", "never")
+_seconds = validators.optional(validators.and_(validators.instance_of((int, float)), validators.gt(0)))
+
+
+def _cmds(doc: str) -> Any:
+    return field(factory=tuple, converter=to_str_tuple, metadata=meta("cmds", doc))
+
+
+@define(frozen=True)
+class SecuritySpec:
+    """Command policy for every stage; regexes are guardrails checked before a command runs."""
+
+    mode: str = field(
+        default="safe",
+        validator=validators.in_(SECURITY_MODES),
+        metadata=meta("enum", "`safe` adds the default denylist; `system` drops it.", choices=SECURITY_MODES),
+    )
+    allowlist: tuple[str, ...] = field(
+        factory=tuple,
+        converter=to_str_tuple,
+        metadata=meta("regexes", "Regexes; when non-empty every command must match one."),
+    )
+    denylist: tuple[str, ...] = field(
+        factory=tuple, converter=to_str_tuple, metadata=meta("regexes", "Regexes of commands always blocked.")
+    )
+    max_cmd_seconds: float | None = field(
+        default=None, validator=_seconds, metadata=meta("seconds", "Time limit of any single command.")
+    )
+    max_total_seconds: float | None = field(
+        default=None, validator=_seconds, metadata=meta("seconds", "Time budget of one stage.")
+    )
+
+
+@define(frozen=True, kw_only=True)
+class StageCommon:
+    """Fields every stage accepts."""
+
+    timeout_seconds: float | None = field(
+        default=None, validator=_seconds, metadata=meta("seconds", "Timeout of each command of the stage.")
+    )
+    retries: int = field(
+        default=0,
+        validator=[validators.instance_of(int), validators.ge(0)],
+        metadata=meta("count", "Extra attempts per failing command."),
+    )
+    env: dict[str, str] = field(
+        factory=dict, converter=to_env, metadata=meta("env", "Variables added to the stage's environment.")
+    )
+    workdir: str | None = field(
+        default=None, metadata=meta("relpath", "Directory the commands run in, relative to the repo root.")
+    )
+
+
+@define(frozen=True, kw_only=True)
+class TestsSpec(StageCommon):
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite the name
+
+    cmds: tuple[str, ...] = _cmds("Test commands, run in order.")
+
+
+@define(frozen=True, kw_only=True)
+class AuthSpec(StageCommon):
+    cmds: tuple[str, ...] = field(
+        factory=tuple,
+        converter=to_str_tuple,
+        metadata=meta("cmds", "Commands that log in to the services the run needs.", aliases=("steps",)),
+    )
+    interactive: bool = field(
+        default=False, metadata=meta("bool", "The commands need a terminal; only for guided runs.")
+    )
+
+
+@define(frozen=True)
+class KubectlDumpSpec:
+    enabled: bool = field(default=False, metadata=meta("bool", "Dump cluster state when deploy fails."))
+    namespace: str | None = field(default=None, metadata=meta("str", "Namespace to dump."))
+    label_selector: str | None = field(
+        default=None, metadata=meta("str", "Only resources with these labels.")
+    )
+    include_logs: bool = field(default=False, metadata=meta("bool", "Also save pod logs."))
+
+
+@define(frozen=True, kw_only=True)
+class DeploySpec(StageCommon):
+    setup_cmds: tuple[str, ...] = _cmds("Commands that start the services.")
+    health_cmds: tuple[str, ...] = _cmds("Commands polled until one succeeds.")
+    teardown_cmds: tuple[str, ...] = _cmds("Commands that stop the services.")
+    teardown_policy: str = field(
+        default="always",
+        validator=validators.in_(TEARDOWN_POLICIES),
+        metadata=meta("enum", "When teardown runs.", choices=TEARDOWN_POLICIES),
+    )
+    kubectl_dump: KubectlDumpSpec = field(
+        factory=KubectlDumpSpec,
+        metadata=meta("section", "Kubernetes state captured on failure.", model=KubectlDumpSpec),
+    )
+
+
+@define(frozen=True, kw_only=True)
+class RolloutSpec(StageCommon):
+    run_cmds: tuple[str, ...] = _cmds("Commands that write .aider_fsm/rollout.json and the samples.")
+
+
+@define(frozen=True, kw_only=True)
+class EvaluationSpec(StageCommon):
+    """Shape of both `evaluation` and `benchmark`."""
+
+    run_cmds: tuple[str, ...] = _cmds("Commands that write the metrics file.")
+    metrics_path: str | None = field(
+        default=None, metadata=meta("relpath", "JSON object the commands write, relative to the repo root.")
+    )
+    required_keys: tuple[str, ...] = field(
+        factory=tuple,
+        converter=to_str_tuple,
+        metadata=meta("strs", "Keys the metrics object must have; dotted keys look inside objects."),
+    )
+
+
+@define(frozen=True)
+class ArtifactsSpec:
+    out_dir: str = field(
+        default=".aider_fsm/artifacts", metadata=meta("str", "Where run evidence is written.")
+    )
+
+
+def _section(model: type, doc: str) -> Any:
+    return field(default=None, metadata=meta("section", doc, model=model))
+
+
+@define(frozen=True)
+class PipelineSpec:
+    """A loaded pipeline.yml; ``path`` and ``sha256`` identify the exact bytes it came from."""
+
+    version: int = field(
+        validator=validators.in_((1,)),
+        metadata=meta(
+            "version", "Format version; must be 1.", missing="missing; add `version: 1` at the top"
+        ),
+    )
+    security: SecuritySpec = field(
+        factory=SecuritySpec, metadata=meta("section", "Command policy.", model=SecuritySpec)
+    )
+    tests: TestsSpec | None = _section(TestsSpec, "Test stage.")
+    auth: AuthSpec | None = _section(AuthSpec, "Authentication stage.")
+    deploy: DeploySpec | None = _section(DeploySpec, "Deploy, health and teardown.")
+    rollout: RolloutSpec | None = _section(RolloutSpec, "Rollout stage (writes samples).")
+    evaluation: EvaluationSpec | None = _section(EvaluationSpec, "Evaluation stage (writes metrics).")
+    benchmark: EvaluationSpec | None = _section(EvaluationSpec, "Benchmark stage, same shape as evaluation.")
+    artifacts: ArtifactsSpec = field(
+        factory=ArtifactsSpec, metadata=meta("section", "Evidence location.", model=ArtifactsSpec)
+    )
+    path: str = ""
+    sha256: str = ""
+
+
+def parse_pipeline(raw: RawFile, repo_root: Path) -> tuple[PipelineSpec | None, list[ContractError]]:
+    """Every problem of ``raw`` (an empty list means the spec is valid)."""
+    spec, errors = parse_model(PipelineSpec, raw, repo_root)
+    if spec is None:
+        return None, errors
+    return _with_origin(spec, raw), []
+
+
+def _with_origin(spec: PipelineSpec, raw: RawFile) -> PipelineSpec:
+    return evolve(spec, path=raw.path, sha256=raw.sha256)
+
+
+def read_pipeline(repo_root: Path, rel: str = "pipeline.yml") -> RawFile:
+    root = Path(repo_root).resolve()
+    path = root / rel
+    if not path.exists():
+        raise ContractError("file not found; run `fsm-runner init` to start one", path=str(path))
+    return read_file(path)
+
+
+def load_pipeline(repo_root: Path, rel: str = "pipeline.yml") -> PipelineSpec:
+    """Load and validate ``repo_root/rel``; the first problem is raised as a ContractError."""
+    raw = read_pipeline(repo_root, rel)
+    spec, errors = parse_pipeline(raw, Path(repo_root).resolve())
+    if spec is None:
+        raise errors[0]
+    return spec

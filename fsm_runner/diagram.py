@@ -1,0 +1,642 @@
+"""State diagrams of the machine as Mermaid or DOT text, optionally marked with the path one run took.
+
+The text is generated from :func:`fsm_runner.machine.transitions_table` (the one topology), so nothing
+native is needed: Mermaid renders on GitHub, DOT renders wherever Graphviz is installed. Given a run, its
+journal supplies the marks: states visited, where the run failed, the current state, the repair loops and
+how often each edge was taken. ``python -m fsm_runner.diagram --write-docs`` refreshes the diagram
+embedded in ``docs/state-machine.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field, validators
+
+from fsm_runner import machine as topology
+from fsm_runner.errors import FsmRunnerError, UsageError
+from fsm_runner.journal import JOURNAL_NAME, read_journal
+
+FORMATS: tuple[str, ...] = ("mermaid", "dot")
+RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
+DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "state-machine.md"
+REGENERATE = "python -m fsm_runner.diagram --write-docs"
+RENDER_TIMEOUT_S = 60.0
+
+#: Style classes, in precedence order (a later class wins where two set the same property).
+CLASS_STYLES: tuple[tuple[str, str], ...] = (
+    ("visited", "fill:#dbeafe,stroke:#1d4ed8"),
+    ("repair_loop", "fill:#ffedd5,stroke:#c2410c,stroke-dasharray:4 2"),
+    ("failed_at", "fill:#fee2e2,stroke:#b91c1c,color:#7f1d1d"),
+    ("current", "stroke-width:4px,font-weight:bold"),
+)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_REPAIR_COLOR = "#c2410c"
+_TAKEN_COLOR = "#1d4ed8"
+_IDLE_COLOR = "#9ca3af"
+_LAYOUT_TRIGGERS = frozenset({topology.PHASE_DONE, topology.PHASE_SKIPPED})
+
+
+# -- the machine's edges ------------------------------------------------------------------------------
+
+
+def transition_label(row: Mapping[str, Any]) -> str:
+    """``trigger [guard & !other]``, the convention of ``transitions``' own diagrams (show_conditions)."""
+    guards = [*row.get("conditions", []), *(f"!{name}" for name in row.get("unless", []))]
+    return f"{row['trigger']} [{' & '.join(guards)}]" if guards else str(row["trigger"])
+
+
+@define(frozen=True)
+class Edge:
+    """Every transition from one state to another, drawn as one arrow with one label per transition."""
+
+    source: str = field(validator=validators.instance_of(str))
+    dest: str = field(validator=validators.instance_of(str))
+    triggers: tuple[str, ...] = field(validator=validators.min_len(1))
+    labels: tuple[str, ...] = field(validator=validators.min_len(1))
+    in_machine: bool = True
+
+    @labels.validator
+    def _one_label_per_trigger(self, _attribute: Any, value: tuple[str, ...]) -> None:
+        if len(value) != len(self.triggers):
+            raise ValueError(f"{len(self.triggers)} triggers but {len(value)} labels")
+
+    @property
+    def repair_loop(self) -> bool:
+        """Edges into or out of ``repair`` form the repair loops."""
+        return topology.REPAIR in (self.source, self.dest) and self.source != self.dest
+
+
+def _order(state: str) -> int:
+    return topology.STATES.index(state)
+
+
+def machine_edges() -> tuple[Edge, ...]:
+    """The machine's transitions merged per (source, dest), ordered by state then table order."""
+    grouped: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for row in topology.transitions_table():
+        sources = row["source"] if isinstance(row["source"], list) else [row["source"]]
+        item = (str(row["trigger"]), transition_label(row))
+        for source in sources:
+            items = grouped.setdefault((source, row["dest"]), [])
+            if item not in items:
+                items.append(item)
+    pairs = sorted(grouped, key=lambda pair: (_order(pair[0]), _order(pair[1])))
+    return tuple(
+        Edge(src, dst, tuple(t for t, _ in grouped[src, dst]), tuple(lbl for _, lbl in grouped[src, dst]))
+        for src, dst in pairs
+    )
+
+
+# -- what a run did -----------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class RunMarks:
+    """What a journal says about a run, in the terms the diagram draws."""
+
+    transitions: int = field(validator=validators.ge(0))
+    visited: tuple[str, ...] = ()
+    failed_at: tuple[str, ...] = ()
+    current: str | None = None
+    #: (source, dest, trigger) -> how many times the run took it.
+    taken: dict[tuple[str, str, str], int] = field(factory=dict)
+    #: phase -> how many times the run went from it into ``repair``.
+    repairs: dict[str, int] = field(factory=dict)
+
+    @property
+    def loop_states(self) -> tuple[str, ...]:
+        """``repair`` and the phases that went through it."""
+        if not self.repairs:
+            return ()
+        return (topology.REPAIR, *self.repairs)
+
+
+def _text_field(record: Mapping[str, Any], key: str, where: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{where}: key {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _state_field(record: Mapping[str, Any], key: str, where: str) -> str:
+    value = _text_field(record, key, where)
+    if value not in topology.STATES:
+        raise UsageError(
+            f"{where}: {key} {value!r} is not a state of this machine "
+            f"(states: {', '.join(topology.STATES)}); "
+            "the journal was written by a different version of fsm-runner"
+        )
+    return value
+
+
+def marks_from_records(records: Iterable[Mapping[str, Any]]) -> RunMarks:
+    """Read visited / failed / current / repair loops / edge counts from journal records."""
+    visited: list[str] = []
+    failed_at: list[str] = []
+    taken: dict[tuple[str, str, str], int] = {}
+    repairs: dict[str, int] = {}
+    current: str | None = None
+    count = 0
+    for index, record in enumerate(records, start=1):
+        if not isinstance(record, Mapping):
+            raise UsageError(f"journal record {index}: expected a JSON object, got {type(record).__name__}")
+        where = f"journal record {index} (seq {record.get('seq', '?')})"
+        trigger = _text_field(record, "trigger", where)
+        if not _NAME.match(trigger):
+            raise UsageError(f"{where}: trigger {trigger!r} is not a valid trigger name")
+        source = _state_field(record, "source", where)
+        dest = _state_field(record, "dest", where)
+        for state in (source, dest):
+            if state not in visited:
+                visited.append(state)
+        if dest == topology.FAILED and source != topology.FAILED and source not in failed_at:
+            failed_at.append(source)
+        if dest == topology.REPAIR and source != topology.REPAIR:
+            repairs[source] = repairs.get(source, 0) + 1
+        taken[source, dest, trigger] = taken.get((source, dest, trigger), 0) + 1
+        current = dest
+        count += 1
+    return RunMarks(count, tuple(visited), tuple(failed_at), current, taken, repairs)
+
+
+def run_edges(marks: RunMarks) -> tuple[Edge, ...]:
+    """The machine's edges plus any the run took that the machine does not have (an older topology)."""
+    edges = list(machine_edges())
+    known = {(e.source, e.dest, t) for e in edges for t in e.triggers}
+    extra: dict[tuple[str, str], list[str]] = {}
+    for src, dst, trigger in marks.taken:
+        if (src, dst, trigger) not in known:
+            extra.setdefault((src, dst), []).append(trigger)
+    for (src, dst), triggers in extra.items():
+        edges.append(Edge(src, dst, tuple(triggers), tuple(triggers), in_machine=False))
+    return tuple(edges)
+
+
+def _counted_labels(edge: Edge, marks: RunMarks | None) -> list[str]:
+    labels: list[str] = []
+    for trigger, label in zip(edge.triggers, edge.labels, strict=True):
+        times = marks.taken.get((edge.source, edge.dest, trigger), 0) if marks else 0
+        notes = [f"taken {times}x"] if times else []
+        if not edge.in_machine:
+            notes.append("not in this machine")
+        labels.append(f"{label} ({', '.join(notes)})" if notes else label)
+    return labels
+
+
+def _edge_taken(edge: Edge, marks: RunMarks | None) -> int:
+    if marks is None:
+        return 0
+    return sum(marks.taken.get((edge.source, edge.dest, t), 0) for t in edge.triggers)
+
+
+def _run_summary(marks: RunMarks) -> str:
+    if not marks.transitions:
+        return "run with no recorded transitions yet"
+    failed = f", failed at {', '.join(marks.failed_at)}" if marks.failed_at else ""
+    return f"run with {marks.transitions} recorded transitions, current state {marks.current}{failed}"
+
+
+# -- Mermaid ------------------------------------------------------------------------------------------
+
+
+def _mermaid(marks: RunMarks | None) -> str:
+    lines = [
+        "stateDiagram-v2",
+        "    %% generated from fsm_runner.machine by fsm_runner.diagram - do not edit by hand",
+    ]
+    if marks is not None:
+        lines.append(f"    %% {_run_summary(marks)}")
+    lines.append(f"    [*] --> {topology.PHASES[0]}")
+    edges = machine_edges() if marks is None else run_edges(marks)
+    for edge in edges:
+        lines.append(f"    {edge.source} --> {edge.dest} : {' | '.join(_counted_labels(edge, marks))}")
+    for final in sorted(topology.FINAL_STATES, key=_order):
+        lines.append(f"    {final} --> [*]")
+    if marks is None:
+        lines.append(f"    classDef repair_loop {dict(CLASS_STYLES)['repair_loop']}")
+        lines.append(f"    class {topology.REPAIR} repair_loop")
+        return "\n".join(lines) + "\n"
+    if marks.repairs:
+        loops = ", ".join(f"{phase} {times}x" for phase, times in marks.repairs.items())
+        lines.append(f"    note right of {topology.REPAIR} : repair loops in this run - {loops}")
+    for name, style in CLASS_STYLES:
+        lines.append(f"    classDef {name} {style}")
+    members = {
+        "visited": marks.visited,
+        "repair_loop": marks.loop_states,
+        "failed_at": marks.failed_at,
+        "current": (marks.current,) if marks.current else (),
+    }
+    for name, _ in CLASS_STYLES:
+        if members[name]:
+            lines.append(f"    class {','.join(members[name])} {name}")
+    return "\n".join(lines) + "\n"
+
+
+# -- DOT ----------------------------------------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _attrs(values: Mapping[str, str]) -> str:
+    return ", ".join(f"{key}={_quote(value)}" for key, value in values.items())
+
+
+def _node_attrs(state: str, marks: RunMarks | None) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    if state in topology.FINAL_STATES:
+        attrs["peripheries"] = "2"
+    if state == topology.REPAIR:
+        attrs.update(color=_REPAIR_COLOR, fontcolor=_REPAIR_COLOR)
+    if marks is None:
+        return attrs
+    style = ["rounded"]
+    if state in marks.visited:
+        style.append("filled")
+        attrs["fillcolor"] = "#dbeafe"
+    if state in marks.loop_states:
+        attrs.update(color=_REPAIR_COLOR, fillcolor="#ffedd5")
+    if state in marks.failed_at:
+        attrs.update(color="#b91c1c", fillcolor="#fee2e2", fontcolor="#7f1d1d")
+    if state == marks.current:
+        style.append("bold")
+        attrs["penwidth"] = "3"
+    attrs["style"] = ",".join(style)
+    return attrs
+
+
+def _edge_attrs(edge: Edge, marks: RunMarks | None) -> str:
+    label = "\\n".join(_quote(text)[1:-1] for text in _counted_labels(edge, marks))
+    attrs: dict[str, str] = {}
+    taken = _edge_taken(edge, marks)
+    if edge.repair_loop:
+        attrs.update(color=_REPAIR_COLOR, fontcolor=_REPAIR_COLOR, style="dashed")
+    if not edge.in_machine:
+        attrs["style"] = "dotted"
+    if marks is not None and taken:
+        if not edge.repair_loop:
+            attrs.update(color=_TAKEN_COLOR, fontcolor=_TAKEN_COLOR)
+        attrs.update(penwidth="2.5", style="bold")
+    elif marks is not None and not edge.repair_loop:
+        attrs.update(color=_IDLE_COLOR, fontcolor=_IDLE_COLOR)
+    if not set(edge.triggers) & _LAYOUT_TRIGGERS:
+        attrs["constraint"] = "false"  # only the pipeline's forward moves decide the left-to-right layout
+    extra = f", {_attrs(attrs)}" if attrs else ""
+    return f'label="{label}"{extra}'
+
+
+def _dot(marks: RunMarks | None) -> str:
+    lines = [
+        "// generated from fsm_runner.machine by fsm_runner.diagram - do not edit by hand",
+        "digraph fsm_runner {",
+        "    rankdir=LR;",
+        '    node [shape=box, style="rounded", fontname="Helvetica", fontsize=11];',
+        '    edge [fontname="Helvetica", fontsize=9];',
+        '    "__start__" [shape=point, width=0.15, label=""];',
+    ]
+    if marks is not None:
+        lines.append(f"    // {_run_summary(marks)}")
+    for state in topology.STATES:
+        attrs = _node_attrs(state, marks)
+        lines.append(f"    {_quote(state)} [{_attrs(attrs)}];" if attrs else f"    {_quote(state)};")
+    lines.append(f'    "__start__" -> {_quote(topology.PHASES[0])};')
+    edges = machine_edges() if marks is None else run_edges(marks)
+    for edge in edges:
+        lines.append(f"    {_quote(edge.source)} -> {_quote(edge.dest)} [{_edge_attrs(edge, marks)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# -- public API ---------------------------------------------------------------------------------------
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise UsageError(f"unknown diagram format {format!r}; use one of: {', '.join(FORMATS)}")
+
+
+def diagram_from_records(records: Iterable[Mapping[str, Any]] | None, format: str = "mermaid") -> str:
+    """The diagram, marked with the run the journal ``records`` describe (``None``: the bare machine)."""
+    _check_format(format)
+    marks = None if records is None else marks_from_records(records)
+    return _mermaid(marks) if format == "mermaid" else _dot(marks)
+
+
+def load_records(run: str | os.PathLike[str]) -> tuple[dict[str, Any], ...]:
+    """The journal records of a run directory (or of a ``journal.jsonl`` given directly)."""
+    path = Path(run)
+    journal = path if path.is_file() else path / JOURNAL_NAME
+    if not path.exists():
+        raise UsageError(f"{path}: no such run directory (expected .aider_fsm/artifacts/<run_id>)")
+    if not journal.is_file():
+        raise UsageError(f"{journal}: no journal here; pass a run directory (.aider_fsm/artifacts/<run_id>)")
+    try:
+        read = read_journal(journal)
+    except OSError as exc:
+        raise UsageError(f"{journal}: cannot read the journal: {exc.strerror or exc}") from exc
+    if read.problem and not read.torn:
+        raise UsageError(f"{read.problem}; the diagram needs every record, repair or remove that line")
+    return read.records
+
+
+def diagram(format: str = "mermaid", run_dir: str | os.PathLike[str] | None = None) -> str:
+    """The machine as ``mermaid`` or ``dot`` text, with guards on the edges; with ``run_dir``, the run marked.
+
+    A torn last journal line (a crash mid-write) is ignored; any other damage is a :class:`UsageError`.
+    """
+    _check_format(format)
+    return diagram_from_records(None if run_dir is None else load_records(run_dir), format)
+
+
+def render(dot_text: str, fmt: str = "svg") -> bytes:
+    """Render DOT text with Graphviz's ``dot`` binary (optional; the text formats need nothing)."""
+    if fmt not in RENDER_FORMATS:
+        raise UsageError(f"cannot render to {fmt!r}; use one of: {', '.join(RENDER_FORMATS)}")
+    dot = shutil.which("dot")
+    if dot is None:
+        raise UsageError(
+            "rendering needs Graphviz's `dot` binary, which is not on PATH; install Graphviz "
+            "(e.g. `apt-get install graphviz` or `brew install graphviz`), or use the Mermaid or DOT text"
+        )
+    try:
+        done = subprocess.run(
+            [dot, f"-T{fmt}"],
+            input=dot_text.encode(),
+            capture_output=True,
+            timeout=RENDER_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise UsageError(f"`dot -T{fmt}` did not finish within {RENDER_TIMEOUT_S:.0f}s") from exc
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip()[-2000:]
+        raise UsageError(f"`dot -T{fmt}` exited {done.returncode}: {tail or 'no error output'}")
+    return done.stdout
+
+
+# -- Mermaid syntax check -----------------------------------------------------------------------------
+
+_ID = r"[A-Za-z_][A-Za-z0-9_]*"
+_NODE = rf"(?:\[\*\]|{_ID})"
+_TRANSITION = re.compile(rf"(?P<src>{_NODE})\s*-->\s*(?P<dst>{_NODE})(?:\s*:(?P<text>.*))?\Z")
+_DESCRIPTION = re.compile(rf"(?P<id>{_ID})\s*:(?P<text>.*)\Z")
+_CLASSDEF = re.compile(r"classDef\s+(?P<name>\w+)\s+(?P<styles>\S.*)\Z")
+_CLASS = re.compile(r"class\s+(?P<ids>\w+(?:\s*,\s*\w+)*)\s+(?P<name>\w+)\Z")
+_NOTE = re.compile(rf"note\s+(?:left|right)\s+of\s+(?P<id>{_ID})\s*:(?P<text>.*)\Z")
+_STATE_ALIAS = re.compile(rf'state\s+"(?P<text>[^"]*)"\s+as\s+(?P<id>{_ID})\Z')
+_STATE_BLOCK = re.compile(rf"state\s+(?P<id>{_ID})\s*\{{\Z")
+_STATE_DECL = re.compile(rf"state\s+(?P<id>{_ID})\Z")
+_DIRECTION = re.compile(r"direction\s+(?:TB|BT|RL|LR)\Z")
+_DIRECTION_ANYWHERE = re.compile(r"direction\s+(?:tb|bt|rl|lr)", re.IGNORECASE)
+_STYLE = re.compile(r"[a-z-]+\s*:\s*[^,:;]+\Z")
+_HEADERS = ("stateDiagram-v2", "stateDiagram")
+#: Words Mermaid's state lexer reads as keywords, so they cannot name a state.
+_KEYWORDS = frozenset(
+    {"state", "note", "class", "classdef", "scale", "default", "direction", "hide", "style"}
+)
+
+
+def _text_problem(text: str, what: str) -> str | None:
+    if not text.strip():
+        return f"empty {what} after ':'"
+    for char in (":", ";"):
+        if char in text:
+            return f"{what} contains {char!r}, which ends a Mermaid state label"
+    return None
+
+
+def check_mermaid(text: str) -> list[str]:
+    """Problems with a Mermaid ``stateDiagram-v2`` (empty list: it parses), one ``line N: ...`` each.
+
+    A line grammar for the statements fsm-runner emits and the common ones around them, written after
+    Mermaid's state-diagram lexer (there is no Mermaid parser offline); anything else is reported.
+    """
+    problems: list[str] = []
+    header_seen = False
+    depth = 0
+    states: set[str] = set()
+    classdefs: set[str] = set()
+    applied: list[tuple[int, str, tuple[str, ...]]] = []
+    statements = 0
+
+    def use(number: int, *names: str) -> None:
+        for name in names:
+            if name == "[*]":
+                continue
+            if name.lower() in _KEYWORDS:
+                problems.append(f"line {number}: {name!r} is a Mermaid keyword and cannot name a state")
+            states.add(name)
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("%%"):
+            if line.startswith("%%{"):
+                problems.append(f"line {number}: directives (%%{{...}}%%) are not checked, remove them")
+            elif _DIRECTION_ANYWHERE.search(line):
+                problems.append(
+                    f"line {number}: Mermaid reads any line containing 'direction XX' as a direction"
+                )
+            continue
+        if not header_seen:
+            if line not in _HEADERS:
+                problems.append(f"line {number}: expected the header 'stateDiagram-v2', got {line!r}")
+                return problems
+            header_seen = True
+            continue
+        if line in _HEADERS:
+            problems.append(f"line {number}: a second diagram header")
+            continue
+        problem = _check_statement(number, line)
+        if problem:
+            problems.append(problem)
+            continue
+        statements += 1
+        if _DIRECTION.match(line) or line == "hide empty description":
+            continue
+        if line == "}":
+            depth -= 1
+            if depth < 0:
+                problems.append(f"line {number}: '}}' without a matching 'state X {{'")
+                depth = 0
+        elif match := _STATE_BLOCK.match(line):
+            depth += 1
+            use(number, match["id"])
+        elif match := _CLASSDEF.match(line):
+            classdefs.add(match["name"])
+        elif match := _CLASS.match(line):
+            applied.append((number, match["name"], tuple(i.strip() for i in match["ids"].split(","))))
+        elif match := _TRANSITION.match(line):
+            if match["src"] == "[*]" and match["dst"] == "[*]":
+                problems.append(f"line {number}: '[*] --> [*]' connects nothing")
+            use(number, match["src"], match["dst"])
+        elif (
+            (match := _NOTE.match(line))
+            or (match := _STATE_ALIAS.match(line))
+            or (match := _STATE_DECL.match(line))
+            or (match := _DESCRIPTION.match(line))
+        ):
+            use(number, match["id"])
+    if not header_seen:
+        return [*problems, "line 1: the diagram is empty (expected the header 'stateDiagram-v2')"]
+    if depth:
+        problems.append(f"end of text: {depth} 'state X {{' block(s) not closed with '}}'")
+    if not statements:
+        problems.append("end of text: the diagram has no statements")
+    for number, name, ids in applied:
+        if name not in classdefs:
+            problems.append(f"line {number}: class {name!r} is not defined by a classDef")
+        for state in ids:
+            if state not in states:
+                problems.append(f"line {number}: class {name!r} applied to {state!r}, which is not a state")
+    return problems
+
+
+def _check_statement(number: int, line: str) -> str | None:
+    """A problem with one statement line, or ``None`` when it is one of the known forms."""
+    if _DIRECTION.match(line) or line in ("}", "hide empty description"):
+        return None
+    if _DIRECTION_ANYWHERE.search(line):
+        return f"line {number}: Mermaid reads any line containing 'direction XX' as a direction: {line!r}"
+    if match := _CLASSDEF.match(line):
+        bad = [part for part in match["styles"].split(",") if not _STYLE.match(part.strip())]
+        return f"line {number}: classDef style {bad[0].strip()!r} is not 'property:value'" if bad else None
+    if line.startswith(("classDef", "class ")):
+        if _CLASS.match(line):
+            return None
+        return f"line {number}: expected 'classDef NAME prop:value,...' or 'class ID[,ID...] NAME': {line!r}"
+    for pattern, what in ((_TRANSITION, "transition label"), (_NOTE, "note"), (_DESCRIPTION, "description")):
+        if match := pattern.match(line):
+            text = match["text"]
+            if text is None:
+                return None
+            problem = _text_problem(text, what)
+            return f"line {number}: {problem}: {line!r}" if problem else None
+    if _STATE_ALIAS.match(line) or _STATE_BLOCK.match(line) or _STATE_DECL.match(line):
+        return None
+    return f"line {number}: not a stateDiagram-v2 statement: {line!r}"
+
+
+# -- docs ---------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^```mermaid[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+def docs_diagram(text: str, path: Path = DOCS_PATH) -> str:
+    """The body of the single fenced ``mermaid`` block of a Markdown text."""
+    blocks = list(_FENCE.finditer(text))
+    if len(blocks) != 1:
+        raise UsageError(f"{path}: expected exactly one ```mermaid block, found {len(blocks)}")
+    return blocks[0]["body"]
+
+
+def stale_docs(path: Path = DOCS_PATH) -> str | None:
+    """Why the diagram committed in the docs differs from the machine's, or ``None`` when it is current."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror or exc}; regenerate with `{REGENERATE}`"
+    try:
+        committed = docs_diagram(text, path)
+    except UsageError as exc:
+        return f"{exc}; add one and fill it with `{REGENERATE}`"
+    if committed != diagram("mermaid"):
+        return (
+            f"{path}: the ```mermaid block is out of date with fsm_runner/machine.py; "
+            f"regenerate it with `{REGENERATE}`"
+        )
+    return None
+
+
+def write_docs(path: Path = DOCS_PATH) -> bool:
+    """Replace the ``mermaid`` block of ``path`` with the current diagram; ``True`` when it changed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    old = docs_diagram(text, path)
+    new = diagram("mermaid")
+    if old == new:
+        return False
+    match = _FENCE.search(text)
+    assert match is not None  # docs_diagram found exactly one block
+    updated = text[: match.start("body")] + new + text[match.end("body") :]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(updated)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+# -- command line -------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fsm_runner.diagram",
+        description="Print the fsm-runner state machine as Mermaid or DOT, optionally marked with a run.",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="mermaid", help="text format (default: mermaid)")
+    parser.add_argument("--run", metavar="RUN_DIR", help="mark the path this run took (its journal.jsonl)")
+    parser.add_argument("--render", choices=RENDER_FORMATS, help="render the DOT text with Graphviz `dot`")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    parser.add_argument("--write-docs", action="store_true", help=f"refresh the diagram in {DOCS_PATH.name}")
+    parser.add_argument("--check-docs", action="store_true", help="exit 1 when the docs diagram is stale")
+    parser.add_argument(
+        "--docs", metavar="FILE", default=str(DOCS_PATH), help="the docs file to write or check"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m fsm_runner.diagram``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.write_docs:
+            changed = write_docs(Path(args.docs))
+            sys.stdout.write(f"{args.docs}: {'updated' if changed else 'already up to date'}\n")
+            return 0
+        if args.check_docs:
+            message = stale_docs(Path(args.docs))
+            if message:
+                sys.stderr.write(message + "\n")
+                return 1
+            sys.stdout.write(f"{args.docs}: up to date\n")
+            return 0
+        if args.render:
+            data = render(diagram("dot", args.run), args.render)
+        else:
+            data = diagram(args.format, args.run).encode()
+        if args.output:
+            Path(args.output).write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+    except FsmRunnerError as exc:
+        sys.stderr.write(f"fsm_runner.diagram: error: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"fsm_runner.diagram: error: {exc.filename or ''}: {exc.strerror or exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The driver loop: run the current phase outside any transition callback, then fire its trigger.
+
+Guards (named in :mod:`fsm_runner.machine`, defined in :mod:`fsm_runner.guards`) pick the destination.
+Every fired trigger becomes one durable journal record and one ``transition`` event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from fsm_runner import machine as topology
+from fsm_runner.context import RunContext
+from fsm_runner.guards import GUARDS, explain
+from fsm_runner.journal import Journal
+from fsm_runner.outcome import FAILED, OK, SKIPPED, ErrorInfo, Outcome, skipped
+from fsm_runner.phase import Phase
+from fsm_runner.procgroup import group_alive
+from states.registry import PHASES
+
+RUN_JSON = "run.json"
+#: Phases that succeed once per session; later rounds skip them.
+ONCE_PER_SESSION = frozenset({"clone", "bootstrap", "auth", "tests"})
+
+TransitionHook = Callable[[dict[str, Any]], None]
+
+
+class MachineModel:
+    """The object ``transitions`` drives: its state, and one method per guard bound to the context."""
+
+    state: str
+
+    def __init__(self, ctx: RunContext) -> None:
+        for name in topology.GUARD_NAMES:
+            setattr(self, name, partial(GUARDS[name], ctx))
+
+
+class Driver:
+    """Owns the machine, the journal and run.json for one run."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        journal: Journal,
+        *,
+        initial: str = "clone",
+        on_transition: TransitionHook | None = None,
+        phases: dict[str, Phase] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.journal = journal
+        self.model = MachineModel(ctx)
+        self.machine = topology.build_machine(self.model, initial)
+        self.on_transition = on_transition
+        self.phases = phases if phases is not None else PHASES
+        ctx.phase = initial
+
+    @property
+    def state(self) -> str:
+        return self.model.state
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def run_until(self, stop: Callable[[str], bool]) -> None:
+        """Step until the machine is final or ``stop(state)`` holds."""
+        while self.state not in topology.FINAL_STATES and not stop(self.state):
+            self.step()
+
+    def step(self) -> None:
+        phase = self.state
+        if phase in topology.NEEDS_DEPLOYMENT and not self._deployment_alive():
+            self.fire(topology.REDEPLOY, skipped(phase, "the deployment is gone; deploying again"))
+            return
+        outcome = self._run_phase(phase)
+        if phase == topology.REPAIR and outcome.status == OK:
+            self.fire(topology.RETRY, outcome)
+        elif outcome.status == OK:
+            self.fire(topology.PHASE_DONE, outcome)
+        elif outcome.status == SKIPPED:
+            self.fire(topology.PHASE_SKIPPED, outcome)
+        else:
+            self.fire(topology.PHASE_FAILED, outcome)
+
+    def _run_phase(self, phase: str) -> Outcome:
+        ctx = self.ctx
+        if phase in ONCE_PER_SESSION and phase in ctx.completed:
+            return skipped(phase, "already succeeded in this session")
+        if phase in ("rollout", "evaluate", "benchmark", "verify") and ctx.completed.get(phase) == ctx.round:
+            return skipped(phase, "already succeeded in this round")
+        if phase == "deploy_setup" and ctx.deployed and self._deployment_alive():
+            return skipped(phase, "already deployed")
+        log = ctx.log.bind(phase=phase, attempt=ctx.repairs_used)
+        log.info("phase.start")
+        started = time.monotonic()
+        try:
+            outcome = self.phases[phase].run(ctx)
+        except Exception as exc:  # a bug or an environment failure must still end in a journaled state
+            log.exception("phase.crashed")
+            error = ErrorInfo("internal", f"{type(exc).__name__}: {exc}", phase)
+            outcome = Outcome(phase=phase, status=FAILED, duration_s=time.monotonic() - started, error=error)
+        log.info("phase.end", status=outcome.status, duration_s=round(outcome.duration_s, 4))
+        return outcome
+
+    def _deployment_alive(self) -> bool:
+        """Whether a phase that needs the service may run now (no deploy section means nothing to need)."""
+        ctx = self.ctx
+        deploy = ctx.pipeline.deploy
+        if deploy is None or not deploy.setup_cmds:
+            return True
+        if not ctx.deployed:
+            return False
+        if ctx.deploy_pgids and not any(group_alive(p) for p in ctx.deploy_pgids):
+            return False
+        return True
+
+    # -- transitions -------------------------------------------------------------------------------------
+
+    def fire(self, trigger: str, outcome: Outcome | None = None, *, reason: str = "") -> dict[str, Any]:
+        ctx = self.ctx
+        source = self.state
+        if outcome is not None:
+            self._absorb(outcome)
+        guards = {name: bool(GUARDS[name](ctx)) for name in topology.guards_of(source, trigger)}
+        success_guard = topology.SUCCESS_GUARDS.get(source)
+        if trigger == topology.PHASE_DONE and success_guard and not guards.get(success_guard, True):
+            message, evidence = explain(success_guard, ctx)
+            ctx.failed_phase = source
+            ctx.completed.pop(source, None)
+            ctx.outputs.pop(source, None)
+            ctx.last_error = ErrorInfo("guard", message, source, evidence)
+        if trigger in (topology.PHASE_FAILED, topology.PHASE_DONE) and ctx.failed_phase == source:
+            guards["can_repair"] = bool(GUARDS["can_repair"](ctx))
+            if not guards["can_repair"] and ctx.last_error is not None:
+                ctx.last_error = _with_repair_note(ctx)
+        if trigger == topology.RETRY and not guards.get("contract_intact", True):
+            message, evidence = explain("contract_intact", ctx)
+            ctx.last_error = ErrorInfo("guard", message, source, evidence)
+        self.model.trigger(trigger)  # type: ignore[attr-defined]
+        dest = self.state
+        ctx.phase = dest
+        if dest == topology.FAILED and ctx.status == "running":
+            ctx.status = "failed"
+        elif dest == topology.DONE:
+            ctx.status = "ok"
+        record = {
+            "trigger": trigger,
+            "source": source,
+            "dest": dest,
+            "guards": guards,
+            "outcome": outcome.to_json() if outcome else None,
+            "reason": reason or (outcome.reason if outcome else ""),
+            "round": ctx.round,
+            "repairs_used": ctx.repairs_used,
+            "repair_iters": ctx.repair_iters,
+            "redrive_count": ctx.redrive_count,
+            "status": ctx.status,
+        }
+        if dest == topology.FAILED and ctx.last_error is not None:
+            record["error"] = ctx.last_error.to_json()
+        self.journal.append(ctx.redactor.scrub(record))
+        self.save()
+        ctx.log.bind(phase=source, attempt=ctx.repairs_used).info(
+            "transition",
+            trigger=trigger,
+            source=source,
+            dest=dest,
+            status=outcome.status if outcome else ctx.status,
+            duration_s=outcome.duration_s if outcome else 0.0,
+            guards=guards,
+            error=str(ctx.last_error) if dest == topology.FAILED and ctx.last_error else None,
+        )
+        if self.on_transition is not None:
+            self.on_transition(record)
+        return record
+
+    def _absorb(self, outcome: Outcome) -> None:
+        ctx = self.ctx
+        if outcome.status == OK and outcome.phase != "repair":
+            ctx.completed[outcome.phase] = ctx.round
+            if outcome.data:
+                ctx.outputs[outcome.phase] = outcome.data
+            if ctx.failed_phase == outcome.phase:
+                ctx.failed_phase = None
+        elif outcome.status == FAILED:
+            if outcome.phase != "repair":
+                ctx.failed_phase = outcome.phase
+            ctx.last_error = outcome.error or ErrorInfo("unknown", "the phase failed", outcome.phase)
+
+    def save(self) -> None:
+        self.ctx.write_json(self.ctx.run_dir / RUN_JSON, self.ctx.to_json())
+
+
+def _with_repair_note(ctx: RunContext) -> ErrorInfo:
+    error = ctx.last_error
+    assert error is not None
+    if "repair" in error.message:
+        return error
+    if ctx.agent is None:
+        note = " (no repair agent is configured, so the run failed here)"
+    else:
+        note = f" (repair budget exhausted: {ctx.repairs_used}/{ctx.repair_iters} repairs used)"
+    return ErrorInfo(error.kind, error.message + note, error.phase, error.evidence)

@@ -1,0 +1,71 @@
+"""Structured events for a run, without touching the host application's logging configuration.
+
+Each run gets its own logger built with ``structlog.wrap_logger``: JSON lines to ``events.jsonl`` and, when
+asked, one readable line per transition on stderr. ``structlog.configure`` is never called.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+EVENTS_NAME = "events.jsonl"
+
+
+class RunSink:
+    """The logger structlog's last processor hands events to."""
+
+    def __init__(self, path: Path, console: TextIO | None) -> None:
+        self.path = path
+        self.console = console
+        self._file = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, line: str, event: dict[str, Any]) -> None:
+        if not self._file.closed:
+            self._file.write(line + "\n")
+        if self.console is not None and event.get("event") == "transition":
+            self.console.write(_console_line(event) + "\n")
+            self.console.flush()
+
+    info = debug = warning = error = critical = msg = write
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _console_line(event: dict[str, Any]) -> str:
+    status = event.get("status", "")
+    extra = f"  {event['error']}" if event.get("error") else ""
+    return (
+        f"[fsm-runner] {event.get('source')} -> {event.get('dest')} "
+        f"({event.get('trigger')}, {status}, {event.get('duration_s', 0):.2f}s){extra}"
+    )
+
+
+def _render(_: Any, method: str, event: dict[str, Any]) -> tuple[tuple[()], dict[str, Any]]:
+    event.setdefault("level", method)
+    line = json.dumps(event, default=str, separators=(",", ":"))
+    return (), {"line": line, "event": event}
+
+
+def _timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    event["ts"] = f"{time.time():.6f}"
+    return event
+
+
+def run_logger(run_dir: Path, run_id: str, *, console: bool | None = None) -> tuple[Any, RunSink]:
+    """A bound logger for one run; ``console=None`` means quiet (library default)."""
+    stream = sys.stderr if console else None
+    sink = RunSink(run_dir / EVENTS_NAME, stream)
+    logger = structlog.wrap_logger(
+        sink,
+        processors=[_timestamp, _render],
+        context_class=dict,
+        cache_logger_on_first_use=False,
+    )
+    return logger.bind(run_id=run_id), sink

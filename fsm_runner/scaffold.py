@@ -1,0 +1,49 @@
+"""Ask a repair agent to write a missing contract, then hold the result to the same validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsm_runner.errors import ContractError
+from fsm_runner.evidence import create_run_dir, new_run_id, write_json_atomic
+from fsm_runner.repair import RepairRequest, as_agent, run_repair
+from fsm_runner.secrets import Redactor
+
+SCAFFOLD_GLOBS = ("pipeline.yml", ".aider_fsm/**")
+
+
+def scaffold_contract(repo: Path, pipeline_rel: str, agent: Any, redactor: Redactor) -> Path:
+    """Returns the evidence dir; raises :class:`ContractError` when the agent wrote nothing."""
+    work_dir = create_run_dir(repo / ".aider_fsm" / "artifacts", f"scaffold-{new_run_id()}")
+    globs = tuple(dict.fromkeys((pipeline_rel, *SCAFFOLD_GLOBS)))
+    message = (
+        f"{pipeline_rel} does not exist. Write a pipeline.yml (version: 1) for this repository, and "
+        ".aider_fsm/bootstrap.yml if it needs setup; see `fsm-runner init` for a commented skeleton."
+    )
+    request = RepairRequest(
+        repo=repo,
+        phase="scaffold",
+        error_kind="contract_missing",
+        error_message=message,
+        evidence_paths=(),
+        attempt=1,
+        max_attempts=1,
+        allowed_globs=globs,
+        run_id=work_dir.name,
+        prompt=message,
+        work_dir=work_dir,
+    )
+    run_repair(
+        as_agent(agent),
+        request,
+        allowed_globs=globs,
+        protected=(),
+        write_json=lambda path, data: write_json_atomic(path, redactor.scrub(data)),
+    )
+    if not (repo / pipeline_rel).is_file():
+        raise ContractError(
+            f"the repair agent was asked to write the contract but did not (evidence: {work_dir})",
+            path=str(repo / pipeline_rel),
+        )
+    return work_dir

@@ -1,0 +1,521 @@
+"""The public session API: ``setup`` -> ``Session.rollout`` -> ``Session.evaluate``.
+
+A session call is a *target* for the driver loop: it says how far the machine should run. Whatever
+happens inside a call (a failure, an exception, SIGINT/SIGTERM), deployed services are torn down per
+policy and the journal records why.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import shutil
+import signal
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+from fsm_runner import machine as topology
+from fsm_runner.context import RunContext
+from fsm_runner.contract.bootstrap import load_bootstrap
+from fsm_runner.contract.pipeline import PipelineSpec, load_pipeline
+from fsm_runner.driver import Driver, TransitionHook
+from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
+from fsm_runner.evidence import create_run_dir, new_run_id
+from fsm_runner.journal import Journal
+from fsm_runner.logs import run_logger
+from fsm_runner.outcome import ErrorInfo
+from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
+from fsm_runner.scaffold import scaffold_contract
+from fsm_runner.secrets import Redactor
+from fsm_runner.stage_env import MODES
+from fsm_runner.targets import ResolvedTarget, resolve_target
+
+LOCK_NAME = ".lock"
+UNATTENDED = ("strict", "guided")
+#: Keywords of the older API that configured its built-in coding agent; accepted and ignored.
+LEGACY_AGENT_KEYWORDS = frozenset(
+    {
+        "agent",
+        "agent_model",
+        "agent_kind",
+        "agent_timeout",
+        "agent_timeout_seconds",
+        "aider_model",
+        "aider_args",
+        "edit_format",
+        "auto_commits",
+        "map_tokens",
+        "max_agent_turns",
+        "opencode_model",
+        "opencode_url",
+        "strict_opencode",
+        "model",
+    }
+)
+
+_LIVE: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM arrives during a session call."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"received {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def setup(
+    target: str | os.PathLike[str],
+    *,
+    pipeline_rel: str = "pipeline.yml",
+    clones_dir: str | os.PathLike[str] | None = None,
+    artifacts_dir: str | os.PathLike[str] | None = None,
+    unattended: str = "strict",
+    require_metrics: bool = True,
+    repair_agent: Any = None,
+    ref: str | None = None,
+    env_overrides: Mapping[str, str] | None = None,
+    console: bool | None = None,
+    on_transition: TransitionHook | None = None,
+    **legacy: Any,
+) -> Session:
+    """Resolve ``target`` (a local directory or a git URL, optionally ``url@ref``), load and validate its
+    contract, open a run under the repo's artifacts dir (or ``artifacts_dir``) and run the ``clone`` phase.
+
+    ``repair_agent`` is anything :func:`fsm_runner.repair.as_agent` accepts: an object with
+    ``repair(request)``, a callable, or a command line with ``{prompt_file}``/``{request_file}``/``{repo}``.
+    ``console=True`` prints one line per transition on stderr. Raises :class:`TargetError` or
+    :class:`ContractError` with what to fix.
+    """
+    _check_legacy(legacy)
+    if unattended not in UNATTENDED:
+        raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
+    resolved = resolve_target(target, clones_dir=Path(clones_dir) if clones_dir else None, ref=ref)
+    redactor = Redactor.from_env({**os.environ, **(env_overrides or {})})
+    try:
+        pipeline = load_pipeline(resolved.repo_root, pipeline_rel)
+    except ContractError:
+        if repair_agent is None or (resolved.repo_root / pipeline_rel).exists():
+            raise
+        scaffold_contract(resolved.repo_root, pipeline_rel, repair_agent, redactor)
+        pipeline = load_pipeline(resolved.repo_root, pipeline_rel)
+    bootstrap = load_bootstrap(resolved.repo_root)
+    session = Session._open(
+        resolved,
+        pipeline,
+        pipeline_rel=pipeline_rel,
+        bootstrap=bootstrap,
+        artifacts_dir=Path(artifacts_dir) if artifacts_dir else None,
+        unattended=unattended,
+        require_metrics=require_metrics,
+        repair_agent=repair_agent,
+        env_overrides=dict(env_overrides or {}),
+        redactor=redactor,
+        console=console,
+        on_transition=on_transition,
+    )
+    session._call(lambda: session.driver.run_until(lambda state: state != "clone"))
+    if session.driver.state == topology.FAILED:
+        error = session.ctx.last_error
+        session.close()
+        raise FsmRunnerError(f"setup failed: {error}")
+    return session
+
+
+def _check_legacy(legacy: dict[str, Any]) -> None:
+    unknown = sorted(set(legacy) - LEGACY_AGENT_KEYWORDS)
+    if unknown:
+        raise UsageError(f"setup() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if legacy:
+        warnings.warn(
+            f"setup(): ignoring {', '.join(sorted(legacy))} (options of the former built-in agent); "
+            "pass repair_agent= to configure repairs",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+class Session:
+    """One run of one target. Use it as a context manager, or call :meth:`close` (teardown) when done."""
+
+    ctx: RunContext
+    driver: Driver
+
+    def __init__(self) -> None:
+        raise UsageError("create sessions with fsm_runner.setup(target)")
+
+    @classmethod
+    def _open(
+        cls,
+        resolved: ResolvedTarget,
+        pipeline: PipelineSpec,
+        *,
+        pipeline_rel: str,
+        bootstrap: Any,
+        artifacts_dir: Path | None,
+        unattended: str,
+        require_metrics: bool,
+        repair_agent: Any,
+        env_overrides: dict[str, str],
+        redactor: Redactor,
+        console: bool | None,
+        on_transition: TransitionHook | None,
+    ) -> Session:
+        self = object.__new__(cls)
+        root = artifacts_dir or resolved.repo_root / pipeline.artifacts.out_dir
+        run_id = new_run_id()
+        run_dir = create_run_dir(root, run_id)
+        self._lock = _hold_lock(run_dir)
+        log, sink = run_logger(run_dir, run_id, console=console)
+        self.ctx = RunContext(
+            run_id=run_id,
+            run_dir=run_dir,
+            target=resolved,
+            pipeline=pipeline,
+            pipeline_rel=pipeline_rel,
+            bootstrap=bootstrap,
+            base_env=dict(os.environ),
+            redactor=redactor,
+            log=log,
+            sink=sink,
+            unattended=unattended,
+            require_metrics=require_metrics,
+            contract_sha256=pipeline.sha256,
+            contract_hashes=[pipeline.sha256],
+            env_overrides=env_overrides,
+            agent=repair_agent,
+        )
+        self.driver = Driver(self.ctx, Journal.open(run_dir), on_transition=on_transition)
+        self._closed = False
+        self._mark = 0
+        _LIVE.add(self)
+        return self
+
+    @classmethod
+    def _resume(cls, ctx: RunContext, driver: Driver) -> Session:
+        """A session around a restored context (replay)."""
+        self = object.__new__(cls)
+        self.ctx = ctx
+        self.driver = driver
+        self._lock = _hold_lock(ctx.run_dir)
+        self._closed = False
+        self._mark = 0
+        _LIVE.add(self)
+        return self
+
+    # -- properties --------------------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self.ctx.run_id
+
+    @property
+    def run_dir(self) -> Path:
+        return self.ctx.run_dir
+
+    @property
+    def repo_root(self) -> Path:
+        return self.ctx.repo_root
+
+    @property
+    def state(self) -> str:
+        """The machine's state: the next phase to run, or ``done`` / ``failed``."""
+        return self.driver.state
+
+    # -- calls -------------------------------------------------------------------------------------------
+
+    def rollout(
+        self,
+        llm: str | os.PathLike[str],
+        *,
+        mode: str = "smoke",
+        require_samples: bool = False,
+        repair_iters: int = 3,
+        env_overrides: Mapping[str, str] | None = None,
+        artifacts_dir: str | os.PathLike[str] | None = None,
+    ) -> RolloutResult:
+        """Run bootstrap, auth, tests, deploy, health and rollout (phases already done are skipped).
+
+        ``llm`` is a local model directory or a remote model name; ``mode`` is ``smoke`` or ``full``.
+        With ``require_samples`` the samples JSONL must exist and validate. ``artifacts_dir``, when given,
+        receives a copy of rollout.json and the samples file.
+        """
+        self._configure(llm=str(llm), mode=mode, repair_iters=repair_iters, env_overrides=env_overrides)
+        self.ctx.require_samples = require_samples
+        if self.state in ("evaluate", "benchmark", "verify", "teardown", topology.DONE, topology.FAILED):
+            self._restart("rollout() called again")
+        self._call(
+            lambda: self.driver.run_until(
+                lambda s: topology.PHASES.index(s) > 6 if s in topology.PHASES else False
+            )
+        )
+        result = self._rollout_result()
+        if artifacts_dir and result.ok:
+            _copy_rollout(result, Path(artifacts_dir))
+        return result
+
+    def evaluate(
+        self,
+        *,
+        llm: str | os.PathLike[str] | None = None,
+        mode: str | None = None,
+        repair_iters: int = 3,
+        env_overrides: Mapping[str, str] | None = None,
+    ) -> EvaluationResult:
+        """Run evaluate, benchmark, verify and teardown (deploying first if nothing is deployed).
+
+        ``llm`` and ``mode`` default to the last rollout's. Without a prior ``rollout()`` the rollout
+        phase is skipped. ``repair_iters`` only matters when a repair agent is configured.
+        """
+        self._configure(
+            llm=str(llm) if llm is not None else self.ctx.llm,
+            mode=mode or self.ctx.mode,
+            repair_iters=repair_iters,
+            env_overrides=env_overrides,
+        )
+        if self.state in (topology.DONE, topology.FAILED):
+            self._restart("evaluate() called again")
+
+        def drive() -> None:
+            self.driver.run_until(lambda s: s == "rollout")
+            if self.state == "rollout":
+                outcome_reason = "evaluate() was called without rollout()"
+                from fsm_runner.outcome import skipped
+
+                self.driver.fire(topology.PHASE_SKIPPED, skipped("rollout", outcome_reason))
+            self.driver.run_until(lambda s: False)
+
+        self._call(drive)
+        return self._evaluation_result()
+
+    def run(
+        self,
+        llm: str | None = None,
+        *,
+        mode: str = "smoke",
+        require_samples: bool = False,
+        repair_iters: int = 3,
+    ) -> EvaluationResult:
+        """The whole pipeline in one call (what ``fsm-runner run`` does)."""
+        if llm is not None or self.ctx.pipeline.rollout is not None:
+            rolled = self.rollout(
+                llm or "", mode=mode, require_samples=require_samples, repair_iters=repair_iters
+            )
+            if not rolled.ok:
+                return self._evaluation_result()
+        return self.evaluate(mode=mode, repair_iters=repair_iters)
+
+    def close(self) -> None:
+        """Tear down what is deployed (per policy) and release the run. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if self.state not in topology.FINAL_STATES and (self.ctx.deployed or self.ctx.deploy_pgids):
+                self._call(self._wind_down)
+        finally:
+            self._closed = True
+            _LIVE.discard(self)
+            if self.ctx.status == "running":
+                self.ctx.status = "closed"
+                self.driver.save()
+            if self.ctx.sink is not None:
+                self.ctx.sink.close()
+            _release_lock(self._lock)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _configure(
+        self, *, llm: str | None, mode: str, repair_iters: int, env_overrides: Mapping[str, str] | None
+    ) -> None:
+        if self._closed:
+            raise UsageError("this session is closed; call fsm_runner.setup() again")
+        if mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if repair_iters < 0:
+            raise UsageError(f"repair_iters must be >= 0, got {repair_iters}")
+        ctx = self.ctx
+        ctx.llm = llm or None
+        ctx.mode = mode
+        ctx.repair_iters = repair_iters
+        ctx.repairs_used = 0
+        if env_overrides:
+            ctx.env_overrides.update(env_overrides)
+            ctx.redactor = Redactor.from_env({**os.environ, **ctx.env_overrides})
+        if ctx.status not in ("running",):
+            ctx.status = "running"
+
+    def _restart(self, reason: str) -> None:
+        self.ctx.round += 1
+        self.ctx.status = "running"
+        self.ctx.failed_phase = None
+        self.ctx.last_error = None
+        self.driver.fire(topology.RESTART, reason=reason)
+
+    def _wind_down(self) -> None:
+        self.driver.fire(topology.WIND_DOWN, reason="session closed")
+        self.driver.run_until(lambda s: False)
+
+    def _call(self, body: Callable[[], None]) -> None:
+        """Run ``body`` with teardown guaranteed on failure, exception and signals."""
+        self._mark = self.driver.journal.seq
+        try:
+            with _sigterm_raises():
+                body()
+        except BaseException as exc:
+            self._interrupted(exc)
+            raise
+        if self.state == topology.FAILED:
+            self._cleanup()
+
+    def _interrupted(self, exc: BaseException) -> None:
+        ctx = self.ctx
+        kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "internal"
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+            reason = "received SIGINT"
+        try:
+            if self.state not in topology.FINAL_STATES:
+                ctx.status = "interrupted" if kind == "interrupted" else "failed"
+                ctx.last_error = ErrorInfo(kind, reason, self.state)
+                self.driver.fire(topology.INTERRUPT, reason=reason)
+            self._cleanup()
+        except BaseException:  # a second signal during cleanup must not hide the first
+            ctx.log.exception("cleanup.failed")
+
+    def _cleanup(self) -> None:
+        """Teardown for a failed run, recorded as the ``cleanup`` self-loop of ``failed``."""
+        ctx = self.ctx
+        if not (ctx.deployed or ctx.deploy_pgids):
+            return
+        status = ctx.status
+        outcome = self.driver.phases["teardown"].run(ctx)
+        ctx.status = status
+        self.driver.fire(topology.CLEANUP, outcome, reason=f"teardown after the run {status}")
+
+    def _summaries(self) -> tuple[PhaseSummary, ...]:
+        from fsm_runner.journal import read_journal
+
+        summaries = []
+        for record in read_journal(self.driver.journal.path).records:
+            outcome = record.get("outcome")
+            if int(record.get("seq", 0)) <= self._mark or not outcome:
+                continue
+            error = outcome.get("error")
+            summaries.append(
+                PhaseSummary(
+                    phase=outcome["phase"],
+                    status=outcome["status"],
+                    duration_s=float(outcome.get("duration_s", 0.0)),
+                    reason=str(outcome.get("reason", "")),
+                    error=ErrorInfo.from_json(error) if error else None,
+                )
+            )
+        return tuple(summaries)
+
+    def _common(self) -> dict[str, Any]:
+        ctx = self.ctx
+        failed = self.state == topology.FAILED
+        return {
+            "phase": ctx.failed_phase if failed and ctx.failed_phase else self.state,
+            "run_id": ctx.run_id,
+            "run_dir": ctx.run_dir,
+            "error": ctx.last_error if failed else None,
+            "phases": self._summaries(),
+            "repairs_used": ctx.repairs_used,
+        }
+
+    def _rollout_result(self) -> RolloutResult:
+        data = (
+            self.ctx.outputs.get("rollout", {}) if self.ctx.completed.get("rollout") == self.ctx.round else {}
+        )
+        samples = data.get("samples_path")
+        return RolloutResult(
+            ok=self.state != topology.FAILED,
+            rollout=data.get("rollout"),
+            samples_path=Path(samples) if samples else None,
+            sample_count=int(data.get("sample_count", 0)),
+            **self._common(),
+        )
+
+    def _evaluation_result(self) -> EvaluationResult:
+        ctx = self.ctx
+        current = {p: d for p, d in ctx.outputs.items() if ctx.completed.get(p) == ctx.round}
+        return EvaluationResult(
+            ok=self.state == topology.DONE,
+            metrics=current.get("evaluate", {}).get("metrics"),
+            benchmark=current.get("benchmark", {}).get("metrics"),
+            **self._common(),
+        )
+
+
+def _copy_rollout(result: RolloutResult, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    if result.samples_path and result.samples_path.is_file():
+        shutil.copy2(result.samples_path, dest / result.samples_path.name)
+
+
+def _hold_lock(run_dir: Path) -> IO[str]:
+    """Held while the run is live so that replay refuses to touch it."""
+    handle = (run_dir / LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"{run_dir} is in use by another live run") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _release_lock(handle: IO[str]) -> None:
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception for the duration of a call, when the host left it at the default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@atexit.register
+def _close_live_sessions() -> None:
+    for session in list(_LIVE):
+        try:
+            session.close()
+        except Exception:  # interpreter exit: best effort, never raise
+            continue

@@ -1,0 +1,1 @@
+"""One module per pipeline phase; the engine finds them through :data:`states.registry.PHASES`."""

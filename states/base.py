@@ -1,0 +1,61 @@
+"""Shared shape of the phases that run a list of contract commands."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fsm_runner.context import RunContext
+from fsm_runner.execution import StageRun
+from fsm_runner.outcome import ErrorInfo, Outcome, skipped
+from fsm_runner.phase import finish
+
+
+class CommandPhase:
+    """Runs ``commands(section)`` of one pipeline section; an absent or empty section is skipped."""
+
+    name = ""
+    section_name = ""
+    keep_background = False
+
+    def section(self, ctx: RunContext) -> Any:
+        return getattr(ctx.pipeline, self.section_name)
+
+    def commands(self, section: Any) -> tuple[str, ...]:
+        return tuple(section.cmds)
+
+    def precheck(self, ctx: RunContext, section: Any) -> ErrorInfo | None:
+        """A contract problem found before any command runs."""
+        return None
+
+    def record(self, ctx: RunContext, run: StageRun) -> None:
+        """Called after the commands ran, whether or not they passed."""
+
+    def after(self, ctx: RunContext, section: Any) -> dict[str, Any]:
+        """Outputs to keep in the run context once the commands passed."""
+        return {}
+
+    def run(self, ctx: RunContext) -> Outcome:
+        section = self.section(ctx)
+        cmds = self.commands(section) if section is not None else ()
+        if not cmds:
+            return skipped(self.name, f"pipeline.yml has no {self.section_name} commands")
+        started = time.monotonic()
+        stage_dir = ctx.new_stage_dir(self.name)
+        problem = self.precheck(ctx, section)
+        if problem is not None:
+            return finish(ctx, self.name, stage_dir, started, None, error=problem)
+        run = ctx.run_stage(
+            self.name,
+            cmds,
+            stage_dir,
+            timeout_seconds=section.timeout_seconds,
+            retries=section.retries,
+            env=dict(section.env),
+            workdir=section.workdir,
+            interactive=bool(getattr(section, "interactive", False)),
+            keep_background=self.keep_background,
+        )
+        self.record(ctx, run)
+        data = self.after(ctx, section) if run.ok else {}
+        return finish(ctx, self.name, stage_dir, started, run, data=data)

@@ -1,0 +1,22 @@
+"""clone: the target was resolved (cloned or refreshed) by setup; this phase checks and records it."""
+
+from __future__ import annotations
+
+import time
+
+from fsm_runner.context import RunContext
+from fsm_runner.outcome import ErrorInfo, Outcome
+from fsm_runner.phase import finish
+
+
+class ClonePhase:
+    name = "clone"
+
+    def run(self, ctx: RunContext) -> Outcome:
+        started = time.monotonic()
+        stage_dir = ctx.new_stage_dir(self.name)
+        error = None
+        if not ctx.pipeline_path.is_file():
+            error = ErrorInfo("contract", f"{ctx.pipeline_path} is missing", self.name)
+        data = {"target": ctx.target.to_json(), "contract_sha256": ctx.contract_sha256}
+        return finish(ctx, self.name, stage_dir, started, None, data=data, error=error)

@@ -1,0 +1,45 @@
+"""evaluate: compute the score; the metrics file is checked by the has_required_keys guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsm_runner.context import RunContext
+from fsm_runner.contract.outputs import check_metrics
+from fsm_runner.outcome import ErrorInfo
+from states.base import CommandPhase
+
+
+class EvaluatePhase(CommandPhase):
+    name = "evaluate"
+    section_name = "evaluation"
+
+    def commands(self, section: Any) -> tuple[str, ...]:
+        return tuple(section.run_cmds)
+
+    def precheck(self, ctx: RunContext, section: Any) -> ErrorInfo | None:
+        if self.name == "evaluate" and ctx.require_metrics and not section.metrics_path:
+            return ErrorInfo(
+                "contract",
+                "evaluation.metrics_path is not set but metrics are required; declare where the evaluation "
+                "writes its metrics JSON (or pass require_metrics=False)",
+                self.name,
+                str(ctx.pipeline_path),
+            )
+        return None
+
+    def after(self, ctx: RunContext, section: Any) -> dict[str, Any]:
+        if not section.metrics_path:
+            return {}
+        path = Path(ctx.repo_root, section.metrics_path)
+        check = check_metrics(path, section.required_keys)
+        if check.metrics is not None:
+            # Keep a copy: the repository's file is overwritten by the next round.
+            ctx.write_json(ctx.run_dir / f"{self.name}.metrics.json", check.metrics)
+        return {"metrics": check.metrics, "metrics_path": str(path)}
+
+
+class BenchmarkPhase(EvaluatePhase):
+    name = "benchmark"
+    section_name = "benchmark"

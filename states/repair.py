@@ -1,0 +1,62 @@
+"""repair: hand the failure to the configured agent, then hold it to the guardrails."""
+
+from __future__ import annotations
+
+import time
+
+from fsm_runner.actions import run_actions
+from fsm_runner.context import RunContext
+from fsm_runner.outcome import ErrorInfo, Outcome
+from fsm_runner.phase import finish
+from fsm_runner.repair import RepairRequest, as_agent, render_prompt, run_repair
+
+ALLOWED_GLOBS = (".aider_fsm/**",)
+
+
+class RepairPhase:
+    name = "repair"
+
+    def run(self, ctx: RunContext) -> Outcome:
+        started = time.monotonic()
+        ctx.repairs_used += 1
+        count = ctx.runs_of_phase.get(self.name, 0) + 1
+        ctx.runs_of_phase[self.name] = count
+        work_dir = ctx.run_dir / f"repair_{count:02d}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        error = ctx.last_error or ErrorInfo("unknown", "the phase failed", ctx.failed_phase or "?")
+        phase = ctx.failed_phase or error.phase
+        evidence = tuple(p for p in (error.evidence,) if p)
+        protected = (ctx.pipeline_rel,)
+        request = RepairRequest(
+            repo=ctx.repo_root,
+            phase=phase,
+            error_kind=error.kind,
+            error_message=error.message,
+            evidence_paths=evidence,
+            attempt=ctx.repairs_used,
+            max_attempts=ctx.repair_iters,
+            allowed_globs=ALLOWED_GLOBS,
+            run_id=ctx.run_id,
+            prompt=render_prompt(phase, error.kind, error.message, evidence, ALLOWED_GLOBS, ctx.repo_root),
+            work_dir=work_dir,
+        )
+        ctx.log.bind(phase=self.name, attempt=ctx.repairs_used).info("repair.start", failed_phase=phase)
+        reply, provenance = run_repair(
+            as_agent(ctx.agent), request, allowed_globs=ALLOWED_GLOBS, protected=protected, write_json=ctx.write_json
+        )
+        _, action_error = run_actions(ctx, self.name, work_dir)
+        data = {
+            "attempt": ctx.repairs_used,
+            "failed_phase": phase,
+            "agent_ok": reply.ok,
+            "summary": reply.summary,
+            "changed": [c.path for c in provenance.changed],
+            "reverted": [c.path for c in provenance.reverted],
+            "pipeline_restored": provenance.pipeline_restored,
+        }
+        failure = action_error
+        if failure is None and not reply.ok:
+            failure = ErrorInfo(
+                "repair", f"repair agent failed: {reply.summary or 'no detail'}", self.name, reply.output_path
+            )
+        return finish(ctx, self.name, work_dir, started, None, data=data, error=failure)

@@ -1,0 +1,52 @@
+"""teardown: run the contract's teardown per policy and end every process group deploy left behind."""
+
+from __future__ import annotations
+
+import time
+
+from fsm_runner.context import RunContext
+from fsm_runner.execution import StageRun
+from fsm_runner.outcome import Outcome, skipped
+from fsm_runner.phase import finish
+from fsm_runner.procgroup import group_alive, kill_group
+
+POLICY_RUNS = {
+    "always": {"success", "failure"},
+    "on_success": {"success"},
+    "on_failure": {"failure"},
+    "never": set(),
+}
+
+
+class TeardownPhase:
+    name = "teardown"
+
+    def run(self, ctx: RunContext) -> Outcome:
+        deploy = ctx.pipeline.deploy
+        if not ctx.deployed and not ctx.deploy_pgids:
+            return skipped(self.name, "nothing is deployed")
+        started = time.monotonic()
+        stage_dir = ctx.new_stage_dir(self.name)
+        result = "failure" if ctx.status in ("failed", "interrupted") else "success"
+        policy = deploy.teardown_policy if deploy else "always"
+        run: StageRun | None = None
+        if deploy and deploy.teardown_cmds and result in POLICY_RUNS.get(policy, set()):
+            run = ctx.run_stage(
+                self.name,
+                deploy.teardown_cmds,
+                stage_dir,
+                timeout_seconds=deploy.timeout_seconds,
+                retries=deploy.retries,
+                env=dict(deploy.env),
+                workdir=deploy.workdir,
+            )
+        killed = []
+        for pgid in ctx.deploy_pgids:
+            if group_alive(pgid):
+                kill_group(pgid)
+                killed.append(pgid)
+        ctx.deploy_pgids.clear()
+        ctx.deployed = False
+        ctx.health_passed_at = None
+        data = {"policy": policy, "run_for": result, "teardown_cmds_ran": run is not None, "killed_pgids": killed}
+        return finish(ctx, self.name, stage_dir, started, run, data=data)

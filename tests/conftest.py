@@ -1,0 +1,77 @@
+"""Shared fixtures: a small but complete target repository built in a tmp dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import target_files as files
+
+TargetFactory = Callable[..., Path]
+
+
+def write_target(root: Path, *, pipeline: str = files.PIPELINE, bootstrap: str | None = files.BOOTSTRAP,
+                 scoring: str = files.SCORING_GOOD) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".aider_fsm").mkdir(exist_ok=True)
+    (root / "pipeline.yml").write_text(pipeline)
+    if bootstrap is not None:
+        (root / ".aider_fsm" / "bootstrap.yml").write_text(bootstrap)
+    for name, text in (("svc.py", files.SVC), ("probe.py", files.PROBE), ("stage.py", files.STAGE),
+                       ("rollout.py", files.ROLLOUT), ("evaluate.py", files.EVALUATE), ("stop.py", files.STOP)):
+        (root / name).write_text(text)
+    (root / ".aider_fsm" / "scoring.py").write_text(scoring)
+    return root
+
+
+@pytest.fixture
+def make_target(tmp_path: Path) -> TargetFactory:
+    def factory(name: str = "target", **kwargs: str | None) -> Path:
+        return write_target(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+
+    return factory
+
+
+def service_pid(repo: Path) -> int | None:
+    pid_file = repo / ".aider_fsm" / "svc.pid"
+    return int(pid_file.read_text()) if pid_file.exists() else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def procs_in(repo: Path) -> list[int]:
+    """Live processes whose working directory is inside ``repo``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        if (cwd == repo or repo in cwd.parents) and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_services(tmp_path: Path) -> Iterator[None]:
+    """A test that leaves the fixture service running fails, and the process is still cleaned up."""
+    yield
+    leftovers = []
+    for pid_file in tmp_path.glob("*/.aider_fsm/svc.pid"):
+        pid = int(pid_file.read_text() or 0)
+        if pid and pid_alive(pid):
+            leftovers.append(pid)
+            os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"services left running: {leftovers}"

@@ -1,0 +1,157 @@
+"""Replay (redrive) of failed and crashed runs, and the reasons a run cannot be replayed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fsm_runner
+from fsm_runner.journal import read_journal
+from fsm_runner.replay import DryRunReport, can_replay, replay
+from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
+from tests.fixtures import target_files as files
+
+
+def records(run_dir: Path) -> list[dict[str, Any]]:
+    return list(read_journal(run_dir / "journal.jsonl").records)
+
+
+def failed_run(repo: Path) -> Path:
+    with fsm_runner.setup(repo) as sess:
+        sess.rollout(llm="m")
+        assert not sess.evaluate().ok
+    return sess.run_dir
+
+
+def test_replay_after_fix_finishes_the_same_run(make_target: TargetFactory) -> None:
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    run_dir = failed_run(repo)
+    before = records(run_dir)
+    assert can_replay(run_dir) == (True, "continues at evaluate (redrive 1)")
+    (repo / ".aider_fsm" / "scoring.py").write_text(files.SCORING_GOOD)
+    result = replay(run_dir)
+    assert isinstance(result, fsm_runner.EvaluationResult)
+    assert result.ok, result.error
+    assert result.run_id == run_dir.name and result.metrics and result.metrics["score"] == 1.0
+    after = records(run_dir)
+    assert after[: len(before)] == before
+    new = after[len(before):]
+    assert [r["seq"] for r in new] == list(range(len(before) + 1, len(after) + 1))
+    assert (new[0]["trigger"], new[0]["source"], new[0]["dest"]) == ("redrive", "failed", "evaluate")
+    assert all(r["redrive_count"] == 1 for r in new)
+    phases_run = [r["source"] for r in new if r["trigger"] == "phase_done"]
+    assert "bootstrap" not in phases_run and "tests" not in phases_run
+    assert [r["trigger"] for r in new if r["source"] == "rollout"] == ["phase_skipped"]
+    assert "deploy_setup" in phases_run  # the failed run had torn down; evaluate needs the service again
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "ok" and run["redrive_count"] == 1
+    assert not procs_in(repo)
+    ok, reason = can_replay(run_dir)
+    assert not ok and "finished successfully" in reason
+
+
+def test_contract_fixed_by_hand_is_accepted_and_both_hashes_recorded(make_target: TargetFactory) -> None:
+    broken = files.PIPELINE.replace("required_keys: [ok, score]", "required_keys: [ok, score, accuracy]")
+    repo = make_target(pipeline=broken)
+    run_dir = failed_run(repo)
+    (repo / "pipeline.yml").write_text(files.PIPELINE)
+    result = replay(run_dir)
+    assert result.ok
+    hashes = json.loads((run_dir / "run.json").read_text())["contract_hashes"]
+    assert len(hashes) == 2 and hashes[0] != hashes[1]
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("no_dir", "no such run directory"),
+        ("no_journal", "no journal.jsonl"),
+        ("torn", "last line is truncated"),
+        ("bad_run_json", "run.json is unreadable"),
+    ],
+)
+def test_unreplayable_runs_give_a_reason(make_target: TargetFactory, tmp_path: Path, damage: str, reason: str) -> None:
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    run_dir = failed_run(repo)
+    if damage == "no_dir":
+        run_dir = tmp_path / "nope"
+    elif damage == "no_journal":
+        (run_dir / "journal.jsonl").unlink()
+    elif damage == "torn":
+        with (run_dir / "journal.jsonl").open("a") as handle:
+            handle.write('{"seq": 99, "trig')
+    else:
+        (run_dir / "run.json").write_text("{")
+    ok, why = can_replay(run_dir)
+    assert not ok and reason in why
+    with pytest.raises(fsm_runner.ReplayError, match=reason):
+        replay(run_dir)
+
+
+def test_live_run_is_refused(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with fsm_runner.setup(repo) as sess:
+        ok, why = can_replay(sess.run_dir)
+        assert not ok and "still in progress" in why
+
+
+def test_dry_run_accepts_a_recorded_run_and_rejects_a_tampered_one(make_target: TargetFactory) -> None:
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    run_dir = failed_run(repo)
+    report = replay(run_dir, dry_run=True)
+    assert isinstance(report, DryRunReport)
+    assert report.ok and len(report.steps) == len(records(run_dir))
+    assert report.lines()[-1] == "replayable"
+    lines = (run_dir / "journal.jsonl").read_text().splitlines()
+    tampered = json.loads(lines[2])
+    tampered["dest"] = "benchmark"
+    lines[2] = json.dumps(tampered)
+    (run_dir / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    report = replay(run_dir, dry_run=True)
+    assert not report.ok
+    bad = [s for s in report.steps if not s.accepted]
+    assert [s.seq for s in bad] == [3] and "now goes to" in bad[0].note
+
+
+CRASHING_DRIVER = textwrap.dedent(
+    """
+    import sys, fsm_runner
+    sess = fsm_runner.setup(sys.argv[1])
+    print(sess.run_dir, flush=True)
+    sess.rollout(llm="m")
+    sess.evaluate()
+    """
+)
+
+
+def test_sigkill_mid_evaluation_then_replay_finishes(make_target: TargetFactory) -> None:
+    gate = "test -f .aider_fsm/go || { touch .aider_fsm/evaluating; sleep 60; }"
+    pipeline = files.PIPELINE.replace("- python3 evaluate.py", f"- {gate}\n    - python3 evaluate.py")
+    repo = make_target(pipeline=pipeline)
+    proc = subprocess.Popen([sys.executable, "-c", CRASHING_DRIVER, str(repo)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    run_dir = Path(proc.stdout.readline().strip())
+    deadline = time.monotonic() + 30
+    while not (repo / ".aider_fsm" / "evaluating").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    old_service = service_pid(repo)
+    assert old_service is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert pid_alive(old_service)  # nothing could clean up after SIGKILL
+    (repo / ".aider_fsm" / "go").touch()
+    result = replay(run_dir)
+    assert result.ok, result.error
+    assert not pid_alive(old_service)
+    new = [r for r in records(run_dir) if r["redrive_count"] == 1]
+    assert [(r["trigger"], r["source"]) for r in new[:2]] == [("redeploy", "evaluate"), ("phase_done", "deploy_setup")]
+    assert not procs_in(repo)

@@ -1,0 +1,216 @@
+"""End-to-end: real targets in tmp dirs driven through setup -> rollout -> evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fsm_runner
+import runner_env
+from fsm_runner.journal import read_journal
+from tests.conftest import TargetFactory, pid_alive, service_pid
+from tests.fixtures import target_files as files
+
+
+def journal(run_dir: Path) -> list[dict[str, Any]]:
+    return list(read_journal(run_dir / "journal.jsonl").records)
+
+
+def path_of(run_dir: Path) -> list[tuple[str, str, str]]:
+    return [(r["trigger"], r["source"], r["dest"]) for r in journal(run_dir)]
+
+
+def stage_env(repo: Path, stage: str) -> dict[str, str]:
+    return json.loads((repo / ".aider_fsm" / "envs" / f"{stage}.json").read_text())
+
+
+def test_full_run_walks_every_phase_and_leaves_nothing_running(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with fsm_runner.setup(repo) as sess:
+        rolled = sess.rollout(llm="toy-model", mode="smoke", require_samples=True)
+        assert rolled.ok, rolled.error
+        assert rolled.sample_count == 8 and rolled.samples_path == repo / ".aider_fsm" / "samples.jsonl"
+        pid = service_pid(repo)
+        assert pid is not None and pid_alive(pid)
+        result = sess.evaluate()
+    assert result.ok, result.error
+    assert result.metrics == {"ok": True, "score": 1.0, "run_id": sess.run_id}
+    assert result.benchmark == {"ok": True, "rps": 1.0}
+    assert not pid_alive(pid)
+    assert path_of(sess.run_dir) == [
+        ("phase_done", "clone", "bootstrap"),
+        ("phase_done", "bootstrap", "auth"),
+        ("phase_skipped", "auth", "tests"),
+        ("phase_done", "tests", "deploy_setup"),
+        ("phase_done", "deploy_setup", "health"),
+        ("phase_done", "health", "rollout"),
+        ("phase_done", "rollout", "evaluate"),
+        ("phase_done", "evaluate", "benchmark"),
+        ("phase_done", "benchmark", "verify"),
+        ("phase_done", "verify", "teardown"),
+        ("phase_done", "teardown", "done"),
+    ]
+    records = journal(sess.run_dir)
+    assert [r["seq"] for r in records] == list(range(1, 12))
+    assert records[6]["guards"]["samples_valid"] is True
+    assert records[7]["guards"]["has_required_keys"] is True
+    run = json.loads((sess.run_dir / "run.json").read_text())
+    assert run["status"] == "ok" and run["phase"] == "done"
+    for rel in ("tests/cmd01_try01.stdout", "tests/cmd01_try01.json", "tests/summary.json",
+                "deploy_setup/cmd02_try01.json", "evaluate/summary.json", "events.jsonl", "evaluate.metrics.json"):
+        assert (sess.run_dir / rel).is_file(), rel
+    events = [json.loads(line) for line in (sess.run_dir / "events.jsonl").read_text().splitlines()]
+    transitions = [e for e in events if e["event"] == "transition"]
+    assert len(transitions) == 11 and all(e["run_id"] == sess.run_id for e in events)
+    assert {"command.start", "command.end", "phase.start", "phase.end"} <= {e["event"] for e in events}
+
+
+def test_every_stage_sees_the_runner_env(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with fsm_runner.setup(repo) as sess:
+        sess.rollout(llm="toy-model", mode="full", env_overrides={"STAGE_EXTRA": "x", "AIDER_EVAL_LIMIT": "5"})
+        sess.evaluate()
+    boot = stage_env(repo, "bootstrap")
+    assert boot["AIDER_FSM_STAGE"] == "bootstrap" and boot["CI"] == "1" and boot["GIT_TERMINAL_PROMPT"] == "0"
+    roll = stage_env(repo, "rollout")
+    assert roll["AIDER_LLM_KIND"] == "remote" and roll["AIDER_LLM_MODEL"] == "toy-model"
+    assert roll["OPENAI_MODEL"] == "toy-model"
+    assert roll["AIDER_EVAL_MODE"] == "full" and roll["AIDER_EVAL_LIMIT"] == "5"
+    assert roll["STAGE_EXTRA"] == "x" and roll["BOOT_FLAG"] == "from-bootstrap"
+    assert roll["PATH"].split(":")[0] == str(repo / ".venv" / "bin")
+    assert roll["AIDER_FSM_RUN_ID"] == sess.run_id
+    assert roll["AIDER_FSM_REPO_ROOT"] == str(repo)
+    assert roll["AIDER_FSM_ARTIFACTS_DIR"] == str(sess.run_dir / "rollout")
+    assert roll["AIDER_RUNTIME_ENV_PATH"] == str(repo / ".aider_fsm" / "runtime_env.json")
+    assert stage_env(repo, "evaluate")["AIDER_LLM_MODEL"] == "toy-model"  # reused from rollout
+    assert "AIDER_LLM_MODEL" not in stage_env(repo, "tests")
+
+
+def test_local_model_dir_is_passed_as_local(make_target: TargetFactory, tmp_path: Path) -> None:
+    repo = make_target()
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    with fsm_runner.setup(repo) as sess:
+        sess.rollout(llm=str(model))
+    env = stage_env(repo, "rollout")
+    assert env["AIDER_LLM_KIND"] == "local_hf" and env["AIDER_TRAINED_MODEL_DIR"] == str(model)
+
+
+def test_evaluate_without_rollout_skips_rollout(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with fsm_runner.setup(repo) as sess:
+        result = sess.evaluate(llm="m")
+    assert result.ok, result.error
+    records = journal(sess.run_dir)
+    skip = next(r for r in records if r["source"] == "rollout")
+    assert skip["trigger"] == "phase_skipped" and "without rollout()" in skip["reason"]
+    assert result.metrics is not None and result.metrics["score"] == 0.0
+
+
+def test_second_round_reuses_bootstrap_and_redeploys(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with fsm_runner.setup(repo) as sess:
+        scores = []
+        for llm in ("ckpt-1", "ckpt-2"):
+            sess.rollout(llm=llm)
+            scores.append(sess.evaluate())
+    assert all(r.ok for r in scores)
+    records = journal(sess.run_dir)
+    boot = [r for r in records if r["source"] == "bootstrap" and r["trigger"] != "restart"]
+    assert [r["trigger"] for r in boot] == ["phase_done", "phase_skipped"]
+    assert [r["trigger"] for r in records if r["source"] == "deploy_setup"] == ["phase_done", "phase_done"]
+    assert (sess.run_dir / "rollout.2").is_dir()
+
+
+def test_runner_env_alias_is_the_same_api() -> None:
+    assert runner_env.setup is fsm_runner.setup
+    assert runner_env.Session is fsm_runner.Session
+
+
+def test_missing_contract_says_how_to_start(tmp_path: Path) -> None:
+    with pytest.raises(fsm_runner.ContractError, match="fsm-runner init"):
+        fsm_runner.setup(tmp_path)
+
+
+def test_missing_contract_is_scaffolded_by_an_agent(make_target: TargetFactory) -> None:
+    repo = make_target()
+    text = (repo / "pipeline.yml").read_text()
+    (repo / "pipeline.yml").unlink()
+
+    def agent(request: fsm_runner.RepairRequest) -> None:
+        (request.repo / "pipeline.yml").write_text(text)
+
+    with fsm_runner.setup(repo, repair_agent=agent) as sess:
+        assert sess.ctx.pipeline.evaluation is not None
+
+
+def test_legacy_keywords_warn_once_and_unknown_ones_fail(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with pytest.warns(UserWarning, match="aider_model, edit_format") as caught:
+        fsm_runner.setup(repo, aider_model="x", edit_format="diff").close()
+    assert len(caught) == 1
+    with pytest.raises(fsm_runner.UsageError, match="no_such_option"):
+        fsm_runner.setup(repo, no_such_option=1)
+
+
+def test_slow_service_passes_health(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with fsm_runner.setup(repo, env_overrides={"SVC_DELAY": "2"}) as sess:
+        result = sess.rollout(llm="m")
+    assert result.ok, result.error
+    health = next(r for r in journal(sess.run_dir) if r["source"] == "health")
+    assert health["guards"]["is_healthy"] is True and health["outcome"]["data"]["polls"] > 1
+
+
+GUARD_CASES = {
+    "unhealthy": (
+        {"pipeline": files.PIPELINE.replace("timeout_seconds: 20", "timeout_seconds: 1.5").replace(
+            "health_cmds: python3 probe.py", "health_cmds: python3 -c 'import sys; print(\"refused\", file=sys.stderr); sys.exit(1)'")},
+        "health", "is_healthy", "refused",
+    ),
+    "missing_key": (
+        {"pipeline": files.PIPELINE.replace("required_keys: [ok, score]", "required_keys: [ok, score, eval.accuracy]")},
+        "evaluate", "has_required_keys", "eval.accuracy",
+    ),
+    "ok_false": ({"scoring": files.SCORING_BROKEN}, "evaluate", "has_required_keys", "ok"),
+    "bad_samples": (
+        {"pipeline": files.PIPELINE.replace("- python3 rollout.py", "- python3 rollout.py\n    - sed -i 's/1.0/\"x\"/' .aider_fsm/samples.jsonl")},
+        "rollout", "samples_valid", "reward",
+    ),
+    "contract_changed": (
+        {"pipeline": files.PIPELINE.replace("- python3 evaluate.py", "- python3 evaluate.py\n    - echo '# edited' >> pipeline.yml")},
+        "verify", "contract_intact", "pipeline.yml changed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GUARD_CASES))
+def test_each_guard_failure_ends_failed_with_a_named_error(make_target: TargetFactory, case: str) -> None:
+    kwargs, phase, name, detail = GUARD_CASES[case]
+    repo = make_target(**kwargs)
+    with fsm_runner.setup(repo) as sess:
+        rolled = sess.rollout(llm="m", require_samples=True)
+        result = sess.evaluate() if rolled.ok else rolled
+    assert not result.ok
+    assert result.phase == phase and sess.state == "failed"
+    assert result.error is not None and result.error.phase == phase
+    text = str(result.error)
+    assert name in text or result.error.kind == name, text
+    assert detail in text
+    assert "no repair agent is configured" in text
+    records = journal(sess.run_dir)
+    failing = [r for r in records if r["dest"] == "failed" and r["trigger"] != "cleanup"]
+    assert failing and failing[-1]["source"] == phase and failing[-1]["error"]["phase"] == phase
+    if case != "unhealthy":
+        assert result.error.evidence and Path(result.error.evidence).exists()
+    cleanup = [r for r in records if r["trigger"] == "cleanup"]
+    assert cleanup and cleanup[-1]["outcome"]["data"]["run_for"] == "failure"

@@ -1,0 +1,53 @@
+"""Teardown is guaranteed when a session is interrupted mid-phase."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fsm_runner.journal import read_journal
+from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
+from tests.fixtures import target_files as files
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, fsm_runner
+    sess = fsm_runner.setup(sys.argv[1])
+    print(sess.run_dir, flush=True)
+    sess.rollout(llm="m")
+    """
+)
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "interrupted")])
+def test_signal_mid_rollout_tears_down_and_journals_why(
+    make_target: TargetFactory, tmp_path: Path, sig: signal.Signals, status: str
+) -> None:
+    slow = files.PIPELINE.replace("- python3 rollout.py", "- touch .aider_fsm/rolling && sleep 60")
+    repo = make_target(pipeline=slow)
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(repo)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    run_dir = Path(proc.stdout.readline().strip())
+    deadline = time.monotonic() + 30
+    while not (repo / ".aider_fsm" / "rolling").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    pid = service_pid(repo)
+    assert pid is not None and pid_alive(pid)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=20) != 0
+    assert not pid_alive(pid)
+    records = read_journal(run_dir / "journal.jsonl").records
+    interrupt = next(r for r in records if r["trigger"] == "interrupt")
+    assert interrupt["source"] == "rollout" and interrupt["status"] == status
+    assert signal.Signals(sig).name in interrupt["reason"]
+    assert records[-1]["trigger"] == "cleanup" and records[-1]["status"] == status
+    assert json.loads((run_dir / "run.json").read_text())["status"] == status
+    assert procs_in(repo) == [], "a process of the interrupted run is still running"
