@@ -179,12 +179,8 @@ def _run_until(session: Session, args: argparse.Namespace, iters: int) -> dict[s
         if not rolled.ok or args.until == "rollout":
             return {**rolled.to_json(), "until": args.until}
     else:
-        ctx.llm, ctx.mode, ctx.require_samples, ctx.repair_iters = (
-            args.llm,
-            args.mode,
-            args.require_samples,
-            iters,
-        )
+        ctx.llm, ctx.mode, ctx.repair_iters = args.llm, args.mode, iters
+        ctx.require_samples = args.require_samples
     ctx.repairs_used = 0
     session._call(
         lambda: session.driver.run_until(lambda s: s in topology.PHASES and topology.PHASES.index(s) > last)
@@ -218,15 +214,10 @@ def _finish(result: dict[str, Any], *, json_mode: bool, until: str | None = None
 def cmd_validate(args: argparse.Namespace) -> int:
     root = Path(args.path).resolve()
     if not root.is_dir():
-        raise UsageError(f"{args.path}: no such directory")
+        raise UsageError(f"{args.path}: not a directory (give the repository root)")
     problems = validate_repo(root, args.pipeline)
     if args.json:
-        _emit_json(
-            [
-                {"path": p.path, "line": p.line, "key": p.key, "problem": p.problem, "message": str(p)}
-                for p in problems
-            ]
-        )
+        _emit_json([{"path": p.path, "line": p.line, "key": p.key, "problem": p.problem} for p in problems])
     else:
         _print([str(p) for p in problems])
     if problems:
@@ -269,7 +260,7 @@ def _find_run(args: argparse.Namespace, spec: str) -> Path:
 def cmd_runs(args: argparse.Namespace) -> int:
     repo = Path(args.repo).resolve()
     if not repo.is_dir():
-        raise UsageError(f"{args.repo}: no such directory")
+        raise UsageError(f"{args.repo}: not a directory (give the repository root)")
     root = args.artifacts_dir.resolve() if args.artifacts_dir else artifacts_root(repo, args.pipeline)
     infos = [run_info(p) for p in list_runs(root)][: args.limit or None]
     if args.json:
@@ -331,34 +322,54 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 # -- the parser ------------------------------------------------------------------------------------------
 
+#: Per command: what it does (its --help description) and an example for the epilog.
+HELP: dict[str, tuple[str, str]] = {
+    "run": (
+        "run a target through every phase and report each transition",
+        "fsm-runner run https://github.com/org/bench@v1 --llm deepseek-v3.2 --mode smoke --require-samples\n"
+        "fsm-runner run ./bench --until health --env OPENAI_API_BASE=http://127.0.0.1:8000/v1",
+    ),
+    "validate": (
+        "check pipeline.yml, bootstrap.yml and actions.yml; print every problem with file:line",
+        "fsm-runner validate ./bench",
+    ),
+    "init": ("write a commented skeleton contract that validates", "fsm-runner init ./bench"),
+    "runs": ("list the runs of a repository, newest first", "fsm-runner runs ./bench --limit 5"),
+    "show": (
+        "a run's timeline: transitions, durations, commands with exit codes, evidence",
+        "fsm-runner show latest --repo ./bench",
+    ),
+    "replay": (
+        "continue a failed run from the transition where it failed (same run id)",
+        "fsm-runner replay latest --repo ./bench --repair-cmd 'aider --yes --message-file {prompt_file}'",
+    ),
+    "diagram": (
+        "the state machine as Mermaid or DOT text, optionally with the path a run took",
+        "fsm-runner diagram --run latest --repo ./bench --format dot --output run.dot",
+    ),
+    "schema": (
+        "print the JSON Schema of pipeline.yml v1 (or of another contract file)",
+        "fsm-runner schema > pipeline.schema.json",
+    ),
+}
 
-def _command(
-    subs: Any,
-    name: str,
-    handler: Callable[[argparse.Namespace], int],
-    help_text: str,
-    example: str,
-    parents: Sequence[argparse.ArgumentParser] = (),
-) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subs.add_parser(
-        name,
-        help=help_text,
-        description=help_text,
-        epilog="example:\n  " + example.replace("\n", "\n  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=list(parents),
+
+def _shared_options() -> dict[str, argparse.ArgumentParser]:
+    """Option groups several commands accept, as argparse parent parsers."""
+    groups = {
+        name: argparse.ArgumentParser(add_help=False) for name in ("json", "pipeline", "lookup", "repair")
+    }
+    groups["json"].add_argument("--json", action="store_true", help="print JSON instead of text")
+    groups["pipeline"].add_argument(
+        "--pipeline",
+        default="pipeline.yml",
+        metavar="REL",
+        help="pipeline file in the repo (default: pipeline.yml)",
     )
-    parser.set_defaults(handler=handler)
-    return parser
-
-
-def _parents() -> dict[str, argparse.ArgumentParser]:
-    json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", help="print JSON instead of text")
-    lookup = argparse.ArgumentParser(add_help=False)
+    lookup = groups["lookup"]
     lookup.add_argument("--repo", default=".", metavar="DIR", help="repo whose runs RUN names (default: .)")
     lookup.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="look for runs here instead")
-    repair = argparse.ArgumentParser(add_help=False)
+    repair = groups["repair"]
     repair.add_argument(
         "--repair-cmd",
         metavar="CMD",
@@ -370,7 +381,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
         metavar="N",
         help="repairs allowed (default: 3 with --repair-cmd, else 0)",
     )
-    return {"json": json_flag, "lookup": lookup, "repair": repair}
+    return groups
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,108 +393,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fsm-runner {__version__}")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    par = _parents()
+    shared = _shared_options()
 
-    run = _command(
-        subs,
-        "run",
-        cmd_run,
-        "run a target through every phase and report each transition",
-        "fsm-runner run https://github.com/org/bench@v1 --llm deepseek-v3.2 --mode smoke --require-samples\n"
-        "fsm-runner run ./bench --until health --env OPENAI_API_BASE=http://127.0.0.1:8000/v1",
-        [par["json"], par["repair"]],
-    )
+    def command(name: str, handler: Callable[[argparse.Namespace], int], groups: str = "") -> Any:
+        text, example = HELP[name]
+        sub = subs.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog="example:\n  " + example.replace("\n", "\n  "),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[shared[g] for g in groups.split()],
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", cmd_run, "json pipeline repair")
     run.add_argument("target", metavar="TARGET", help="local directory or git URL (optionally URL@REF)")
     run.add_argument("--llm", help="model: a local model directory or a remote model name")
     run.add_argument(
-        "--mode", choices=("smoke", "full"), default="smoke", help="evaluation size (default: smoke)"
+        "--mode", choices=("smoke", "full"), default="smoke", help="AIDER_EVAL_MODE (default: smoke)"
     )
     run.add_argument("--require-samples", action="store_true", help="the rollout must write valid samples")
     run.add_argument(
-        "--env", action="append", type=_env_pair, default=[], metavar="K=V", help="extra variable"
+        "--env",
+        action="append",
+        type=_env_pair,
+        default=[],
+        metavar="K=V",
+        help="variable for every stage (repeatable)",
     )
-    run.add_argument("--until", choices=topology.PHASES, metavar="PHASE", help="stop after this phase")
-    run.add_argument("--pipeline", default="pipeline.yml", metavar="REL", help="pipeline file in the repo")
+    run.add_argument(
+        "--until",
+        choices=topology.PHASES,
+        metavar="PHASE",
+        help="stop after PHASE: " + ", ".join(topology.PHASES),
+    )
     run.add_argument("--artifacts-dir", metavar="DIR", help="write run evidence here instead of the repo")
     run.add_argument("--clones-dir", metavar="DIR", help="where git targets are cloned")
     run.add_argument("--ref", help="git branch, tag or commit to check out")
     run.add_argument("--unattended", choices=("strict", "guided"), default="strict", help="default: strict")
 
-    validate = _command(
-        subs,
-        "validate",
-        cmd_validate,
-        "check pipeline.yml, bootstrap.yml and actions.yml; print every problem",
-        "fsm-runner validate ./bench",
-        [par["json"]],
-    )
+    validate = command("validate", cmd_validate, "json pipeline")
     validate.add_argument("path", nargs="?", default=".", metavar="PATH", help="repository (default: .)")
-    validate.add_argument(
-        "--pipeline", default="pipeline.yml", metavar="REL", help="pipeline file in the repo"
-    )
 
-    init = _command(
-        subs,
-        "init",
-        cmd_init,
-        "write a commented skeleton contract that validates",
-        "fsm-runner init ./bench",
-    )
+    init = command("init", cmd_init)
     init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="repository (default: .)")
     init.add_argument("--force", action="store_true", help="overwrite existing contract files")
 
-    runs = _command(
-        subs,
-        "runs",
-        cmd_runs,
-        "list the runs of a repository, newest first",
-        "fsm-runner runs ./bench --limit 5",
-        [par["json"]],
-    )
+    runs = command("runs", cmd_runs, "json pipeline")
     runs.add_argument("repo", nargs="?", default=".", metavar="REPO", help="repository (default: .)")
     runs.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="list runs here instead")
-    runs.add_argument("--pipeline", default="pipeline.yml", metavar="REL", help="pipeline file in the repo")
     runs.add_argument("-n", "--limit", type=_count, metavar="N", help="show at most N runs")
 
-    show = _command(
-        subs,
-        "show",
-        cmd_show,
-        "a run's timeline: transitions, durations, commands, evidence",
-        "fsm-runner show latest --repo ./bench",
-        [par["json"], par["lookup"]],
-    )
-    show.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
+    for name, handler in (("show", cmd_show), ("replay", cmd_replay)):
+        sub = command(name, handler, "json lookup" + (" repair" if name == "replay" else ""))
+        sub.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
+        if name == "replay":
+            sub.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
 
-    replay = _command(
-        subs,
-        "replay",
-        cmd_replay,
-        "continue a failed run from the transition where it failed",
-        "fsm-runner replay latest --repo ./bench --repair-cmd 'aider --yes --message-file {prompt_file}'",
-        [par["json"], par["lookup"], par["repair"]],
-    )
-    replay.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
-    replay.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
-
-    diagram = _command(
-        subs,
-        "diagram",
-        cmd_diagram,
-        "the state machine as Mermaid or DOT, optionally with a run's path",
-        "fsm-runner diagram --run latest --repo ./bench --format dot --output run.dot",
-        [par["lookup"]],
-    )
+    diagram = command("diagram", cmd_diagram, "lookup")
     diagram.add_argument("--run", metavar="RUN", help="mark the path this run took")
     diagram.add_argument("--format", choices=("mermaid", "dot"), default="mermaid", help="default: mermaid")
     diagram.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
 
-    schema = _command(
-        subs,
-        "schema",
-        cmd_schema,
-        "print the JSON Schema of pipeline.yml v1 (or another contract file)",
-        "fsm-runner schema > pipeline.schema.json",
-    )
+    schema = command("schema", cmd_schema)
     schema.add_argument("--file", choices=tuple(SCHEMAS), default="pipeline", help="default: pipeline")
     return parser

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
 from attrs import define, field
 
 from fsm_runner.contract.bootstrap import BootstrapSpec

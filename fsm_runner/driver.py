@@ -111,9 +111,8 @@ class Driver:
             return True
         if not ctx.deployed:
             return False
-        if ctx.deploy_pgids and not any(group_alive(p) for p in ctx.deploy_pgids):
-            return False
-        return True
+        # Deploy commands that leave nothing running (e.g. an external service) count as alive.
+        return not ctx.deploy_pgids or any(group_alive(p) for p in ctx.deploy_pgids)
 
     # -- transitions -------------------------------------------------------------------------------------
 

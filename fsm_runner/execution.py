@@ -9,6 +9,7 @@ done.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import select
@@ -24,7 +25,7 @@ from attrs import define, field, validators
 
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence import write_json_atomic
-from fsm_runner.procgroup import group_alive, kill_group
+from fsm_runner.procgroup import group_alive, is_same_group, kill_group, process_start_time
 from fsm_runner.secrets import Redactor
 from fsm_runner.security import SecurityPolicy
 
@@ -70,6 +71,7 @@ class CommandResult:
     pgid: int | None = None
     timeout_s: float | None = field(default=None, validator=_optional_float)
     error: str | None = field(default=None, validator=_optional_str)  # the command could not be started
+    leader_start: int | None = None  # start time of the group leader, to recognise ``pgid`` later
 
     @property
     def ok(self) -> bool:
@@ -112,6 +114,8 @@ class CommandResult:
             "stderr_path": self.stderr_path,
             "result_path": self.result_path,
             "pgid": self.pgid,
+            "leader_start": self.leader_start,
+            "running": False,
             "tail": self.tail,
         }
 
@@ -313,8 +317,11 @@ def run_command(
             CommandResult(**common, **files, duration_s=duration, error=error, tail=error), redactor
         )
 
+    leader_start = process_start_time(proc.pid)
     timed_out = False
     try:
+        # Written while the child starts up: if the runner dies now, this says which group to clean up.
+        _record_running(CommandResult(**common, **files, pgid=proc.pid, leader_start=leader_start), redactor)
         if not _wait_exit(proc, timeout):
             timed_out = True
             _stop(proc, kill_grace)
@@ -346,6 +353,7 @@ def run_command(
         timed_out=timed_out,
         tail=redactor.mask(tail),
         pgid=background,
+        leader_start=leader_start if background is not None else None,
     )
     return _record(result, redactor)
 
@@ -356,6 +364,35 @@ def _record(result: CommandResult, redactor: Redactor) -> CommandResult:
     # files are evidence, not state (the engine's journal is the durable record).
     write_json_atomic(Path(result.result_path), redactor.scrub(result.to_json()), fsync=False)
     return result
+
+
+def _record_running(result: CommandResult, redactor: Redactor) -> None:
+    assert result.result_path is not None
+    doc = {**result.to_json(), "running": True}
+    write_json_atomic(Path(result.result_path), redactor.scrub(doc), fsync=False)
+
+
+def interrupted_command_groups(run_dir: Path) -> list[int]:
+    """Process groups of commands that were still running when a runner died, and are still alive.
+
+    A runner killed with SIGKILL cannot stop the command it was waiting for; its ``cmdNN_tryMM.json`` still
+    says ``"running": true`` with the group id and the leader's start time. Replay calls this to find and end
+    those groups before running anything again.
+    """
+    found: list[int] = []
+    for path in sorted(Path(run_dir).rglob("*.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict) or doc.get("running") is not True:
+            continue
+        pgid, start = doc.get("pgid"), doc.get("leader_start")
+        if not isinstance(pgid, int) or pgid in found or not (start is None or isinstance(start, int)):
+            continue
+        if is_same_group(pgid, start):
+            found.append(pgid)
+    return found
 
 
 def _one_line(text: str, limit: int = 100) -> str:

@@ -83,9 +83,10 @@ def explain(name: str, ctx: RunContext) -> tuple[str, str | None]:
         spec = _metrics_spec(ctx)
         check = metrics_check(ctx)
         if check is None:
+            section = "benchmark" if ctx.phase == "benchmark" else "evaluation"
             return (
-                f"guard has_required_keys: pipeline.yml declares no {'benchmark' if ctx.phase == 'benchmark' else 'evaluation'}"
-                ".metrics_path, and metrics are required (pass require_metrics=False to allow this)",
+                f"guard has_required_keys: pipeline.yml declares no {section}.metrics_path, and metrics are "
+                "required (pass require_metrics=False to allow this)",
                 None,
             )
         path = str(Path(ctx.repo_root, spec.metrics_path)) if spec and spec.metrics_path else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,13 +48,13 @@ def _console_line(event: dict[str, Any]) -> str:
     )
 
 
-def _render(_: Any, method: str, event: dict[str, Any]) -> tuple[tuple[()], dict[str, Any]]:
+def _render(_: Any, method: str, event: MutableMapping[str, Any]) -> tuple[tuple[()], dict[str, Any]]:
     event.setdefault("level", method)
     line = json.dumps(event, default=str, separators=(",", ":"))
-    return (), {"line": line, "event": event}
+    return (), {"line": line, "event": dict(event)}
 
 
-def _timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["ts"] = f"{time.time():.6f}"
     return event
 

@@ -107,9 +107,7 @@ def transitions_table() -> list[dict[str, Any]]:
             # A phase whose commands passed but whose guard did not is a failure like any other.
             table.extend(_failure_edges(PHASE_DONE, phase, [guard]))
         table.append({"trigger": PHASE_SKIPPED, "source": phase, "dest": _next(phase)})
-        if phase == "teardown":
-            table.append({"trigger": PHASE_FAILED, "source": phase, "dest": FAILED})
-        elif phase in NOT_REPAIRABLE:
+        if phase == "teardown" or phase in NOT_REPAIRABLE:
             table.append({"trigger": PHASE_FAILED, "source": phase, "dest": FAILED})
         else:
             table.extend(_failure_edges(PHASE_FAILED, phase, []))

@@ -40,6 +40,36 @@ def _scan_proc(pgid: int) -> bool | None:
     return False
 
 
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None when it does not exist.
+
+    A pid and its start time together name one process for the life of the machine, so a recorded group can
+    be told apart from an unrelated one that later got the same number.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_same_group(pgid: int, leader_start: int | None) -> bool:
+    """True when group ``pgid`` is alive and is still the group whose leader started at ``leader_start``.
+
+    A group whose leader has exited but whose members live on keeps its number reserved (the kernel never
+    hands out a pid that is in use as a group id), so it is the recorded group too.
+    """
+    if pgid <= 1 or not group_alive(pgid):
+        return False
+    started = process_start_time(pgid)
+    return started is None or leader_start is None or started == leader_start
+
+
 def group_alive(pgid: int) -> bool:
     """Return True while a live (non-zombie) process belongs to process group ``pgid``."""
     try:

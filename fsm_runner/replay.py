@@ -22,6 +22,7 @@ from fsm_runner.contract.envexpand import expand_env
 from fsm_runner.contract.pipeline import load_pipeline
 from fsm_runner.driver import RUN_JSON, Driver, TransitionHook
 from fsm_runner.errors import ContractError, ReplayError
+from fsm_runner.execution import interrupted_command_groups
 from fsm_runner.journal import JOURNAL_NAME, Journal, read_journal
 from fsm_runner.logs import run_logger
 from fsm_runner.outcome import ErrorInfo
@@ -127,10 +128,10 @@ class DryRunReport:
         return self.contract_problem is None and all(step.accepted for step in self.steps)
 
     def lines(self) -> list[str]:
-        out = [
-            f"{s.seq:>4}  {s.source} --{s.trigger}--> {s.dest}  {'ok' if s.accepted else 'REJECTED: ' + s.note}"
-            for s in self.steps
-        ]
+        out = []
+        for s in self.steps:
+            verdict = "ok" if s.accepted else f"REJECTED: {s.note}"
+            out.append(f"{s.seq:>4}  {s.source} --{s.trigger}--> {s.dest}  {verdict}")
         if self.contract_problem:
             out.append(f"contract: {self.contract_problem}")
         elif self.contract_changed:
@@ -312,12 +313,13 @@ def _restore(
 
 
 def _end_leftovers(ctx: RunContext) -> None:
-    """A killed runner may have left its deployment running: end it before anything deploys again."""
-    killed = [p for p in ctx.deploy_pgids if group_alive(p)]
-    for pgid in killed:
+    """A killed runner may have left its deployment and its running command behind: end them first."""
+    groups = [p for p in ctx.deploy_pgids if group_alive(p)]
+    groups += [p for p in interrupted_command_groups(ctx.run_dir) if p not in groups]
+    for pgid in groups:
         kill_group(pgid)
-    if ctx.deploy_pgids or ctx.deployed:
-        ctx.log.info("replay.ended_leftovers", pgids=killed)
+    if groups or ctx.deployed:
+        ctx.log.info("replay.ended_leftovers", pgids=groups)
     ctx.deploy_pgids.clear()
     ctx.deployed = False
     ctx.health_passed_at = None

@@ -465,31 +465,11 @@ def _collect(cmd: str, depth: int = 0, stdin_redirected: bool = False) -> tuple[
 # Hard deny
 # ----------------------------------------------------------------------------------------------------------
 
-_SYSTEM_DIRS = frozenset(
-    {
-        "bin",
-        "boot",
-        "dev",
-        "etc",
-        "home",
-        "lib",
-        "lib32",
-        "lib64",
-        "libx32",
-        "media",
-        "mnt",
-        "opt",
-        "proc",
-        "root",
-        "run",
-        "sbin",
-        "snap",
-        "srv",
-        "sys",
-        "usr",
-        "var",
-    }
+# Top-level directories whose loss breaks the system (or every user's data).
+_SYSTEM_DIR_NAMES = (
+    "bin boot dev etc home lib lib32 lib64 libx32 media mnt opt proc root run sbin snap srv sys usr var"
 )
+_SYSTEM_DIRS = frozenset(_SYSTEM_DIR_NAMES.split())
 _SYSTEM_SUBDIRS = frozenset(
     {"usr/bin", "usr/sbin", "usr/lib", "usr/lib32", "usr/lib64", "usr/libexec", "usr/share", "usr/include"}
     | {"usr/local", "var/lib"}

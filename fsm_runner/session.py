@@ -147,6 +147,9 @@ class Session:
 
     ctx: RunContext
     driver: Driver
+    _lock: IO[str]
+    _closed: bool
+    _mark: int
 
     def __init__(self) -> None:
         raise UsageError("create sessions with fsm_runner.setup(target)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+from fsm_runner.actions import run_actions
 from fsm_runner.context import RunContext
 from fsm_runner.contract.envexpand import expand_env
 from fsm_runner.outcome import Outcome, skipped
 from fsm_runner.phase import finish
-from fsm_runner.actions import run_actions
 
 
 class BootstrapPhase:
@@ -28,12 +28,21 @@ class BootstrapPhase:
         ctx.bootstrap_env = expand_env(spec.env, base, ctx.repo_root)
         ctx.write_json(
             stage_dir / "bootstrap.snapshot.json",
-            {"path": spec.path, "sha256": spec.sha256, "cmds": list(spec.cmds), "env": dict(spec.env),
-             "workdir": spec.workdir, "timeout_seconds": spec.timeout_seconds, "retries": spec.retries},
+            {
+                "path": spec.path,
+                "sha256": spec.sha256,
+                "cmds": list(spec.cmds),
+                "env": dict(spec.env),
+                "workdir": spec.workdir,
+                "timeout_seconds": spec.timeout_seconds,
+                "retries": spec.retries,
+            },
         )
         ctx.write_json(stage_dir / "applied_env.json", ctx.redactor.redact_env(ctx.bootstrap_env))
         if not spec.cmds:
-            return finish(ctx, self.name, stage_dir, started, None, data={"env_keys": sorted(ctx.bootstrap_env)})
+            return finish(
+                ctx, self.name, stage_dir, started, None, data={"env_keys": sorted(ctx.bootstrap_env)}
+            )
         run = ctx.run_stage(
             self.name,
             spec.cmds,

@@ -40,8 +40,16 @@ class HealthPhase:
             for index, cmd in enumerate(cmds, start=1):
                 remaining = max(0.5, deadline - time.monotonic())
                 last = run_command(
-                    cmd, cwd=cwd, env=env, out_dir=stage_dir, name=f"cmd{index:02d}_try{poll:02d}",
-                    timeout=remaining, policy=policy, redactor=ctx.redactor, index=index, attempt=poll,
+                    cmd,
+                    cwd=cwd,
+                    env=env,
+                    out_dir=stage_dir,
+                    name=f"cmd{index:02d}_try{poll:02d}",
+                    timeout=remaining,
+                    policy=policy,
+                    redactor=ctx.redactor,
+                    index=index,
+                    attempt=poll,
                 )
                 if poll <= 3 or not last.ok:
                     results.append(last)
@@ -58,7 +66,7 @@ class HealthPhase:
                 break
             time.sleep(delay)
             delay = min(MAX_DELAY, delay * 1.6)
-        tail = (last.tail.strip().splitlines()[-5:] if last else [])
+        tail = last.tail.strip().splitlines()[-5:] if last else []
         message = f"guard is_healthy: no health command passed within {window:.1f}s ({poll} polls)"
         if last is not None and last.blocked:
             message = f"health command blocked: {last.blocked}"

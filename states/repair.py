@@ -42,7 +42,11 @@ class RepairPhase:
         )
         ctx.log.bind(phase=self.name, attempt=ctx.repairs_used).info("repair.start", failed_phase=phase)
         reply, provenance = run_repair(
-            as_agent(ctx.agent), request, allowed_globs=ALLOWED_GLOBS, protected=protected, write_json=ctx.write_json
+            as_agent(ctx.agent),
+            request,
+            allowed_globs=ALLOWED_GLOBS,
+            protected=protected,
+            write_json=ctx.write_json,
         )
         _, action_error = run_actions(ctx, self.name, work_dir)
         data = {

@@ -48,5 +48,10 @@ class TeardownPhase:
         ctx.deploy_pgids.clear()
         ctx.deployed = False
         ctx.health_passed_at = None
-        data = {"policy": policy, "run_for": result, "teardown_cmds_ran": run is not None, "killed_pgids": killed}
+        data = {
+            "policy": policy,
+            "run_for": result,
+            "teardown_cmds_ran": run is not None,
+            "killed_pgids": killed,
+        }
         return finish(ctx, self.name, stage_dir, started, run, data=data)

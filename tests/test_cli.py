@@ -25,7 +25,9 @@ from tests.conftest import TargetFactory, pid_alive, service_pid, write_target
 from tests.fixtures import target_files as files
 
 LONG_ROLLOUT = files.PIPELINE.replace("    - python3 rollout.py", "    - echo rolling; sleep 30")
-SLOW_TESTS = files.PIPELINE.replace("  cmds: python3 stage.py tests", "  cmds: echo tick-tock-line; sleep 1.2")
+SLOW_TESTS = files.PIPELINE.replace(
+    "  cmds: python3 stage.py tests", "  cmds: echo tick-tock-line; sleep 1.2"
+)
 BROKEN_PIPELINE = "version: 1\ntests:\n  cmdz: echo hi\nevaluation:\n  run_cmds: x\n  retries: -1\n"
 COMMANDS = ("run", "validate", "init", "runs", "show", "replay", "diagram", "schema")
 needs_replay = pytest.mark.skipif(
@@ -98,7 +100,11 @@ def test_run_json_prints_only_the_result(make_target: TargetFactory):
     assert result["ok"] is True and result["score"] == 1.0 and result["metrics"]["ok"] is True
     assert Path(result["run_dir"]).is_dir() and result["run_id"] == Path(result["run_dir"]).name
     env = json.loads((repo / ".aider_fsm" / "envs" / "rollout.json").read_text())
-    assert env["AIDER_LLM_MODEL"] == "toy" and env["AIDER_EVAL_MODE"] == "full" and env["AIDER_EVAL_LIMIT"] == "4"
+    assert (
+        env["AIDER_LLM_MODEL"] == "toy"
+        and env["AIDER_EVAL_MODE"] == "full"
+        and env["AIDER_EVAL_LIMIT"] == "4"
+    )
 
 
 @needs_replay
@@ -136,7 +142,11 @@ def test_repair_cmd_fixes_the_failed_phase(make_target: TargetFactory, tmp_path:
 
 @pytest.mark.parametrize(
     ("until", "ran", "not_ran"),
-    [("health", "health", "rollout"), ("rollout", "rollout", "evaluate"), ("evaluate", "evaluate", "benchmark")],
+    [
+        ("health", "health", "rollout"),
+        ("rollout", "rollout", "evaluate"),
+        ("evaluate", "evaluate", "benchmark"),
+    ],
 )
 def test_run_until_stops_after_the_phase_and_tears_down(
     make_target: TargetFactory, until: str, ran: str, not_ran: str
@@ -155,7 +165,11 @@ def test_run_until_stops_after_the_phase_and_tears_down(
 @pytest.mark.parametrize(
     ("pipeline", "target", "message"),
     [
-        (BROKEN_PIPELINE, "target", r"error: \S+/pipeline\.yml:3: tests\.cmdz: unknown key, did you mean cmds\?"),
+        (
+            BROKEN_PIPELINE,
+            "target",
+            r"error: \S+/pipeline\.yml:3: tests\.cmdz: unknown key, did you mean cmds\?",
+        ),
         (files.PIPELINE, "missing", r"error: target path \S+ does not exist"),
     ],
 )
@@ -249,10 +263,12 @@ def test_validate_prints_every_problem_with_file_and_line(make_target: TargetFac
 def test_validate_a_clean_repo(make_target: TargetFactory, capsys: pytest.CaptureFixture[str]):
     repo = make_target()
     proc = cli("validate", ".", cwd=repo)
-    assert proc.returncode == 0 and proc.stdout == f"ok: {repo}: pipeline.yml, .aider_fsm/bootstrap.yml valid\n"
+    assert (
+        proc.returncode == 0 and proc.stdout == f"ok: {repo}: pipeline.yml, .aider_fsm/bootstrap.yml valid\n"
+    )
     assert main(["validate", str(repo), "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
     assert main(["validate", str(repo / "nowhere")]) == 2
-    assert "no such directory" in capsys.readouterr().err
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_init_writes_a_skeleton_that_validates_and_never_fakes_a_score(
