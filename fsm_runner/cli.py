@@ -12,11 +12,8 @@ import os
 import re
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from fsm_runner import __version__
@@ -41,8 +38,9 @@ from fsm_runner.contract import (
 from fsm_runner.contract.actions import ACTIONS_REL
 from fsm_runner.contract.bootstrap import BOOTSTRAP_REL
 from fsm_runner.errors import ContractError, FsmRunnerError, ReplayError, UsageError
+from fsm_runner.lifecycle import Interrupted, sigterm_raises
 from fsm_runner.repair import CommandAgent
-from fsm_runner.session import Interrupted, Session, setup
+from fsm_runner.session import Session, setup
 from fsm_runner.skeleton import write_skeleton
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -62,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and argparse usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        with _sigterm_raises():
+        with sigterm_raises():
             return int(args.handler(args))
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
@@ -78,24 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `fsm-runner runs | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM becomes :class:`Interrupted` for the whole command, so teardown runs even between phases."""
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # -- argument types --------------------------------------------------------------------------------------

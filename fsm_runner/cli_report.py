@@ -26,8 +26,8 @@ from fsm_runner.contract.pipeline import load_pipeline
 from fsm_runner.driver import RUN_JSON
 from fsm_runner.errors import ContractError, UsageError
 from fsm_runner.journal import JOURNAL_NAME, read_journal
+from fsm_runner.lifecycle import LOCK_NAME
 from fsm_runner.logs import EVENTS_NAME
-from fsm_runner.session import LOCK_NAME
 
 DEFAULT_OUT_DIR = ".aider_fsm/artifacts"
 LATEST = "latest"

@@ -24,12 +24,13 @@ from fsm_runner.driver import RUN_JSON, Driver, TransitionHook
 from fsm_runner.errors import ContractError, ReplayError
 from fsm_runner.execution import interrupted_command_groups
 from fsm_runner.journal import JOURNAL_NAME, Journal, read_journal
+from fsm_runner.lifecycle import LOCK_NAME
 from fsm_runner.logs import run_logger
 from fsm_runner.outcome import ErrorInfo
 from fsm_runner.procgroup import group_alive, kill_group
 from fsm_runner.results import EvaluationResult
 from fsm_runner.secrets import Redactor
-from fsm_runner.session import LOCK_NAME, Session
+from fsm_runner.session import Session
 from fsm_runner.targets import ResolvedTarget
 
 

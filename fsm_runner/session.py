@@ -7,18 +7,12 @@ policy and the journal records why.
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import os
 import shutil
-import signal
-import threading
 import warnings
-import weakref
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO, Any
 
 from fsm_runner import machine as topology
@@ -28,7 +22,15 @@ from fsm_runner.contract.pipeline import PipelineSpec, load_pipeline
 from fsm_runner.driver import Driver, TransitionHook
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
 from fsm_runner.evidence import create_run_dir, new_run_id
-from fsm_runner.journal import Journal
+from fsm_runner.journal import Journal, read_journal
+from fsm_runner.lifecycle import (
+    Interrupted,
+    hold_lock,
+    register_live,
+    release_lock,
+    sigterm_raises,
+    unregister_live,
+)
 from fsm_runner.logs import run_logger
 from fsm_runner.outcome import ErrorInfo
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
@@ -37,7 +39,6 @@ from fsm_runner.secrets import Redactor
 from fsm_runner.stage_env import MODES
 from fsm_runner.targets import ResolvedTarget, resolve_target
 
-LOCK_NAME = ".lock"
 UNATTENDED = ("strict", "guided")
 #: Keywords of the older API that configured its built-in coding agent; accepted and ignored.
 LEGACY_AGENT_KEYWORDS = frozenset(
@@ -59,16 +60,6 @@ LEGACY_AGENT_KEYWORDS = frozenset(
         "model",
     }
 )
-
-_LIVE: weakref.WeakSet[Session] = weakref.WeakSet()
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised in the main thread when SIGTERM arrives during a session call."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"received {signal.Signals(signum).name}")
-        self.signum = signum
 
 
 def setup(
@@ -150,6 +141,7 @@ class Session:
     _lock: IO[str]
     _closed: bool
     _mark: int
+    _in_run: bool = False
 
     def __init__(self) -> None:
         raise UsageError("create sessions with fsm_runner.setup(target)")
@@ -175,7 +167,7 @@ class Session:
         root = artifacts_dir or resolved.repo_root / pipeline.artifacts.out_dir
         run_id = new_run_id()
         run_dir = create_run_dir(root, run_id)
-        self._lock = _hold_lock(run_dir)
+        self._lock = hold_lock(run_dir)
         log, sink = run_logger(run_dir, run_id, console=console)
         self.ctx = RunContext(
             run_id=run_id,
@@ -198,7 +190,7 @@ class Session:
         self.driver = Driver(self.ctx, Journal.open(run_dir), on_transition=on_transition)
         self._closed = False
         self._mark = 0
-        _LIVE.add(self)
+        register_live(self)
         return self
 
     @classmethod
@@ -207,10 +199,10 @@ class Session:
         self = object.__new__(cls)
         self.ctx = ctx
         self.driver = driver
-        self._lock = _hold_lock(ctx.run_dir)
+        self._lock = hold_lock(ctx.run_dir)
         self._closed = False
         self._mark = 0
-        _LIVE.add(self)
+        register_live(self)
         return self
 
     # -- properties --------------------------------------------------------------------------------------
@@ -306,7 +298,18 @@ class Session:
         require_samples: bool = False,
         repair_iters: int = 3,
     ) -> EvaluationResult:
-        """The whole pipeline in one call (what ``fsm-runner run`` does)."""
+        """The whole pipeline in one call (what ``fsm-runner run`` does); the result lists every phase."""
+        self._in_run = False
+        self._configure(llm=llm, mode=mode, repair_iters=repair_iters, env_overrides=None)
+        self._in_run = True
+        try:
+            return self._run_all(llm, mode=mode, require_samples=require_samples, repair_iters=repair_iters)
+        finally:
+            self._in_run = False
+
+    def _run_all(
+        self, llm: str | None, *, mode: str, require_samples: bool, repair_iters: int
+    ) -> EvaluationResult:
         if llm is not None or self.ctx.pipeline.rollout is not None:
             rolled = self.rollout(
                 llm or "", mode=mode, require_samples=require_samples, repair_iters=repair_iters
@@ -324,13 +327,13 @@ class Session:
                 self._call(self._wind_down)
         finally:
             self._closed = True
-            _LIVE.discard(self)
+            unregister_live(self)
             if self.ctx.status == "running":
                 self.ctx.status = "closed"
                 self.driver.save()
             if self.ctx.sink is not None:
                 self.ctx.sink.close()
-            _release_lock(self._lock)
+            release_lock(self._lock)
 
     def __enter__(self) -> Session:
         return self
@@ -351,6 +354,8 @@ class Session:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if repair_iters < 0:
             raise UsageError(f"repair_iters must be >= 0, got {repair_iters}")
+        if not self._in_run:
+            self._mark = self.driver.journal.seq
         ctx = self.ctx
         ctx.llm = llm or None
         ctx.mode = mode
@@ -375,9 +380,8 @@ class Session:
 
     def _call(self, body: Callable[[], None]) -> None:
         """Run ``body`` with teardown guaranteed on failure, exception and signals."""
-        self._mark = self.driver.journal.seq
         try:
-            with _sigterm_raises():
+            with sigterm_raises():
                 body()
         except BaseException as exc:
             self._interrupted(exc)
@@ -411,8 +415,6 @@ class Session:
         self.driver.fire(topology.CLEANUP, outcome, reason=f"teardown after the run {status}")
 
     def _summaries(self) -> tuple[PhaseSummary, ...]:
-        from fsm_runner.journal import read_journal
-
         summaries = []
         for record in read_journal(self.driver.journal.path).records:
             outcome = record.get("outcome")
@@ -470,55 +472,3 @@ def _copy_rollout(result: RolloutResult, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     if result.samples_path and result.samples_path.is_file():
         shutil.copy2(result.samples_path, dest / result.samples_path.name)
-
-
-def _hold_lock(run_dir: Path) -> IO[str]:
-    """Held while the run is live so that replay refuses to touch it."""
-    handle = (run_dir / LOCK_NAME).open("a+")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UsageError(f"{run_dir} is in use by another live run") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-def _release_lock(handle: IO[str]) -> None:
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    finally:
-        handle.close()
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception for the duration of a call, when the host left it at the default."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@atexit.register
-def _close_live_sessions() -> None:
-    for session in list(_LIVE):
-        try:
-            session.close()
-        except Exception:  # interpreter exit: best effort, never raise
-            continue
