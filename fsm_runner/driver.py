@@ -192,12 +192,14 @@ class Driver:
 
 
 def _with_repair_note(ctx: RunContext) -> ErrorInfo:
+    """Say why no repair was tried, on the error's first line (the rest is often an output tail)."""
     error = ctx.last_error
     assert error is not None
-    if "repair" in error.message:
-        return error
     if ctx.agent is None:
         note = " (no repair agent is configured, so the run failed here)"
     else:
         note = f" (repair budget exhausted: {ctx.repairs_used}/{ctx.repair_iters} repairs used)"
-    return ErrorInfo(error.kind, error.message + note, error.phase, error.evidence)
+    first, sep, rest = error.message.partition("\n")
+    if note in first:
+        return error
+    return ErrorInfo(error.kind, first + note + sep + rest, error.phase, error.evidence)

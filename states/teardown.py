@@ -9,6 +9,7 @@ from fsm_runner.execution import StageRun
 from fsm_runner.outcome import Outcome, skipped
 from fsm_runner.phase import finish
 from fsm_runner.procgroup import group_alive, kill_group
+from states.kubectl import kubectl_dump
 
 POLICY_RUNS = {
     "always": {"success", "failure"},
@@ -30,6 +31,9 @@ class TeardownPhase:
         result = "failure" if ctx.status in ("failed", "interrupted") else "success"
         policy = deploy.teardown_policy if deploy else "always"
         run: StageRun | None = None
+        dump: dict[str, object] = {}
+        if deploy and deploy.kubectl_dump.enabled:
+            dump = kubectl_dump(ctx, deploy.kubectl_dump, stage_dir, self.name)
         if deploy and deploy.teardown_cmds and result in POLICY_RUNS.get(policy, set()):
             run = ctx.run_stage(
                 self.name,
@@ -53,5 +57,6 @@ class TeardownPhase:
             "run_for": result,
             "teardown_cmds_ran": run is not None,
             "killed_pgids": killed,
+            **dump,
         }
         return finish(ctx, self.name, stage_dir, started, run, data=data)
