@@ -6,7 +6,7 @@ files, result JSON, process-group cleanup, secret masking) and the same N throug
 per command. The two loops alternate for ``--rounds`` rounds and the best round of each is reported, which
 keeps noise from other work on the machine out of the comparison.
 
-    python bench/bench_executor.py [-n 200] [--rounds 3] [--secret]
+    python bench/bench_executor.py [-n 200] [--rounds 3] [--secret] [--json]
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import Figure, report
 
 from fsm_runner.execution import run_commands
 from fsm_runner.secrets import Redactor
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=200, help="commands per loop (default 200)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept (default 3)")
     parser.add_argument("--secret", action="store_true", help="add a secret to the env so masking runs")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON (for bench/run_all)")
     args = parser.parse_args(argv)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
     if args.secret:
@@ -70,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             executors.append(_executor(args.n, root, env, root / f"evidence{round_}"))
     plain, executor = min(plains), min(executors)
     added_ms = (executor - plain) / args.n * 1000
+    if args.json:
+        figures = [
+            Figure("run_commands: added per command", added_ms, "ms", 3.0, note="executor alone, no session"),
+            Figure("run_commands / subprocess.run ratio", executor / plain, "x"),
+        ]
+        return report(figures, (), as_json=True)
     rows = [
         ("commands", f"{args.n} x {max(1, args.rounds)} rounds (best round shown)"),
         ("subprocess.run total", f"{plain:.3f} s ({plain / args.n * 1000:.2f} ms/cmd)"),

@@ -97,11 +97,23 @@ def _latency(repo: Path, delay: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=8, help="runs per probe (default 8)")
+    parser.add_argument(
+        "--poll-cap",
+        type=float,
+        help="override the health phase's longest poll interval (states.health.MAX_DELAY) to try a fix",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.poll_cap is not None:
+        import states.health
+
+        states.health.MAX_DELAY = args.poll_cap
     rng = random.Random(1234)
     delays = [round(rng.uniform(0.2, 1.5), 3) for _ in range(max(1, args.runs))]
-    figures, details = [], [("service delays (s)", ", ".join(f"{d:.2f}" for d in delays))]
+    figures: list[Figure] = []
+    details = [("service delays (s)", ", ".join(f"{d:.2f}" for d in delays))]
+    if args.poll_cap is not None:
+        details.append(("poll interval cap (overridden)", f"{args.poll_cap} s"))
     with tempfile.TemporaryDirectory(prefix="fsm-bench-health-") as tmp:
         for index, (label, probe) in enumerate(PROBES.items()):
             repo = _target(Path(tmp) / f"repo{index}", probe)

@@ -149,22 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_until(session: Session, args: argparse.Namespace, iters: int) -> dict[str, Any]:
-    """Drive the machine until the phase after ``--until``; ``close()`` then tears down what is deployed."""
-    last = topology.PHASES.index(args.until)
-    ctx = session.ctx
-    if last >= topology.PHASES.index("rollout") and (args.llm or ctx.pipeline.rollout is not None):
-        rolled = session.rollout(
-            args.llm or "", mode=args.mode, require_samples=args.require_samples, repair_iters=iters
-        )
-        if not rolled.ok or args.until == "rollout":
-            return {**rolled.to_json(), "until": args.until}
-    else:
-        ctx.llm, ctx.mode, ctx.repair_iters = args.llm, args.mode, iters
-        ctx.require_samples = args.require_samples
-    ctx.repairs_used = 0
-    session._call(
-        lambda: session.driver.run_until(lambda s: s in topology.PHASES and topology.PHASES.index(s) > last)
+    """Run through ``--until``; ``close()`` then tears down whatever is deployed."""
+    session.advance(
+        args.until, llm=args.llm, mode=args.mode, require_samples=args.require_samples, repair_iters=iters
     )
+    ctx = session.ctx
     failed = session.state == topology.FAILED
     metrics = (ctx.outputs.get("evaluate") or {}).get("metrics")
     return {

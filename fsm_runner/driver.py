@@ -142,7 +142,7 @@ class Driver:
         if dest == topology.FAILED and ctx.status == "running":
             ctx.status = "failed"
         elif dest == topology.DONE:
-            ctx.status = "ok"
+            ctx.status = "closed" if ctx.stopping else "ok"
         record = {
             "trigger": trigger,
             "source": source,

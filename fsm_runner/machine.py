@@ -71,6 +71,13 @@ TRIGGERS: tuple[str, ...] = (
 )
 
 
+def is_past(phase: str, state: str) -> bool:
+    """Whether ``state`` comes after ``phase`` in pipeline order (repair and failed never do)."""
+    if state == DONE:
+        return True
+    return state in PHASES and PHASES.index(state) > PHASES.index(phase)
+
+
 def retry_guard(phase: str) -> str:
     """Name of the guard that sends a repaired run back to ``phase``."""
     return f"failed_in_{phase}"

@@ -80,6 +80,8 @@ def can_replay(run_dir: str | os.PathLike[str]) -> tuple[bool, str]:
     if owner:
         return False, f"{path}: the run is still in progress ({owner} holds its lock)"
     last = records[-1]
+    if run.get("status") == "closed":
+        return False, f"{path}: the session was closed before the pipeline finished; start a new run"
     if last["dest"] == topology.DONE or run.get("status") == "ok":
         return False, f"{path}: the run finished successfully; there is nothing to replay"
     if last["dest"] == topology.FAILED and not _failed_phase(run, records):

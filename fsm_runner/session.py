@@ -32,7 +32,7 @@ from fsm_runner.lifecycle import (
     unregister_live,
 )
 from fsm_runner.logs import run_logger
-from fsm_runner.outcome import ErrorInfo
+from fsm_runner.outcome import ErrorInfo, skipped
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.scaffold import scaffold_contract
 from fsm_runner.secrets import Redactor
@@ -246,11 +246,7 @@ class Session:
         self.ctx.require_samples = require_samples
         if self.state in ("evaluate", "benchmark", "verify", "teardown", topology.DONE, topology.FAILED):
             self._restart("rollout() called again")
-        self._call(
-            lambda: self.driver.run_until(
-                lambda s: topology.PHASES.index(s) > 6 if s in topology.PHASES else False
-            )
-        )
+        self._call(lambda: self.driver.run_until(lambda s: topology.is_past("rollout", s)))
         result = self._rollout_result()
         if artifacts_dir and result.ok:
             _copy_rollout(result, Path(artifacts_dir))
@@ -281,10 +277,8 @@ class Session:
         def drive() -> None:
             self.driver.run_until(lambda s: s == "rollout")
             if self.state == "rollout":
-                outcome_reason = "evaluate() was called without rollout()"
-                from fsm_runner.outcome import skipped
-
-                self.driver.fire(topology.PHASE_SKIPPED, skipped("rollout", outcome_reason))
+                reason = "evaluate() was called without rollout()"
+                self.driver.fire(topology.PHASE_SKIPPED, skipped("rollout", reason))
             self.driver.run_until(lambda s: False)
 
         self._call(drive)
@@ -374,7 +368,24 @@ class Session:
         self.ctx.last_error = None
         self.driver.fire(topology.RESTART, reason=reason)
 
+    def advance(
+        self,
+        through: str,
+        *,
+        llm: str | None = None,
+        mode: str = "smoke",
+        require_samples: bool = False,
+        repair_iters: int = 3,
+    ) -> None:
+        """Run the phases up to and including ``through`` (``fsm-runner run --until``), then stop there."""
+        if through not in topology.PHASES:
+            raise UsageError(f"unknown phase {through!r}; phases are {', '.join(topology.PHASES)}")
+        self._configure(llm=llm, mode=mode, repair_iters=repair_iters, env_overrides=None)
+        self.ctx.require_samples = require_samples
+        self._call(lambda: self.driver.run_until(lambda s: topology.is_past(through, s)))
+
     def _wind_down(self) -> None:
+        self.ctx.stopping = True
         self.driver.fire(topology.WIND_DOWN, reason="session closed")
         self.driver.run_until(lambda s: False)
 
@@ -398,6 +409,8 @@ class Session:
         try:
             if self.state not in topology.FINAL_STATES:
                 ctx.status = "interrupted" if kind == "interrupted" else "failed"
+                if self.state in topology.PHASES:
+                    ctx.failed_phase = self.state
                 ctx.last_error = ErrorInfo(kind, reason, self.state)
                 self.driver.fire(topology.INTERRUPT, reason=reason)
             self._cleanup()
