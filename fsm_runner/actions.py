@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from fsm_runner.context import RunContext
-from fsm_runner.contract.actions import ActionsSpec, load_actions
+from fsm_runner.contract.actions import ACTIONS_REL, ActionsSpec, load_actions
+from fsm_runner.errors import ContractError
 from fsm_runner.outcome import ErrorInfo
 
 
 def run_actions(ctx: RunContext, stage: str, out_dir: Path) -> tuple[list[dict[str, Any]], ErrorInfo | None]:
     """Execute the actions in order; the file is removed whatever happens so it never runs twice."""
-    spec: ActionsSpec | None = load_actions(ctx.repo_root)
+    try:
+        spec: ActionsSpec | None = load_actions(ctx.repo_root)
+    except ContractError as exc:
+        rejected = out_dir / "actions.rejected.yml"
+        shutil.move(str(ctx.repo_root / ACTIONS_REL), rejected)
+        return [], ErrorInfo("contract", f"{exc} (the file was moved to {rejected})", stage, str(rejected))
     if spec is None:
         return [], None
     actions_dir = out_dir / "actions"

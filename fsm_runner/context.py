@@ -65,6 +65,8 @@ class RunContext:
     runs_of_phase: dict[str, int] = field(factory=dict)
     bootstrap_env: dict[str, str] = field(factory=dict)
     deploy_pgids: list[int] = field(factory=list)
+    deploy_leaders: dict[str, int | None] = field(factory=dict)
+    redeploys: int = 0
     deployed: bool = False
     deployed_at: float | None = None
     health_passed_at: float | None = None
@@ -179,6 +181,11 @@ class RunContext:
                 timed_out=result.timed_out,
                 blocked=result.blocked,
             )
+            if result.pgid is not None and result.pgid not in self.deploy_pgids:
+                # Recorded at once: a runner killed later in this stage must not orphan the service.
+                self.deploy_pgids.append(result.pgid)
+                self.deploy_leaders[str(result.pgid)] = result.leader_start
+                self.write_json(self.run_dir / "run.json", self.to_json())
 
         return run_commands(
             list(cmds),
@@ -224,6 +231,7 @@ class RunContext:
             "outputs": self.outputs,
             "runs_of_phase": dict(self.runs_of_phase),
             "deploy_pgids": list(self.deploy_pgids),
+            "deploy_leaders": dict(self.deploy_leaders),
             "deployed": self.deployed,
             "failed_phase": self.failed_phase,
             "last_error": self.last_error.to_json() if self.last_error else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from fsm_runner import machine as topology
 from fsm_runner.context import RunContext
@@ -17,7 +17,7 @@ from fsm_runner.guards import GUARDS, explain
 from fsm_runner.journal import Journal
 from fsm_runner.outcome import FAILED, OK, SKIPPED, ErrorInfo, Outcome, skipped
 from fsm_runner.phase import Phase
-from fsm_runner.procgroup import group_alive
+from fsm_runner.procgroup import is_same_group
 from states.registry import PHASES
 
 RUN_JSON = "run.json"
@@ -70,7 +70,13 @@ class Driver:
 
     def step(self) -> None:
         phase = self.state
-        if phase in topology.NEEDS_DEPLOYMENT and not self._deployment_alive():
+        ctx = self.ctx
+        if (
+            phase in topology.NEEDS_DEPLOYMENT
+            and ctx.redeploys < topology.MAX_REDEPLOYS
+            and not self._deployment_alive()
+        ):
+            ctx.redeploys += 1
             self.fire(topology.REDEPLOY, skipped(phase, "the deployment is gone; deploying again"))
             return
         outcome = self._run_phase(phase)
@@ -112,7 +118,9 @@ class Driver:
         if not ctx.deployed:
             return False
         # Deploy commands that leave nothing running (e.g. an external service) count as alive.
-        return not ctx.deploy_pgids or any(group_alive(p) for p in ctx.deploy_pgids)
+        return not ctx.deploy_pgids or any(
+            is_same_group(p, ctx.deploy_leaders.get(str(p))) for p in ctx.deploy_pgids
+        )
 
     # -- transitions -------------------------------------------------------------------------------------
 
@@ -158,7 +166,8 @@ class Driver:
         }
         if dest == topology.FAILED and ctx.last_error is not None:
             record["error"] = ctx.last_error.to_json()
-        self.journal.append(ctx.redactor.scrub(record))
+        record = cast(dict[str, Any], ctx.redactor.scrub(record))
+        self.journal.append(record)
         self.save()
         ctx.log.bind(phase=source, attempt=ctx.repairs_used).info(
             "transition",

@@ -25,7 +25,11 @@ class Journal:
         path = run_dir / JOURNAL_NAME
         seq = 0
         if path.exists():
-            records = read_journal(path).records
+            read = read_journal(path)
+            if read.torn:  # a crash cut the last line: drop it, or the next record is glued onto it
+                data = path.read_bytes()
+                os.truncate(path, data.rstrip(b"\n").rfind(b"\n") + 1)
+            records = read.records
             seq = int(records[-1].get("seq", len(records))) if records else 0
         return cls(path=path, seq=seq)
 
@@ -61,13 +65,13 @@ def read_journal(path: Path) -> JournalRead:
     for number, raw in enumerate(lines, start=1):
         try:
             record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
         except ValueError:
             if number == len(lines):
                 return JournalRead(
                     tuple(records), torn=True, problem=f"{path}:{number}: last line is truncated"
                 )
             return JournalRead(tuple(records), problem=f"{path}:{number}: unreadable journal record")
+        if not isinstance(record, dict):
+            return JournalRead(tuple(records), problem=f"{path}:{number}: journal record is not an object")
         records.append(record)
     return JournalRead(tuple(records))

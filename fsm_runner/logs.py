@@ -65,7 +65,7 @@ def run_logger(run_dir: Path, run_id: str, *, console: bool | None = None) -> tu
     sink = RunSink(run_dir / EVENTS_NAME, stream)
     logger = structlog.wrap_logger(
         sink,
-        processors=[_timestamp, _render],
+        processors=[_timestamp, structlog.processors.format_exc_info, _render],
         context_class=dict,
         cache_logger_on_first_use=False,
     )

@@ -33,7 +33,9 @@ STATES: tuple[str, ...] = (*PHASES, REPAIR, DONE, FAILED)
 FINAL_STATES: frozenset[str] = frozenset({DONE, FAILED})
 
 #: Phases that use the deployment; entering one with the deployment gone goes back to deploy_setup.
-NEEDS_DEPLOYMENT: frozenset[str] = frozenset({"rollout", "evaluate", "benchmark"})
+NEEDS_DEPLOYMENT: frozenset[str] = frozenset({"health", "rollout", "evaluate", "benchmark"})
+#: How often one round may go back to deploy_setup because the service vanished (a crash loop stops here).
+MAX_REDEPLOYS = 2
 #: Phases a repair may not retry (nothing in the repository can fix them, or they are the cleanup).
 NOT_REPAIRABLE: frozenset[str] = frozenset({"clone", "teardown"})
 

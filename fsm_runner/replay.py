@@ -27,7 +27,7 @@ from fsm_runner.journal import JOURNAL_NAME, Journal, read_journal
 from fsm_runner.lifecycle import LOCK_NAME
 from fsm_runner.logs import run_logger
 from fsm_runner.outcome import ErrorInfo
-from fsm_runner.procgroup import group_alive, kill_group
+from fsm_runner.procgroup import is_same_group, kill_group
 from fsm_runner.results import EvaluationResult
 from fsm_runner.secrets import Redactor
 from fsm_runner.session import Session
@@ -303,6 +303,7 @@ def _restore(
         outputs=dict(run.get("outputs") or {}),
         runs_of_phase={k: int(v) for k, v in (run.get("runs_of_phase") or {}).items()},
         deploy_pgids=[int(p) for p in run.get("deploy_pgids") or []],
+        deploy_leaders=dict(run.get("deploy_leaders") or {}),
         deployed=bool(run.get("deployed")),
         failed_phase=run.get("failed_phase"),
         last_error=ErrorInfo.from_json(last_error) if last_error else None,
@@ -317,12 +318,13 @@ def _restore(
 
 def _end_leftovers(ctx: RunContext) -> None:
     """A killed runner may have left its deployment and its running command behind: end them first."""
-    groups = [p for p in ctx.deploy_pgids if group_alive(p)]
+    groups = [p for p in ctx.deploy_pgids if is_same_group(p, ctx.deploy_leaders.get(str(p)))]
     groups += [p for p in interrupted_command_groups(ctx.run_dir) if p not in groups]
     for pgid in groups:
         kill_group(pgid)
     if groups or ctx.deployed:
         ctx.log.info("replay.ended_leftovers", pgids=groups)
     ctx.deploy_pgids.clear()
+    ctx.deploy_leaders.clear()
     ctx.deployed = False
     ctx.health_passed_at = None

@@ -33,6 +33,7 @@ from fsm_runner.lifecycle import (
 )
 from fsm_runner.logs import run_logger
 from fsm_runner.outcome import ErrorInfo, skipped
+from fsm_runner.repair import as_agent
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.scaffold import scaffold_contract
 from fsm_runner.secrets import Redactor
@@ -41,6 +42,7 @@ from fsm_runner.targets import ResolvedTarget, resolve_target
 
 UNATTENDED = ("strict", "guided")
 #: Keywords of the older API that configured its built-in coding agent; accepted and ignored.
+ROLLOUT_REL = ".aider_fsm/rollout.json"
 LEGACY_AGENT_KEYWORDS = frozenset(
     {
         "agent",
@@ -86,6 +88,8 @@ def setup(
     :class:`ContractError` with what to fix.
     """
     _check_legacy(legacy)
+    if repair_agent is not None:
+        as_agent(repair_agent)  # a value that cannot be an agent fails now, not at the first repair
     if unattended not in UNATTENDED:
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
     resolved = resolve_target(target, clones_dir=Path(clones_dir) if clones_dir else None, ref=ref)
@@ -249,7 +253,7 @@ class Session:
         self._call(lambda: self.driver.run_until(lambda s: topology.is_past("rollout", s)))
         result = self._rollout_result()
         if artifacts_dir and result.ok:
-            _copy_rollout(result, Path(artifacts_dir))
+            _copy_rollout(result, self.ctx.repo_root, Path(artifacts_dir))
         return result
 
     def evaluate(
@@ -363,6 +367,7 @@ class Session:
 
     def _restart(self, reason: str) -> None:
         self.ctx.round += 1
+        self.ctx.redeploys = 0
         self.ctx.status = "running"
         self.ctx.failed_phase = None
         self.ctx.last_error = None
@@ -481,7 +486,10 @@ class Session:
         )
 
 
-def _copy_rollout(result: RolloutResult, dest: Path) -> None:
+def _copy_rollout(result: RolloutResult, repo: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
+    rollout_json = repo / ROLLOUT_REL
+    if rollout_json.is_file():
+        shutil.copy2(rollout_json, dest / rollout_json.name)
     if result.samples_path and result.samples_path.is_file():
         shutil.copy2(result.samples_path, dest / result.samples_path.name)

@@ -22,9 +22,14 @@ class DeployPhase(CommandPhase):
     def run(self, ctx: RunContext) -> Outcome:
         ctx.deployed_at = time.monotonic()
         ctx.health_passed_at = None
+        deploy = ctx.pipeline.deploy
+        if deploy is not None and deploy.setup_cmds:
+            # Set before any command runs: a deploy that fails or is interrupted half-way still gets teardown.
+            ctx.deployed = True
         return super().run(ctx)
 
     def record(self, ctx: RunContext, run: StageRun) -> None:
-        # Even a failed deploy may have started something: teardown must still end it.
-        ctx.deployed = True
-        ctx.deploy_pgids.extend(p for p in run.background_pgids if p not in ctx.deploy_pgids)
+        # run_stage has registered each background group as its command ended; this catches any left.
+        for pgid in run.background_pgids:
+            if pgid not in ctx.deploy_pgids:
+                ctx.deploy_pgids.append(pgid)

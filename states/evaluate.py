@@ -35,7 +35,7 @@ class EvaluatePhase(CommandPhase):
         path = Path(ctx.repo_root, section.metrics_path)
         check = check_metrics(path, section.required_keys)
         if check.metrics is not None:
-            # Keep a copy: the repository's file is overwritten by the next round.
+            # The latest metrics at a fixed path; every round's are also in its summary.json.
             ctx.write_json(ctx.run_dir / f"{self.name}.metrics.json", check.metrics)
         return {"metrics": check.metrics, "metrics_path": str(path)}
 

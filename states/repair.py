@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from fsm_runner.actions import run_actions
 from fsm_runner.context import RunContext
 from fsm_runner.outcome import ErrorInfo, Outcome
 from fsm_runner.phase import finish
-from fsm_runner.repair import RepairRequest, as_agent, render_prompt, run_repair
+from fsm_runner.repair import RepairAgent, RepairReply, RepairRequest, as_agent, render_prompt, run_repair
 
 ALLOWED_GLOBS = (".aider_fsm/**",)
 
@@ -41,14 +42,17 @@ class RepairPhase:
             work_dir=work_dir,
         )
         ctx.log.bind(phase=self.name, attempt=ctx.repairs_used).info("repair.start", failed_phase=phase)
+        agent = _ThenActions(as_agent(ctx.agent), ctx, work_dir)
         reply, provenance = run_repair(
-            as_agent(ctx.agent),
+            agent,
             request,
             allowed_globs=ALLOWED_GLOBS,
             protected=protected,
             write_json=ctx.write_json,
         )
-        _, action_error = run_actions(ctx, self.name, work_dir)
+        action_error = agent.action_error
+        for output in work_dir.glob("agent_output*"):
+            ctx.redactor.mask_file(output)
         data = {
             "attempt": ctx.repairs_used,
             "failed_phase": phase,
@@ -64,3 +68,18 @@ class RepairPhase:
                 "repair", f"repair agent failed: {reply.summary or 'no detail'}", self.name, reply.output_path
             )
         return finish(ctx, self.name, work_dir, started, None, data=data, error=failure)
+
+
+class _ThenActions:
+    """The agent, then any actions.yml it wrote, inside the same guardrail window (so both are checked)."""
+
+    def __init__(self, inner: RepairAgent, ctx: RunContext, work_dir: Path) -> None:
+        self.inner = inner
+        self.ctx = ctx
+        self.work_dir = work_dir
+        self.action_error: ErrorInfo | None = None
+
+    def repair(self, request: RepairRequest) -> RepairReply:
+        reply = self.inner.repair(request)
+        _, self.action_error = run_actions(self.ctx, "repair", self.work_dir)
+        return reply

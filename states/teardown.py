@@ -8,7 +8,7 @@ from fsm_runner.context import RunContext
 from fsm_runner.execution import StageRun
 from fsm_runner.outcome import Outcome, skipped
 from fsm_runner.phase import finish
-from fsm_runner.procgroup import group_alive, kill_group
+from fsm_runner.procgroup import is_same_group, kill_group
 from states.kubectl import kubectl_dump
 
 POLICY_RUNS = {
@@ -46,10 +46,11 @@ class TeardownPhase:
             )
         killed = []
         for pgid in ctx.deploy_pgids:
-            if group_alive(pgid):
+            if is_same_group(pgid, ctx.deploy_leaders.get(str(pgid))):
                 kill_group(pgid)
                 killed.append(pgid)
         ctx.deploy_pgids.clear()
+        ctx.deploy_leaders.clear()
         ctx.deployed = False
         ctx.health_passed_at = None
         data = {

@@ -98,7 +98,7 @@ class KubectlDumpSpec:
 @define(frozen=True, kw_only=True)
 class DeploySpec(StageCommon):
     setup_cmds: tuple[str, ...] = _cmds("Commands that start the services.")
-    health_cmds: tuple[str, ...] = _cmds("Commands polled until one succeeds.")
+    health_cmds: tuple[str, ...] = _cmds("Commands polled with backoff until all of them pass in one poll.")
     teardown_cmds: tuple[str, ...] = _cmds("Commands that stop the services.")
     teardown_policy: str = field(
         default="always",
