@@ -6,7 +6,7 @@ measured is the runner's polling and bookkeeping, not the probe's own start-up; 
 Python probe like most real contracts do. The latency is the ``transition`` event that leaves ``health``
 (``events.jsonl``, microsecond timestamps) minus the ready time. Delays are drawn from a seeded RNG.
 
-    python bench/bench_health.py [--runs 8] [--json]
+    python bench/bench_health.py [--runs 12] [--poll-cap SECONDS] [--json]
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _latency(repo: Path, delay: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=8, help="runs per probe (default 8)")
+    parser.add_argument("--runs", type=int, default=12, help="runs per probe (default 12)")
     parser.add_argument(
         "--poll-cap",
         type=float,

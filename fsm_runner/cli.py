@@ -269,7 +269,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     live = LiveReport(quiet=args.json)
     live.watch(run_dir)
     with live:
-        result = replay(run_dir, repair_iters=iters, repair_agent=agent, console=False, on_transition=live)
+        result = replay(
+            run_dir,
+            repair_iters=iters,
+            repair_agent=agent,
+            env_overrides=dict(args.env),
+            console=False,
+            on_transition=live,
+        )
     return _finish(result.to_json(), json_mode=args.json)
 
 
@@ -420,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
         if name == "replay":
             sub.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
+            sub.add_argument(
+                "--env",
+                action="append",
+                type=_env_pair,
+                default=[],
+                metavar="K=V",
+                help="override again (secret overrides are not stored with the run; repeatable)",
+            )
 
     diagram = command("diagram", cmd_diagram, "lookup")
     diagram.add_argument("--run", metavar="RUN", help="mark the path this run took")

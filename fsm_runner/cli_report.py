@@ -22,8 +22,8 @@ from typing import Any, TextIO
 from attrs import define
 
 from fsm_runner import machine as topology
+from fsm_runner.context import RUN_JSON
 from fsm_runner.contract.pipeline import load_pipeline
-from fsm_runner.driver import RUN_JSON
 from fsm_runner.errors import ContractError, UsageError
 from fsm_runner.journal import JOURNAL_NAME, read_journal
 from fsm_runner.lifecycle import LOCK_NAME

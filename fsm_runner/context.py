@@ -24,6 +24,7 @@ from fsm_runner.stage_env import MAX_CMD_OVERRIDE, MAX_TOTAL_OVERRIDE, build_sta
 from fsm_runner.targets import ResolvedTarget
 
 DEFAULT_CMD_SECONDS = 3600.0
+RUN_JSON = "run.json"
 RUNTIME_ENV_REL = ".aider_fsm/runtime_env.json"
 
 
@@ -66,7 +67,10 @@ class RunContext:
     bootstrap_env: dict[str, str] = field(factory=dict)
     deploy_pgids: list[int] = field(factory=list)
     deploy_leaders: dict[str, int | None] = field(factory=dict)
+    deployed_llm: str | None = None
     redeploys: int = 0
+    rollout_requested: bool = False
+    skip_rollout_round: int = 0
     deployed: bool = False
     deployed_at: float | None = None
     health_passed_at: float | None = None
@@ -93,11 +97,36 @@ class RunContext:
 
     def new_stage_dir(self, phase: str) -> Path:
         """A fresh evidence dir per execution of a phase: ``<phase>``, then ``<phase>.2``, ``<phase>.3``."""
-        count = self.runs_of_phase.get(phase, 0) + 1
-        self.runs_of_phase[phase] = count
-        path = self.run_dir / (phase if count == 1 else f"{phase}.{count}")
-        path.mkdir(parents=True, exist_ok=True)
+        return self._fresh_dir(phase, lambda n: phase if n == 1 else f"{phase}.{n}")
+
+    def new_repair_dir(self) -> Path:
+        return self._fresh_dir("repair", lambda n: f"repair_{n:02d}")
+
+    def _fresh_dir(self, key: str, name: Callable[[int], str]) -> Path:
+        # The counter lives in run.json, saved per transition; after a crash the dir may exist already.
+        count = self.runs_of_phase.get(key, 0) + 1
+        while (self.run_dir / name(count)).exists():
+            count += 1
+        self.runs_of_phase[key] = count
+        path = self.run_dir / name(count)
+        path.mkdir(parents=True)
         return path
+
+    def refresh_redactor(self) -> None:
+        """Secrets may come from the caller's env, the overrides, bootstrap.yml or any stage's env."""
+        env = {**self.base_env, **self.env_overrides, **self.bootstrap_env}
+        if self.bootstrap is not None:
+            env.update(self.bootstrap.env)
+        for name in ("tests", "auth", "deploy", "rollout", "evaluation", "benchmark"):
+            section = getattr(self.pipeline, name)
+            if section is not None:
+                env.update({f"{name}.{k}": v for k, v in section.env.items()})
+        self.redactor = Redactor.from_env(env)
+        if self.sink is not None:
+            self.sink.redactor = self.redactor
+
+    def save(self) -> None:
+        self.write_json(self.run_dir / RUN_JSON, self.to_json())
 
     def write_json(self, path: Path, data: Any) -> None:
         """Every JSON the runner writes passes through the redactor."""
@@ -152,6 +181,27 @@ class RunContext:
     def workdir(self, rel: str | None) -> Path:
         return (self.repo_root / rel).resolve() if rel else self.repo_root
 
+    def command_started(self, stage: str, cmd: str, index: int, attempt: int) -> None:
+        self.log.bind(phase=stage).info(
+            "command.start", cmd=self.redactor.mask(cmd), index=index, attempt=attempt
+        )
+
+    def command_ended(self, stage: str, result: CommandResult) -> None:
+        self.log.bind(phase=stage).info(
+            "command.end",
+            index=result.index,
+            attempt=result.attempt,
+            exit_code=result.exit_code,
+            duration_s=round(result.duration_s, 4),
+            timed_out=result.timed_out,
+            blocked=result.blocked,
+        )
+        if result.pgid is not None and result.pgid not in self.deploy_pgids:
+            # Recorded at once: a runner killed later in this stage must not orphan the service.
+            self.deploy_pgids.append(result.pgid)
+            self.deploy_leaders[str(result.pgid)] = result.leader_start
+            self.save()
+
     def run_stage(
         self,
         stage: str,
@@ -166,27 +216,6 @@ class RunContext:
         keep_background: bool = False,
     ) -> StageRun:
         """Run a stage's commands with the run's policy, env, budgets and events."""
-        log = self.log.bind(phase=stage)
-
-        def on_start(cmd: str, index: int, attempt: int) -> None:
-            log.info("command.start", cmd=self.redactor.mask(cmd), index=index, attempt=attempt)
-
-        def on_end(result: CommandResult) -> None:
-            log.info(
-                "command.end",
-                index=result.index,
-                attempt=result.attempt,
-                exit_code=result.exit_code,
-                duration_s=round(result.duration_s, 4),
-                timed_out=result.timed_out,
-                blocked=result.blocked,
-            )
-            if result.pgid is not None and result.pgid not in self.deploy_pgids:
-                # Recorded at once: a runner killed later in this stage must not orphan the service.
-                self.deploy_pgids.append(result.pgid)
-                self.deploy_leaders[str(result.pgid)] = result.leader_start
-                self.write_json(self.run_dir / "run.json", self.to_json())
-
         return run_commands(
             list(cmds),
             stage=stage,
@@ -200,8 +229,8 @@ class RunContext:
             redactor=self.redactor,
             interactive=interactive,
             keep_background=keep_background,
-            on_start=on_start,
-            on_end=on_end,
+            on_start=lambda cmd, index, attempt: self.command_started(stage, cmd, index, attempt),
+            on_end=lambda result: self.command_ended(stage, result),
         )
 
     # -- bookkeeping -------------------------------------------------------------------------------------
@@ -232,12 +261,12 @@ class RunContext:
             "runs_of_phase": dict(self.runs_of_phase),
             "deploy_pgids": list(self.deploy_pgids),
             "deploy_leaders": dict(self.deploy_leaders),
+            "deployed_llm": self.deployed_llm,
+            "rollout_requested": self.rollout_requested,
+            "skip_rollout_round": self.skip_rollout_round,
             "deployed": self.deployed,
             "failed_phase": self.failed_phase,
             "last_error": self.last_error.to_json() if self.last_error else None,
             "redrive_count": self.redrive_count,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-
-
-PhaseRunner = Callable[[RunContext], Any]

@@ -20,21 +20,27 @@ from fsm_runner.phase import Phase
 from fsm_runner.procgroup import is_same_group
 from states.registry import PHASES
 
-RUN_JSON = "run.json"
 #: Phases that succeed once per session; later rounds skip them.
 ONCE_PER_SESSION = frozenset({"clone", "bootstrap", "auth", "tests"})
+#: Phases that succeed once per round (each rollout()/evaluate() pair is a round).
+PER_ROUND = frozenset({"rollout", "evaluate", "benchmark", "verify"})
 
 TransitionHook = Callable[[dict[str, Any]], None]
 
 
 class MachineModel:
-    """The object ``transitions`` drives: its state, and one method per guard bound to the context."""
+    """The object ``transitions`` drives: its state, and one method per guard.
+
+    The driver evaluates the guards once per transition and stores the answers in ``values``, so the
+    machine decides on exactly what the journal records.
+    """
 
     state: str
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self) -> None:
+        self.values: dict[str, bool] = {}
         for name in topology.GUARD_NAMES:
-            setattr(self, name, partial(GUARDS[name], ctx))
+            setattr(self, name, partial(self.values.__getitem__, name))
 
 
 class Driver:
@@ -51,7 +57,7 @@ class Driver:
     ) -> None:
         self.ctx = ctx
         self.journal = journal
-        self.model = MachineModel(ctx)
+        self.model = MachineModel()
         self.machine = topology.build_machine(self.model, initial)
         self.on_transition = on_transition
         self.phases = phases if phases is not None else PHASES
@@ -71,6 +77,10 @@ class Driver:
     def step(self) -> None:
         phase = self.state
         ctx = self.ctx
+        reason = self._skip_reason(phase)
+        if reason:
+            self.fire(topology.PHASE_SKIPPED, skipped(phase, reason))
+            return
         if (
             phase in topology.NEEDS_DEPLOYMENT
             and ctx.redeploys < topology.MAX_REDEPLOYS
@@ -78,6 +88,9 @@ class Driver:
         ):
             ctx.redeploys += 1
             self.fire(topology.REDEPLOY, skipped(phase, "the deployment is gone; deploying again"))
+            return
+        if phase in topology.RECHECK_HEALTH and self._health_unconfirmed():
+            self.fire(topology.RECHECK, skipped(phase, "health is not confirmed since the last repair"))
             return
         outcome = self._run_phase(phase)
         if phase == topology.REPAIR and outcome.status == OK:
@@ -89,14 +102,33 @@ class Driver:
         else:
             self.fire(topology.PHASE_FAILED, outcome)
 
-    def _run_phase(self, phase: str) -> Outcome:
+    def _skip_reason(self, phase: str) -> str:
+        """Why ``phase`` need not run now ("" when it must)."""
         ctx = self.ctx
         if phase in ONCE_PER_SESSION and phase in ctx.completed:
-            return skipped(phase, "already succeeded in this session")
-        if phase in ("rollout", "evaluate", "benchmark", "verify") and ctx.completed.get(phase) == ctx.round:
-            return skipped(phase, "already succeeded in this round")
-        if phase == "deploy_setup" and ctx.deployed and self._deployment_alive():
-            return skipped(phase, "already deployed")
+            return "already succeeded in this session"
+        if phase == "rollout" and ctx.skip_rollout_round == ctx.round:
+            return "evaluate() was called without rollout()"
+        if phase in PER_ROUND and ctx.completed.get(phase) == ctx.round:
+            return "already succeeded in this round"
+        if (
+            phase == "deploy_setup"
+            and ctx.deployed
+            and ctx.failed_phase != phase
+            and ctx.deployed_llm == ctx.llm
+            and self._deployment_alive()
+        ):
+            return "already deployed"
+        return ""
+
+    def _health_unconfirmed(self) -> bool:
+        """A repair may have touched the service: re-check health before using it again."""
+        ctx = self.ctx
+        deploy = ctx.pipeline.deploy
+        return bool(deploy and deploy.health_cmds and ctx.deployed and ctx.health_passed_at is None)
+
+    def _run_phase(self, phase: str) -> Outcome:
+        ctx = self.ctx
         log = ctx.log.bind(phase=phase, attempt=ctx.repairs_used)
         log.info("phase.start")
         started = time.monotonic()
@@ -144,6 +176,8 @@ class Driver:
         if trigger == topology.RETRY and not guards.get("contract_intact", True):
             message, evidence = explain("contract_intact", ctx)
             ctx.last_error = ErrorInfo("guard", message, source, evidence)
+        self.model.values.clear()
+        self.model.values.update(guards)
         self.model.trigger(trigger)  # type: ignore[attr-defined]
         dest = self.state
         ctx.phase = dest
@@ -197,7 +231,7 @@ class Driver:
             ctx.last_error = outcome.error or ErrorInfo("unknown", "the phase failed", outcome.phase)
 
     def save(self) -> None:
-        self.ctx.write_json(self.ctx.run_dir / RUN_JSON, self.ctx.to_json())
+        self.ctx.save()
 
 
 def _with_repair_note(ctx: RunContext) -> ErrorInfo:

@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from fsm_runner.secrets import Redactor
+
 EVENTS_NAME = "events.jsonl"
 
 
@@ -24,6 +26,7 @@ class RunSink:
     def __init__(self, path: Path, console: TextIO | None) -> None:
         self.path = path
         self.console = console
+        self.redactor = Redactor()
         self._file = path.open("a", encoding="utf-8", buffering=1)
 
     def write(self, line: str, event: dict[str, Any]) -> None:
@@ -34,6 +37,15 @@ class RunSink:
             self.console.flush()
 
     info = debug = warning = error = critical = msg = write
+
+    def render(
+        self, _: Any, method: str, event: MutableMapping[str, Any]
+    ) -> tuple[tuple[()], dict[str, Any]]:
+        """Last processor: secrets are masked before an event reaches the file or the terminal."""
+        event.setdefault("level", method)
+        clean = self.redactor.scrub(dict(event))
+        line = json.dumps(clean, default=str, separators=(",", ":"))
+        return (), {"line": line, "event": clean}
 
     def close(self) -> None:
         self._file.close()
@@ -48,12 +60,6 @@ def _console_line(event: dict[str, Any]) -> str:
     )
 
 
-def _render(_: Any, method: str, event: MutableMapping[str, Any]) -> tuple[tuple[()], dict[str, Any]]:
-    event.setdefault("level", method)
-    line = json.dumps(event, default=str, separators=(",", ":"))
-    return (), {"line": line, "event": dict(event)}
-
-
 def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["ts"] = f"{time.time():.6f}"
     return event
@@ -65,7 +71,7 @@ def run_logger(run_dir: Path, run_id: str, *, console: bool | None = None) -> tu
     sink = RunSink(run_dir / EVENTS_NAME, stream)
     logger = structlog.wrap_logger(
         sink,
-        processors=[_timestamp, structlog.processors.format_exc_info, _render],
+        processors=[_timestamp, structlog.processors.format_exc_info, sink.render],
         context_class=dict,
         cache_logger_on_first_use=False,
     )

@@ -34,6 +34,8 @@ FINAL_STATES: frozenset[str] = frozenset({DONE, FAILED})
 
 #: Phases that use the deployment; entering one with the deployment gone goes back to deploy_setup.
 NEEDS_DEPLOYMENT: frozenset[str] = frozenset({"health", "rollout", "evaluate", "benchmark"})
+#: Phases that re-check health first when a repair may have touched the service.
+RECHECK_HEALTH: frozenset[str] = frozenset({"rollout", "evaluate", "benchmark"})
 #: How often one round may go back to deploy_setup because the service vanished (a crash loop stops here).
 MAX_REDEPLOYS = 2
 #: Phases a repair may not retry (nothing in the repository can fix them, or they are the cleanup).
@@ -59,6 +61,7 @@ CLEANUP = "cleanup"
 INTERRUPT = "interrupt"
 WIND_DOWN = "wind_down"
 REDRIVE = "redrive"
+RECHECK = "recheck_health"
 TRIGGERS: tuple[str, ...] = (
     PHASE_DONE,
     PHASE_SKIPPED,
@@ -70,6 +73,7 @@ TRIGGERS: tuple[str, ...] = (
     INTERRUPT,
     WIND_DOWN,
     REDRIVE,
+    RECHECK,
 )
 
 
@@ -116,7 +120,7 @@ def transitions_table() -> list[dict[str, Any]]:
             # A phase whose commands passed but whose guard did not is a failure like any other.
             table.extend(_failure_edges(PHASE_DONE, phase, [guard]))
         table.append({"trigger": PHASE_SKIPPED, "source": phase, "dest": _next(phase)})
-        if phase == "teardown" or phase in NOT_REPAIRABLE:
+        if phase in NOT_REPAIRABLE:
             table.append({"trigger": PHASE_FAILED, "source": phase, "dest": FAILED})
         else:
             table.extend(_failure_edges(PHASE_FAILED, phase, []))
@@ -134,6 +138,8 @@ def transitions_table() -> list[dict[str, Any]]:
     table.append({"trigger": PHASE_FAILED, "source": REPAIR, "dest": FAILED})
     for phase in sorted(NEEDS_DEPLOYMENT, key=PHASES.index):
         table.append({"trigger": REDEPLOY, "source": phase, "dest": "deploy_setup"})
+    for phase in sorted(RECHECK_HEALTH, key=PHASES.index):
+        table.append({"trigger": RECHECK, "source": phase, "dest": "health"})
     # A later session call starts a new round; phases that already succeeded are skipped by the driver.
     table.append(
         {"trigger": RESTART, "source": [s for s in STATES if s not in ("clone", REPAIR)], "dest": "bootstrap"}

@@ -21,7 +21,7 @@ class Phase(Protocol):
     def run(self, ctx: RunContext) -> Outcome: ...
 
 
-def command_error(phase: str, run: StageRun, ctx: RunContext) -> ErrorInfo:
+def command_error(phase: str, run: StageRun) -> ErrorInfo:
     last = run.results[-1] if run.results else None
     if run.budget_exceeded:
         kind = "budget"
@@ -35,6 +35,8 @@ def command_error(phase: str, run: StageRun, ctx: RunContext) -> ErrorInfo:
     if last is not None:
         evidence = last.stderr_path or last.result_path
     message = run.error or "a command failed"
+    if message.startswith(f"{phase}: "):  # ErrorInfo prints the phase itself
+        message = message[len(phase) + 2 :]
     if last is not None and last.tail.strip() and kind in ("command", "timeout"):
         tail = last.tail.strip().splitlines()[-5:]
         message += "\n  | " + "\n  | ".join(tail)
@@ -54,7 +56,7 @@ def finish(
     """Turn a stage run into an outcome and write ``<phase>/summary.json``."""
     commands = tuple(r.to_json() for r in run.results) if run else ()
     if error is None and run is not None and not run.ok:
-        error = command_error(phase, run, ctx)
+        error = command_error(phase, run)
     outcome = Outcome(
         phase=phase,
         status=FAILED if error else OK,

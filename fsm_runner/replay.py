@@ -10,28 +10,31 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import define
 
 from fsm_runner import machine as topology
-from fsm_runner.context import RunContext
+from fsm_runner.context import RUN_JSON, RunContext
 from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
 from fsm_runner.contract.pipeline import load_pipeline
-from fsm_runner.driver import RUN_JSON, Driver, TransitionHook
+from fsm_runner.driver import Driver, TransitionHook
 from fsm_runner.errors import ContractError, ReplayError
 from fsm_runner.execution import interrupted_command_groups
 from fsm_runner.journal import JOURNAL_NAME, Journal, read_journal
 from fsm_runner.lifecycle import LOCK_NAME
 from fsm_runner.logs import run_logger
 from fsm_runner.outcome import ErrorInfo
-from fsm_runner.procgroup import is_same_group, kill_group
+from fsm_runner.procgroup import kill_group
 from fsm_runner.results import EvaluationResult
-from fsm_runner.secrets import Redactor
+from fsm_runner.secrets import MASK, Redactor
 from fsm_runner.session import Session
+from fsm_runner.stage_env import check_overrides
 from fsm_runner.targets import ResolvedTarget
+from states.teardown import end_deploy_groups
 
 
 def _load_run(run_dir: Path) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
@@ -84,7 +87,7 @@ def can_replay(run_dir: str | os.PathLike[str]) -> tuple[bool, str]:
         return False, f"{path}: the session was closed before the pipeline finished; start a new run"
     if last["dest"] == topology.DONE or run.get("status") == "ok":
         return False, f"{path}: the run finished successfully; there is nothing to replay"
-    if last["dest"] == topology.FAILED and not _failed_phase(run, records):
+    if last["dest"] in (topology.FAILED, topology.REPAIR) and not _failed_phase(run, records):
         return False, f"{path}: the run failed outside a replayable phase"
     return (
         True,
@@ -103,8 +106,11 @@ def _failed_phase(run: dict[str, Any], records: tuple[dict[str, Any], ...]) -> s
 
 
 def _resume_state(run: dict[str, Any], records: tuple[dict[str, Any], ...]) -> str:
+    """The phase replay continues at: the failed one, or where a crash stopped the machine."""
     last = str(records[-1]["dest"])
-    return (_failed_phase(run, records) or last) if last == topology.FAILED else last
+    if last in (topology.FAILED, topology.REPAIR):
+        return _failed_phase(run, records) or last
+    return last
 
 
 @define(frozen=True)
@@ -125,10 +131,13 @@ class DryRunReport:
     steps: tuple[DryRunStep, ...]
     contract_problem: str | None
     contract_changed: bool
+    replayable: bool = True
+    reason: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.contract_problem is None and all(step.accepted for step in self.steps)
+        """The machine accepts every record, the contract validates, and replay would run."""
+        return self.replayable and self.contract_problem is None and all(s.accepted for s in self.steps)
 
     def lines(self) -> list[str]:
         out = []
@@ -139,6 +148,8 @@ class DryRunReport:
             out.append(f"contract: {self.contract_problem}")
         elif self.contract_changed:
             out.append("contract: changed since the run (accepted; it validates)")
+        if not self.replayable:
+            out.append(f"replay: {self.reason}")
         out.append("replayable" if self.ok else "not replayable with the current machine and contract")
         return out
 
@@ -148,6 +159,8 @@ class DryRunReport:
             "run_dir": str(self.run_dir),
             "contract_problem": self.contract_problem,
             "contract_changed": self.contract_changed,
+            "replayable": self.replayable,
+            "reason": self.reason,
             "steps": [
                 {
                     "seq": s.seq,
@@ -179,10 +192,13 @@ def walk_journal(run_dir: Path) -> DryRunReport:
     model = _RecordedGuards()
     machine = topology.build_machine(model, str(records[0]["source"]))
     steps = []
+    previous: str | None = None
     for record in records:
         source, trigger, dest = str(record["source"]), str(record["trigger"]), str(record["dest"])
         note = ""
-        if source not in topology.STATES or trigger not in topology.TRIGGERS:
+        if previous is not None and source != previous:
+            note = f"starts in {source} but the previous record ended in {previous}"
+        elif source not in topology.STATES or trigger not in topology.TRIGGERS:
             note = f"unknown state or trigger ({source}, {trigger})"
         else:
             machine.set_state(source)
@@ -195,6 +211,7 @@ def walk_journal(run_dir: Path) -> DryRunReport:
             except Exception as exc:  # transitions raises MachineError for an invalid trigger
                 note = str(exc)
         steps.append(DryRunStep(int(record["seq"]), trigger, source, dest, not note, note))
+        previous = dest
     repo = Path(run["target"]["repo_root"])
     problem = None
     changed = False
@@ -203,7 +220,8 @@ def walk_journal(run_dir: Path) -> DryRunReport:
         changed = spec.sha256 != run.get("contract_sha256")
     except ContractError as exc:
         problem = str(exc)
-    return DryRunReport(run_dir, tuple(steps), problem, changed)
+    replayable, reason = can_replay(run_dir)
+    return DryRunReport(run_dir, tuple(steps), problem, changed, replayable, reason)
 
 
 def replay(
@@ -212,6 +230,7 @@ def replay(
     repair_iters: int = 0,
     repair_agent: Any = None,
     dry_run: bool = False,
+    env_overrides: Mapping[str, str] | None = None,
     console: bool | None = None,
     on_transition: TransitionHook | None = None,
 ) -> EvaluationResult | DryRunReport:
@@ -220,6 +239,8 @@ def replay(
     Phases that succeeded are not re-run; a phase that needs the deployment deploys again when the old
     one is gone. A contract fixed by hand is re-validated and both hashes are recorded. With
     ``dry_run`` nothing executes: the report says whether the current machine accepts the journal.
+    Secret ``env_overrides`` of the original run are not stored; pass them again in ``env_overrides``
+    (or the environment), or replay refuses and names them.
     """
     path = Path(run_dir).resolve()
     if dry_run:
@@ -228,16 +249,26 @@ def replay(
     if not ok:
         raise ReplayError(reason)
     run, records = _load_run(path)
-    ctx = _restore(path, run, records, repair_iters=repair_iters, repair_agent=repair_agent, console=console)
-    _end_leftovers(ctx)
+    ctx = _restore(
+        path,
+        run,
+        dict(env_overrides or {}),
+        repair_iters=repair_iters,
+        repair_agent=repair_agent,
+        console=console,
+    )
     state = _resume_state(run, records)
     last = str(records[-1]["dest"])
-    driver = Driver(ctx, Journal.open(path), initial=last, on_transition=on_transition)
-    session = Session._resume(ctx, driver)
+    redrive = last in (topology.FAILED, topology.REPAIR)
+    driver = Driver(
+        ctx, Journal.open(path), initial=topology.FAILED if redrive else last, on_transition=on_transition
+    )
+    session = Session._resume(ctx, driver)  # takes the run's lock before anything is touched
     try:
 
         def drive() -> None:
-            if last == topology.FAILED:
+            _end_leftovers(ctx)
+            if redrive:
                 ctx.failed_phase = state
                 driver.fire(topology.REDRIVE, reason=f"replay #{ctx.redrive_count}")
                 ctx.status = "running"
@@ -252,7 +283,7 @@ def replay(
 def _restore(
     run_dir: Path,
     run: dict[str, Any],
-    records: tuple[dict[str, Any], ...],
+    given: dict[str, str],
     *,
     repair_iters: int,
     repair_agent: Any,
@@ -271,7 +302,15 @@ def _restore(
     pipeline_rel = run.get("pipeline_rel", "pipeline.yml")
     pipeline = load_pipeline(target.repo_root, pipeline_rel)
     bootstrap = load_bootstrap(target.repo_root)
-    overrides = {k: v for k, v in (run.get("env_overrides") or {}).items() if v != "***"}
+    saved = run.get("env_overrides") or {}
+    missing = sorted(k for k, v in saved.items() if v == MASK and k not in given and k not in os.environ)
+    if missing:
+        raise ReplayError(
+            f"the run used secret overrides that are not stored: {', '.join(missing)}; "
+            "set them in the environment or pass them again (replay(env_overrides=...) / --env K=V)"
+        )
+    overrides = {**{k: v for k, v in saved.items() if v != MASK}, **given}
+    check_overrides({**os.environ, **overrides})
     redactor = Redactor.from_env({**os.environ, **overrides})
     log, sink = run_logger(run_dir, run["run_id"], console=console)
     hashes = list(run.get("contract_hashes") or [run.get("contract_sha256", "")])
@@ -308,23 +347,23 @@ def _restore(
         failed_phase=run.get("failed_phase"),
         last_error=ErrorInfo.from_json(last_error) if last_error else None,
         redrive_count=int(run.get("redrive_count", 0)) + 1,
+        deployed_llm=run.get("deployed_llm"),
+        rollout_requested=bool(run.get("rollout_requested", False)),
+        skip_rollout_round=int(run.get("skip_rollout_round", 0)),
         status="running",
         sink=sink,
     )
     if bootstrap is not None:
         ctx.bootstrap_env = expand_env(bootstrap.env, {**ctx.base_env, **overrides}, target.repo_root)
+    ctx.refresh_redactor()
     return ctx
 
 
 def _end_leftovers(ctx: RunContext) -> None:
     """A killed runner may have left its deployment and its running command behind: end them first."""
-    groups = [p for p in ctx.deploy_pgids if is_same_group(p, ctx.deploy_leaders.get(str(p)))]
-    groups += [p for p in interrupted_command_groups(ctx.run_dir) if p not in groups]
-    for pgid in groups:
+    stray = interrupted_command_groups(ctx.run_dir)
+    for pgid in stray:
         kill_group(pgid)
-    if groups or ctx.deployed:
-        ctx.log.info("replay.ended_leftovers", pgids=groups)
-    ctx.deploy_pgids.clear()
-    ctx.deploy_leaders.clear()
-    ctx.deployed = False
-    ctx.health_passed_at = None
+    killed = end_deploy_groups(ctx)
+    if stray or killed:
+        ctx.log.info("replay.ended_leftovers", pgids=[*stray, *killed])

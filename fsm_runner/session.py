@@ -18,6 +18,7 @@ from typing import IO, Any
 from fsm_runner import machine as topology
 from fsm_runner.context import RunContext
 from fsm_runner.contract.bootstrap import load_bootstrap
+from fsm_runner.contract.outputs import ROLLOUT_REL
 from fsm_runner.contract.pipeline import PipelineSpec, load_pipeline
 from fsm_runner.driver import Driver, TransitionHook
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
@@ -32,17 +33,16 @@ from fsm_runner.lifecycle import (
     unregister_live,
 )
 from fsm_runner.logs import run_logger
-from fsm_runner.outcome import ErrorInfo, skipped
+from fsm_runner.outcome import ErrorInfo
 from fsm_runner.repair import as_agent
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.scaffold import scaffold_contract
 from fsm_runner.secrets import Redactor
-from fsm_runner.stage_env import MODES
+from fsm_runner.stage_env import MODES, check_overrides
 from fsm_runner.targets import ResolvedTarget, resolve_target
 
 UNATTENDED = ("strict", "guided")
 #: Keywords of the older API that configured its built-in coding agent; accepted and ignored.
-ROLLOUT_REL = ".aider_fsm/rollout.json"
 LEGACY_AGENT_KEYWORDS = frozenset(
     {
         "agent",
@@ -92,6 +92,7 @@ def setup(
         as_agent(repair_agent)  # a value that cannot be an agent fails now, not at the first repair
     if unattended not in UNATTENDED:
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
+    check_overrides({**os.environ, **(env_overrides or {})})
     resolved = resolve_target(target, clones_dir=Path(clones_dir) if clones_dir else None, ref=ref)
     redactor = Redactor.from_env({**os.environ, **(env_overrides or {})})
     try:
@@ -145,7 +146,6 @@ class Session:
     _lock: IO[str]
     _closed: bool
     _mark: int
-    _in_run: bool = False
 
     def __init__(self) -> None:
         raise UsageError("create sessions with fsm_runner.setup(target)")
@@ -191,6 +191,7 @@ class Session:
             env_overrides=env_overrides,
             agent=repair_agent,
         )
+        self.ctx.refresh_redactor()
         self.driver = Driver(self.ctx, Journal.open(run_dir), on_transition=on_transition)
         self._closed = False
         self._mark = 0
@@ -205,7 +206,7 @@ class Session:
         self.driver = driver
         self._lock = hold_lock(ctx.run_dir)
         self._closed = False
-        self._mark = 0
+        self._mark = driver.journal.seq
         register_live(self)
         return self
 
@@ -248,6 +249,7 @@ class Session:
         """
         self._configure(llm=str(llm), mode=mode, repair_iters=repair_iters, env_overrides=env_overrides)
         self.ctx.require_samples = require_samples
+        self.ctx.rollout_requested = True
         if self.state in ("evaluate", "benchmark", "verify", "teardown", topology.DONE, topology.FAILED):
             self._restart("rollout() called again")
         self._call(lambda: self.driver.run_until(lambda s: topology.is_past("rollout", s)))
@@ -277,15 +279,9 @@ class Session:
         )
         if self.state in (topology.DONE, topology.FAILED):
             self._restart("evaluate() called again")
-
-        def drive() -> None:
-            self.driver.run_until(lambda s: s == "rollout")
-            if self.state == "rollout":
-                reason = "evaluate() was called without rollout()"
-                self.driver.fire(topology.PHASE_SKIPPED, skipped("rollout", reason))
-            self.driver.run_until(lambda s: False)
-
-        self._call(drive)
+        if not self.ctx.rollout_requested:
+            self.ctx.skip_rollout_round = self.ctx.round
+        self._call(lambda: self.driver.run_until(lambda s: False))
         return self._evaluation_result()
 
     def run(
@@ -297,32 +293,28 @@ class Session:
         repair_iters: int = 3,
     ) -> EvaluationResult:
         """The whole pipeline in one call (what ``fsm-runner run`` does); the result lists every phase."""
-        self._in_run = False
-        self._configure(llm=llm, mode=mode, repair_iters=repair_iters, env_overrides=None)
-        self._in_run = True
-        try:
-            return self._run_all(llm, mode=mode, require_samples=require_samples, repair_iters=repair_iters)
-        finally:
-            self._in_run = False
-
-    def _run_all(
-        self, llm: str | None, *, mode: str, require_samples: bool, repair_iters: int
-    ) -> EvaluationResult:
+        mark = self.driver.journal.seq
         if llm is not None or self.ctx.pipeline.rollout is not None:
             rolled = self.rollout(
                 llm or "", mode=mode, require_samples=require_samples, repair_iters=repair_iters
             )
             if not rolled.ok:
+                self._mark = mark
                 return self._evaluation_result()
-        return self.evaluate(mode=mode, repair_iters=repair_iters)
+        self.evaluate(mode=mode, repair_iters=repair_iters)
+        self._mark = mark
+        return self._evaluation_result()
 
     def close(self) -> None:
         """Tear down what is deployed (per policy) and release the run. Safe to call twice."""
         if self._closed:
             return
         try:
-            if self.state not in topology.FINAL_STATES and (self.ctx.deployed or self.ctx.deploy_pgids):
-                self._call(self._wind_down)
+            if self.ctx.deployed or self.ctx.deploy_pgids:
+                if self.state in topology.FINAL_STATES:
+                    self._call(self._cleanup)
+                else:
+                    self._call(self._wind_down)
         finally:
             self._closed = True
             unregister_live(self)
@@ -352,23 +344,21 @@ class Session:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if repair_iters < 0:
             raise UsageError(f"repair_iters must be >= 0, got {repair_iters}")
-        if not self._in_run:
-            self._mark = self.driver.journal.seq
+        self._mark = self.driver.journal.seq
         ctx = self.ctx
         ctx.llm = llm or None
         ctx.mode = mode
         ctx.repair_iters = repair_iters
         ctx.repairs_used = 0
         if env_overrides:
+            check_overrides({**os.environ, **ctx.env_overrides, **env_overrides})
             ctx.env_overrides.update(env_overrides)
-            ctx.redactor = Redactor.from_env({**os.environ, **ctx.env_overrides})
-        if ctx.status not in ("running",):
-            ctx.status = "running"
+            ctx.refresh_redactor()
+        ctx.status = "running"
 
     def _restart(self, reason: str) -> None:
         self.ctx.round += 1
         self.ctx.redeploys = 0
-        self.ctx.status = "running"
         self.ctx.failed_phase = None
         self.ctx.last_error = None
         self.driver.fire(topology.RESTART, reason=reason)
@@ -391,7 +381,8 @@ class Session:
 
     def _wind_down(self) -> None:
         self.ctx.stopping = True
-        self.driver.fire(topology.WIND_DOWN, reason="session closed")
+        if self.state != "teardown":
+            self.driver.fire(topology.WIND_DOWN, reason="session closed")
         self.driver.run_until(lambda s: False)
 
     def _call(self, body: Callable[[], None]) -> None:
@@ -399,11 +390,11 @@ class Session:
         try:
             with sigterm_raises():
                 body()
+                if self.state == topology.FAILED:
+                    self._cleanup()
         except BaseException as exc:
             self._interrupted(exc)
             raise
-        if self.state == topology.FAILED:
-            self._cleanup()
 
     def _interrupted(self, exc: BaseException) -> None:
         ctx = self.ctx
@@ -418,7 +409,11 @@ class Session:
                     ctx.failed_phase = self.state
                 ctx.last_error = ErrorInfo(kind, reason, self.state)
                 self.driver.fire(topology.INTERRUPT, reason=reason)
-            self._cleanup()
+        except BaseException:  # journaling failed (disk, a second signal): teardown must still happen
+            ctx.log.exception("interrupt.record_failed")
+        try:
+            with sigterm_raises():
+                self._cleanup()
         except BaseException:  # a second signal during cleanup must not hide the first
             ctx.log.exception("cleanup.failed")
 
@@ -430,7 +425,10 @@ class Session:
         status = ctx.status
         outcome = self.driver.phases["teardown"].run(ctx)
         ctx.status = status
-        self.driver.fire(topology.CLEANUP, outcome, reason=f"teardown after the run {status}")
+        if self.state == topology.FAILED:
+            self.driver.fire(topology.CLEANUP, outcome, reason=f"teardown after the run {status}")
+        else:
+            ctx.save()
 
     def _summaries(self) -> tuple[PhaseSummary, ...]:
         summaries = []

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from fsm_runner.errors import UsageError
 
 SMOKE_LIMIT = 8
 FULL_LIMIT = 64
 MODES = ("smoke", "full")
 MAX_CMD_OVERRIDE = "AIDER_FSM_MAX_CMD_SECONDS"
 MAX_TOTAL_OVERRIDE = "AIDER_FSM_MAX_TOTAL_SECONDS"
-LLM_STAGES = frozenset({"rollout", "evaluate", "benchmark"})
+#: Stages that see the model under test (deploy too: it may serve a local checkpoint).
+LLM_STAGES = frozenset({"deploy_setup", "health", "rollout", "evaluate", "benchmark"})
 
 
-def llm_env(llm: str | None, repo_root: Path, caller_env: Mapping[str, str]) -> dict[str, str]:
+def llm_env(llm: str | None, caller_env: Mapping[str, str]) -> dict[str, str]:
     """A path to an existing directory is a local model; any other string names a remote one."""
     if not llm:
         return {}
@@ -72,12 +74,22 @@ def build_stage_env(
         }
     )
     if stage in LLM_STAGES:
-        env.update(llm_env(llm, repo_root, {**base_env, **overrides}))
+        env.update(llm_env(llm, {**base_env, **overrides}))
     env.update(mode_env(mode, {**base_env, **overrides}))
     env.update(stage_env)
     env.update(overrides)
     return env
 
 
-def caller_env() -> dict[str, str]:
-    return dict(os.environ)
+def check_overrides(env: Mapping[str, str]) -> None:
+    """The runtime limits must be positive numbers; a typo must not silently mean "no limit"."""
+    for name in (MAX_CMD_OVERRIDE, MAX_TOTAL_OVERRIDE):
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value > 0 or value != value or value == float("inf"):
+            raise UsageError(f"{name} must be a positive number of seconds, got {raw!r}")

@@ -50,7 +50,17 @@ class ResolvedTarget:
     cache_hit: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self, value_serializer=lambda _i, _a, v: str(v) if isinstance(v, Path) else v)
+        """Paths as strings; a password or token inside a URL never reaches the evidence."""
+        return asdict(
+            self,
+            value_serializer=lambda _i, _a, v: (
+                str(v) if isinstance(v, Path) else strip_credentials(v) if isinstance(v, str) else v
+            ),
+        )
+
+
+def strip_credentials(text: str) -> str:
+    return _CREDENTIALS_RE.sub(r"\1***@", text)
 
 
 def default_clones_dir() -> Path:
@@ -266,5 +276,5 @@ def resolve_target(
     try:
         root, commit, hit = _clone(url, ref, (clones_dir or default_clones_dir()).absolute(), git)
     except TargetError as exc:  # never echo a password or token embedded in the URL
-        raise TargetError(_CREDENTIALS_RE.sub(r"\1***@", str(exc))) from None
+        raise TargetError(strip_credentials(str(exc))) from None
     return ResolvedTarget(spec, root, "git", url=url, ref=ref, commit=commit, cache_hit=hit)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fsm_runner.context import RunContext
-from fsm_runner.execution import StageRun
 from fsm_runner.outcome import ErrorInfo, Outcome, skipped
 from fsm_runner.phase import finish
 
@@ -24,12 +24,13 @@ class CommandPhase:
     def commands(self, section: Any) -> tuple[str, ...]:
         return tuple(section.cmds)
 
-    def precheck(self, ctx: RunContext, section: Any) -> ErrorInfo | None:
-        """A contract problem found before any command runs."""
+    def required(self, ctx: RunContext) -> str | None:
+        """Why this phase may not be skipped when its section is absent (None: skipping is fine)."""
         return None
 
-    def record(self, ctx: RunContext, run: StageRun) -> None:
-        """Called after the commands ran, whether or not they passed."""
+    def prepare(self, ctx: RunContext, section: Any, stage_dir: Path) -> ErrorInfo | None:
+        """Work before the commands run; a returned error fails the phase without running them."""
+        return None
 
     def after(self, ctx: RunContext, section: Any) -> dict[str, Any]:
         """Outputs to keep in the run context once the commands passed."""
@@ -38,11 +39,15 @@ class CommandPhase:
     def run(self, ctx: RunContext) -> Outcome:
         section = self.section(ctx)
         cmds = self.commands(section) if section is not None else ()
-        if not cmds:
-            return skipped(self.name, f"pipeline.yml has no {self.section_name} commands")
         started = time.monotonic()
+        if not cmds:
+            needed = self.required(ctx)
+            if needed is None:
+                return skipped(self.name, f"pipeline.yml has no {self.section_name} commands")
+            error = ErrorInfo("contract", needed, self.name, str(ctx.pipeline_path))
+            return finish(ctx, self.name, ctx.new_stage_dir(self.name), started, None, error=error)
         stage_dir = ctx.new_stage_dir(self.name)
-        problem = self.precheck(ctx, section)
+        problem = self.prepare(ctx, section, stage_dir)
         if problem is not None:
             return finish(ctx, self.name, stage_dir, started, None, error=problem)
         run = ctx.run_stage(
@@ -56,6 +61,5 @@ class CommandPhase:
             interactive=bool(getattr(section, "interactive", False)),
             keep_background=self.keep_background,
         )
-        self.record(ctx, run)
         data = self.after(ctx, section) if run.ok else {}
         return finish(ctx, self.name, stage_dir, started, run, data=data)

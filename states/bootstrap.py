@@ -6,8 +6,11 @@ import time
 
 from fsm_runner.actions import run_actions
 from fsm_runner.context import RunContext
+from fsm_runner.contract.actions import ACTIONS_REL
+from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
-from fsm_runner.outcome import Outcome, skipped
+from fsm_runner.errors import ContractError
+from fsm_runner.outcome import FAILED, ErrorInfo, Outcome, skipped
 from fsm_runner.phase import finish
 
 
@@ -15,8 +18,13 @@ class BootstrapPhase:
     name = "bootstrap"
 
     def run(self, ctx: RunContext) -> Outcome:
+        try:
+            # Read again: a repair may have fixed it since setup.
+            ctx.bootstrap = load_bootstrap(ctx.repo_root)
+        except ContractError as exc:
+            return Outcome(self.name, FAILED, error=ErrorInfo("contract", str(exc), self.name, exc.path))
         spec = ctx.bootstrap
-        has_actions = (ctx.repo_root / ".aider_fsm" / "actions.yml").exists()
+        has_actions = (ctx.repo_root / ACTIONS_REL).exists()
         if spec is None and not has_actions:
             return skipped(self.name, "no .aider_fsm/bootstrap.yml")
         started = time.monotonic()
@@ -26,6 +34,7 @@ class BootstrapPhase:
             return finish(ctx, self.name, stage_dir, started, None, error=action_error)
         base = {**ctx.base_env, **ctx.env_overrides}
         ctx.bootstrap_env = expand_env(spec.env, base, ctx.repo_root)
+        ctx.refresh_redactor()
         ctx.write_json(
             stage_dir / "bootstrap.snapshot.json",
             {

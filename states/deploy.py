@@ -6,12 +6,14 @@ import time
 from typing import Any
 
 from fsm_runner.context import RunContext
-from fsm_runner.execution import StageRun
 from fsm_runner.outcome import Outcome
 from states.base import CommandPhase
+from states.teardown import end_deploy_groups
 
 
 class DeployPhase(CommandPhase):
+    """Background groups are registered by the context as each command ends (see ``command_ended``)."""
+
     name = "deploy_setup"
     section_name = "deploy"
     keep_background = True
@@ -20,16 +22,13 @@ class DeployPhase(CommandPhase):
         return tuple(section.setup_cmds)
 
     def run(self, ctx: RunContext) -> Outcome:
+        # Deploying again (after a failed deploy, a repair or a new model): the old service goes first.
+        end_deploy_groups(ctx)
         ctx.deployed_at = time.monotonic()
         ctx.health_passed_at = None
         deploy = ctx.pipeline.deploy
         if deploy is not None and deploy.setup_cmds:
             # Set before any command runs: a deploy that fails or is interrupted half-way still gets teardown.
             ctx.deployed = True
+            ctx.deployed_llm = ctx.llm
         return super().run(ctx)
-
-    def record(self, ctx: RunContext, run: StageRun) -> None:
-        # run_stage has registered each background group as its command ended; this catches any left.
-        for pgid in run.background_pgids:
-            if pgid not in ctx.deploy_pgids:
-                ctx.deploy_pgids.append(pgid)

@@ -9,6 +9,7 @@ from fsm_runner.context import RunContext
 from fsm_runner.contract.outputs import check_metrics
 from fsm_runner.outcome import ErrorInfo
 from states.base import CommandPhase
+from states.stale import set_aside
 
 
 class EvaluatePhase(CommandPhase):
@@ -18,15 +19,26 @@ class EvaluatePhase(CommandPhase):
     def commands(self, section: Any) -> tuple[str, ...]:
         return tuple(section.run_cmds)
 
-    def precheck(self, ctx: RunContext, section: Any) -> ErrorInfo | None:
-        if self.name == "evaluate" and ctx.require_metrics and not section.metrics_path:
-            return ErrorInfo(
-                "contract",
-                "evaluation.metrics_path is not set but metrics are required; declare where the evaluation "
-                "writes its metrics JSON (or pass require_metrics=False)",
-                self.name,
-                str(ctx.pipeline_path),
+    def required(self, ctx: RunContext) -> str | None:
+        if self.name == "evaluate" and ctx.require_metrics:
+            return (
+                "metrics are required but pipeline.yml has no evaluation.run_cmds; add an evaluation section "
+                "or pass require_metrics=False"
             )
+        return None
+
+    def prepare(self, ctx: RunContext, section: Any, stage_dir: Path) -> ErrorInfo | None:
+        if not section.metrics_path:
+            if self.name == "evaluate" and ctx.require_metrics:
+                return ErrorInfo(
+                    "contract",
+                    "evaluation.metrics_path is not set but metrics are required; declare where the "
+                    "evaluation writes its metrics JSON (or pass require_metrics=False)",
+                    self.name,
+                    str(ctx.pipeline_path),
+                )
+            return None
+        set_aside(Path(ctx.repo_root, section.metrics_path), stage_dir)
         return None
 
     def after(self, ctx: RunContext, section: Any) -> dict[str, Any]:

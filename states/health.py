@@ -39,6 +39,7 @@ class HealthPhase:
             passed = True
             for index, cmd in enumerate(cmds, start=1):
                 remaining = max(0.5, deadline - time.monotonic())
+                ctx.command_started(self.name, cmd, index, poll)
                 last = run_command(
                     cmd,
                     cwd=cwd,
@@ -51,6 +52,7 @@ class HealthPhase:
                     index=index,
                     attempt=poll,
                 )
+                ctx.command_ended(self.name, last)
                 if poll <= 3 or not last.ok:
                     results.append(last)
                 if not last.ok:

@@ -20,10 +20,9 @@ class RepairPhase:
     def run(self, ctx: RunContext) -> Outcome:
         started = time.monotonic()
         ctx.repairs_used += 1
-        count = ctx.runs_of_phase.get(self.name, 0) + 1
-        ctx.runs_of_phase[self.name] = count
-        work_dir = ctx.run_dir / f"repair_{count:02d}"
-        work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir = ctx.new_repair_dir()
+        # The agent may have touched the service or its config: health is re-checked before it is used.
+        ctx.health_passed_at = None
         error = ctx.last_error or ErrorInfo("unknown", "the phase failed", ctx.failed_phase or "?")
         phase = ctx.failed_phase or error.phase
         evidence = tuple(p for p in (error.evidence,) if p)

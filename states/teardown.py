@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from fsm_runner.context import RunContext
 from fsm_runner.execution import StageRun
@@ -32,6 +33,27 @@ class TeardownPhase:
         policy = deploy.teardown_policy if deploy else "always"
         run: StageRun | None = None
         dump: dict[str, object] = {}
+        killed: list[int] = []
+        try:
+            run, dump = self._contract_teardown(ctx, result, policy, stage_dir)
+        finally:
+            # Whatever the teardown commands did (or a second signal interrupting them), end the groups.
+            killed = end_deploy_groups(ctx)
+        data = {
+            "policy": policy,
+            "run_for": result,
+            "teardown_cmds_ran": run is not None,
+            "killed_pgids": killed,
+            **dump,
+        }
+        return finish(ctx, self.name, stage_dir, started, run, data=data)
+
+    def _contract_teardown(
+        self, ctx: RunContext, result: str, policy: str, stage_dir: Path
+    ) -> tuple[StageRun | None, dict[str, object]]:
+        deploy = ctx.pipeline.deploy
+        dump: dict[str, object] = {}
+        run = None
         if deploy and deploy.kubectl_dump.enabled:
             dump = kubectl_dump(ctx, deploy.kubectl_dump, stage_dir, self.name)
         if deploy and deploy.teardown_cmds and result in POLICY_RUNS.get(policy, set()):
@@ -44,20 +66,18 @@ class TeardownPhase:
                 env=dict(deploy.env),
                 workdir=deploy.workdir,
             )
-        killed = []
-        for pgid in ctx.deploy_pgids:
-            if is_same_group(pgid, ctx.deploy_leaders.get(str(pgid))):
-                kill_group(pgid)
-                killed.append(pgid)
-        ctx.deploy_pgids.clear()
-        ctx.deploy_leaders.clear()
-        ctx.deployed = False
-        ctx.health_passed_at = None
-        data = {
-            "policy": policy,
-            "run_for": result,
-            "teardown_cmds_ran": run is not None,
-            "killed_pgids": killed,
-            **dump,
-        }
-        return finish(ctx, self.name, stage_dir, started, run, data=data)
+        return run, dump
+
+
+def end_deploy_groups(ctx: RunContext) -> list[int]:
+    """End every process group deploy left running (only if its leader is the one recorded)."""
+    killed = []
+    for pgid in ctx.deploy_pgids:
+        if is_same_group(pgid, ctx.deploy_leaders.get(str(pgid))):
+            kill_group(pgid)
+            killed.append(pgid)
+    ctx.deploy_pgids.clear()
+    ctx.deploy_leaders.clear()
+    ctx.deployed = False
+    ctx.health_passed_at = None
+    return killed

@@ -118,7 +118,8 @@ def test_dry_run_accepts_a_recorded_run_and_rejects_a_tampered_one(make_target: 
     report = replay(run_dir, dry_run=True)
     assert not report.ok
     bad = [s for s in report.steps if not s.accepted]
-    assert [s.seq for s in bad] == [3] and "now goes to" in bad[0].note
+    assert [s.seq for s in bad] == [3, 4] and "now goes to" in bad[0].note
+    assert "previous record ended in benchmark" in bad[1].note
 
 
 CRASHING_DRIVER = textwrap.dedent(

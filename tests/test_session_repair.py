@@ -33,7 +33,7 @@ def agent_cmd(tmp_path: Path, source: str) -> list[str]:
 
 def evaluate_records(run_dir: Path) -> list[dict[str, object]]:
     records = read_journal(run_dir / "journal.jsonl").records
-    return [r for r in records if r["source"] == "evaluate" and r["trigger"] != "redeploy"]
+    return [r for r in records if r["source"] == "evaluate" and r["trigger"] not in ("redeploy", "recheck_health")]
 
 
 def test_agent_fixes_evaluation_on_second_attempt(make_target: TargetFactory, tmp_path: Path) -> None:

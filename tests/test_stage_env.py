@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
+from fsm_runner.errors import UsageError
+
 from fsm_runner.stage_env import (
     FULL_LIMIT,
     LLM_STAGES,
     SMOKE_LIMIT,
     build_stage_env,
-    caller_env,
+    check_overrides,
     llm_env,
     mode_env,
     strict_env,
@@ -22,8 +24,8 @@ from fsm_runner.stage_env import (
 
 
 def test_no_llm_adds_nothing(tmp_path: Path) -> None:
-    assert llm_env(None, tmp_path, {"OPENAI_API_BASE": "http://x"}) == {}
-    assert llm_env("", tmp_path, {}) == {}
+    assert llm_env(None, {"OPENAI_API_BASE": "http://x"}) == {}
+    assert llm_env("", {}) == {}
 
 
 @pytest.mark.parametrize("spelling", ["absolute", "relative", "home"])
@@ -35,7 +37,7 @@ def test_an_existing_directory_is_a_local_model(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     llm = {"absolute": str(model), "relative": "ckpt/step-10", "home": "~/ckpt/step-10"}[spelling]
-    env = llm_env(llm, tmp_path / "repo", {"OPENAI_API_BASE": "http://ignored"})
+    env = llm_env(llm, {"OPENAI_API_BASE": "http://ignored"})
     assert env == {"AIDER_LLM_KIND": "local_hf", "AIDER_TRAINED_MODEL_DIR": str(model.resolve())}
 
 
@@ -45,14 +47,14 @@ def test_any_other_string_is_a_remote_model(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("not a dir")
-    env = llm_env(llm, tmp_path, {})
+    env = llm_env(llm, {})
     assert env == {"AIDER_LLM_KIND": "remote", "AIDER_LLM_MODEL": llm, "OPENAI_MODEL": llm}
 
 
 def test_a_file_path_is_not_a_local_model(tmp_path: Path) -> None:
     weights = tmp_path / "model.bin"
     weights.write_text("x")
-    assert llm_env(str(weights), tmp_path, {})["AIDER_LLM_KIND"] == "remote"
+    assert llm_env(str(weights), {})["AIDER_LLM_KIND"] == "remote"
 
 
 @pytest.mark.parametrize(
@@ -67,7 +69,7 @@ def test_a_file_path_is_not_a_local_model(tmp_path: Path) -> None:
 def test_the_caller_endpoint_is_passed_to_remote_models(
     tmp_path: Path, caller: dict[str, str], base: str | None
 ) -> None:
-    env = llm_env("m", tmp_path, caller)
+    env = llm_env("m", caller)
     assert env.get("OPENAI_API_BASE") == base and env.get("OPENAI_BASE_URL") == base
     assert "OPENAI_API_KEY" not in env  # the key travels with the caller env, never copied here
 
@@ -178,9 +180,14 @@ def test_inputs_are_not_modified(tmp_path: Path) -> None:
     assert (base, boot, stage, over) == ({"A": "1"}, {"B": "2"}, {"C": "3"}, {"D": "4"})
 
 
-def test_caller_env_is_a_copy_of_the_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FSM_STAGE_ENV_PROBE", "yes")
-    env = caller_env()
-    assert env["FSM_STAGE_ENV_PROBE"] == "yes"
-    env["FSM_STAGE_ENV_PROBE"] = "changed"
-    assert caller_env()["FSM_STAGE_ENV_PROBE"] == "yes"
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "nan", "inf"])
+def test_invalid_runtime_limits_are_usage_errors(value: str) -> None:
+    with pytest.raises(UsageError, match=f"AIDER_FSM_MAX_CMD_SECONDS must be a positive number of seconds, got '{value}'"):
+        check_overrides({"AIDER_FSM_MAX_CMD_SECONDS": value})
+
+
+@pytest.mark.parametrize("value", ["", "1", "2.5"])
+def test_valid_runtime_limits_pass(value: str) -> None:
+    check_overrides({"AIDER_FSM_MAX_TOTAL_SECONDS": value})

@@ -19,6 +19,9 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_LINES = 20
 _MISSING = object()
 
+#: Where a rollout reports what it produced (DESIGN section 2).
+ROLLOUT_REL = ".aider_fsm/rollout.json"
+
 
 @define(frozen=True)
 class MetricsCheck:
@@ -217,9 +220,7 @@ def _counts_problem(rollout: dict[str, Any], samples: int | None) -> str | None:
     return None
 
 
-def check_rollout(
-    repo_root: Path, *, require_samples: bool, rollout_rel: str = ".aider_fsm/rollout.json"
-) -> RolloutCheck:
+def check_rollout(repo_root: Path, *, require_samples: bool, rollout_rel: str = ROLLOUT_REL) -> RolloutCheck:
     """Is the rollout the stage wrote usable? Samples are read (streamed) only when ``require_samples``."""
     root = Path(repo_root).resolve()
     rollout_path = root / rollout_rel
