@@ -26,12 +26,28 @@ class Closable(Protocol):
 _LIVE: weakref.WeakSet[Closable] = weakref.WeakSet()
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate_between_calls(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM while no session call runs (say, during a training step): tear down, then die of SIGTERM."""
+    _close_live_sessions()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def register_live(session: Closable) -> None:
+    """Track a live session; while any is live, SIGTERM (if the host left it at the default) tears down."""
     _LIVE.add(session)
+    if _in_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate_between_calls)
 
 
 def unregister_live(session: Closable) -> None:
     _LIVE.discard(session)
+    if not _LIVE and _in_main_thread() and signal.getsignal(signal.SIGTERM) is _terminate_between_calls:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -67,11 +83,11 @@ def release_lock(handle: IO[str]) -> None:
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into an exception for the duration of a call, when the host left it at the default."""
-    if threading.current_thread() is not threading.main_thread():
+    if not _in_main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
+    if previous not in (signal.SIG_DFL, None, _terminate_between_calls):
         yield
         return
 

@@ -148,11 +148,11 @@ def test_disk_filling_up_mid_run_gives_a_clear_error(tmp_path: Path, tiny_tmpfs:
 
 
 FULL_WHILE_DEPLOYED_BUG = (
-    "engine defect: the events sink raises OSError(ENOSPC) (RunSink.write, fsm_runner/logs.py:34), including "
-    "from the log.exception calls inside Session._interrupted's own error handlers (session.py:413, 418), so "
-    "cleanup is abandoned: the deployed service is orphaned and the CLI dies with a chained traceback; events "
-    "should be best effort (swallow OSError in RunSink.write/close) and teardown must kill deploy_pgids even "
-    "when its evidence cannot be written"
+    "engine defect: when the disk fills mid-run the events sink raises a bare OSError(ENOSPC) "
+    "(RunSink.write, fsm_runner/logs.py:34; RunSink.close, logs.py:51), also from the log.exception calls in "
+    "Session._interrupted's own error handlers (fsm_runner/session.py:413, 418), so `fsm-runner run` dies "
+    "with a chained traceback and exit 1 instead of one `error:` line and exit 2 (teardown itself still "
+    "happens, thanks to the finally in states/teardown.py:39); events should be best effort"
 )
 
 

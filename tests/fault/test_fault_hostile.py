@@ -254,7 +254,7 @@ def test_metrics_path_that_is_not_a_regular_file_does_not_block(tmp_path: Path, 
 
 OVERFLOW_BUG = (
     "engine defect: a number literal that overflows a float (1e400) parses as inf, so non-finite metrics pass "
-    "check_metrics (parse_json, fsm_runner/contract/outputs.py:57 only rejects the NaN/Infinity tokens) and "
+    "check_metrics (parse_json, fsm_runner/contract/outputs.py:60 only rejects the NaN/Infinity tokens) and "
     "run.json then holds the non-standard token Infinity"
 )
 

@@ -115,16 +115,21 @@ def test_planted_secret_never_reaches_the_run_dir(make_target: TargetFactory, ho
         assert f"key={MASK}" in (run_dir / "evaluate.metrics.json").read_text()
 
 
-CONTRACT_SECRET_BUG = (
-    "engine defect: the Redactor is built once from the caller's env (fsm_runner/session.py:96, "
-    "replay.py:275); secret-looking variables that bootstrap.yml env or a stage's env introduce are redacted "
-    "in applied_env.json but their values are not masked in captured output (RunContext.stage_env, "
-    "fsm_runner/context.py:136, should add the stage env's secret-looking values to ctx.redactor)"
+BOOTSTRAP_SECRET_BUG = (
+    "engine defect: RunContext.refresh_redactor (fsm_runner/context.py:115-119) first adds the expanded "
+    "bootstrap env, then env.update(self.bootstrap.env) overwrites each key with its raw, unexpanded value "
+    "(`${VAULT_READ_VALUE}`), so a secret-looking bootstrap variable filled from the caller's env is not "
+    "masked in captured output; add the raw values under other keys (e.g. `bootstrap.NAME`) instead"
 )
 
 
-@pytest.mark.xfail(strict=True, reason=CONTRACT_SECRET_BUG)
-@pytest.mark.parametrize("where", ["bootstrap-env", "stage-env"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param("bootstrap-env", marks=pytest.mark.xfail(strict=True, reason=BOOTSTRAP_SECRET_BUG)),
+        "stage-env",
+    ],
+)
 def test_secret_introduced_by_the_contract_env_is_masked_too(tmp_path: Path, where: str) -> None:
     repo = tmp_path / "repo"
     (repo / ".aider_fsm").mkdir(parents=True)
@@ -139,7 +144,7 @@ def test_secret_introduced_by_the_contract_env_is_masked_too(tmp_path: Path, whe
     value = "sekrit-via-bootstrap-456" if where == "bootstrap-env" else "literal-stage-pw-789"
     env = {**os.environ, "VAULT_READ_VALUE": "sekrit-via-bootstrap-456"}
     done = subprocess.run(
-        [sys.executable, "-m", "fsm_runner", "run", str(repo)],
+        [sys.executable, "-m", "fsm_runner", "run", str(repo), "--until", "tests"],
         capture_output=True,
         text=True,
         env=env,
@@ -147,9 +152,8 @@ def test_secret_introduced_by_the_contract_env_is_masked_too(tmp_path: Path, whe
     )
     assert done.returncode == 0, done.stderr
     (run_dir,) = (repo / ".aider_fsm" / "artifacts").iterdir()
-    assert value in (run_dir / "tests" / "cmd01_try01.stdout").read_text().replace(
-        MASK, value
-    )  # it was printed
+    printed = (run_dir / "tests" / "cmd01_try01.stdout").read_text()
+    assert value in printed or MASK in printed
     leaks = [
         str(p.relative_to(run_dir))
         for p in run_dir.rglob("*")
