@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from fsm_runner import machine as m
-from fsm_runner.context import RunContext
-from fsm_runner.context import RUN_JSON
+from fsm_runner.context import RUN_JSON, RunContext
 from fsm_runner.driver import Driver
 from fsm_runner.journal import Journal, read_journal
 from fsm_runner.outcome import FAILED, OK, SKIPPED, ErrorInfo, Outcome

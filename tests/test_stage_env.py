@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from fsm_runner.errors import UsageError
-
 from fsm_runner.stage_env import (
     FULL_LIMIT,
     LLM_STAGES,
