@@ -6,6 +6,7 @@ asked, one readable line per transition on stderr. ``structlog.configure`` is ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -31,7 +32,12 @@ class RunSink:
 
     def write(self, line: str, event: dict[str, Any]) -> None:
         if not self._file.closed:
-            self._file.write(line + "\n")
+            try:
+                self._file.write(line + "\n")
+            except OSError:
+                # Events are best effort (the journal is the durable record): a full disk must not
+                # turn a log line into a crash, least of all during teardown.
+                self._drop()
         if self.console is not None and event.get("event") == "transition":
             self.console.write(_console_line(event) + "\n")
             self.console.flush()
@@ -47,8 +53,12 @@ class RunSink:
         line = json.dumps(clean, default=str, separators=(",", ":"))
         return (), {"line": line, "event": clean}
 
+    def _drop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+
     def close(self) -> None:
-        self._file.close()
+        self._drop()
 
 
 def _console_line(event: dict[str, Any]) -> str:

@@ -54,10 +54,17 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {literal} does not fit a float (non-finite values are not JSON)")
+    return value
+
+
 def parse_json(text: str | bytes) -> tuple[Any, str | None]:
     """Strict JSON (no NaN/Infinity); returns (value, None) or (None, problem)."""
     try:
-        return json.loads(text, parse_constant=_no_constant), None
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float), None
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
     except RecursionError:

@@ -89,6 +89,14 @@ def read_file(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> RawFile:
     return RawFile(shown, data)
 
 
+#: YAML treats these as line breaks but editors show them inline: every later line number would be wrong.
+_HIDDEN_BREAKS = {
+    "\u0085": "next-line character",
+    "\u2028": "line separator",
+    "\u2029": "paragraph separator",
+}
+
+
 def compose(raw: RawFile, *, max_bytes: int = MAX_FILE_BYTES) -> MappingNode:
     """Parse ``raw`` into its root mapping node; raise ContractError for anything that is not one."""
     shown = raw.path
@@ -105,6 +113,14 @@ def compose(raw: RawFile, *, max_bytes: int = MAX_FILE_BYTES) -> MappingNode:
         raise ContractError(
             f"file is not valid UTF-8 (byte 0x{bad}); save it as UTF-8", path=shown, line=line
         ) from exc
+    for char, name in _HIDDEN_BREAKS.items():
+        at = text.find(char)
+        if at != -1:
+            raise ContractError(
+                f"{name} (U+{ord(char):04X}) found: YAML reads it as a line break, editors do not; remove it",
+                path=shown,
+                line=text.count("\n", 0, at) + 1,
+            )
     loader = None
     try:
         loader = _Loader(text)

@@ -128,7 +128,7 @@ def test_without_require_samples_the_samples_file_is_not_needed(tmp_path: Path) 
         (sample(reward=None), "samples.jsonl:1: reward: expected a number, got null"),
         (
             '{"prompt": "p", "completion": "c", "reward": 1e999}',
-            "samples.jsonl:1: reward: expected a finite number, got inf",
+            "samples.jsonl:1: invalid JSON: number 1e999 does not fit a float (non-finite values are not JSON)",
         ),
         (sample(prompt=3), "samples.jsonl:1: prompt: expected a string, got int"),
         (sample(completion=...), "samples.jsonl:1: completion: missing"),

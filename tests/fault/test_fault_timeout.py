@@ -15,8 +15,7 @@ from fsm_runner.security import SecurityPolicy
 
 TIMEOUT = 1.0
 GRACE = 1.0
-#: kill_group waits up to 1 s after SIGKILL; the interactive pumps are joined for up to 1 s.
-SLACK = 1.5
+SLACK = 0.5  # process start, the SIGKILL and reaping
 
 # The grandchild ignores SIGTERM (an ignored signal stays ignored across exec) and inherits stdout/stderr.
 STUBBORN = "(trap '' TERM; echo $BASHPID > grandchild.pid; echo started; exec sleep 30) & wait"
@@ -33,8 +32,25 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("interactive", [False, True], ids=["to-files", "tee-to-terminal"])
-@pytest.mark.parametrize("cmd", [STUBBORN, ESCAPED], ids=["ignores-SIGTERM", "left-the-group"])
+PUMP_BUG = (
+    "engine defect (interactive commands only): after a timeout the two output pumps are joined one after the "
+    "other for up to 1 s each (fsm_runner/execution.py:340), so a grandchild outside the group that holds the "
+    "pipes adds 2 s beyond the grace; join both against one short shared deadline instead"
+)
+CASES = [
+    pytest.param(STUBBORN, False, id="ignores-SIGTERM-to-files"),
+    pytest.param(STUBBORN, True, id="ignores-SIGTERM-tee-to-terminal"),
+    pytest.param(ESCAPED, False, id="left-the-group-to-files"),
+    pytest.param(
+        ESCAPED,
+        True,
+        id="left-the-group-tee-to-terminal",
+        marks=pytest.mark.xfail(strict=True, reason=PUMP_BUG),
+    ),
+]
+
+
+@pytest.mark.parametrize("cmd, interactive", CASES)
 def test_timeout_returns_within_grace(tmp_path: Path, cmd: str, interactive: bool) -> None:
     env = {"PATH": os.environ["PATH"]}
     pid_file = tmp_path / "grandchild.pid"
