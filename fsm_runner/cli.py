@@ -18,14 +18,13 @@ from typing import Any
 
 from fsm_runner import __version__
 from fsm_runner import machine as topology
+from fsm_runner.cli_live import LiveReport, summary_lines
 from fsm_runner.cli_report import (
-    LiveReport,
     artifacts_root,
     list_runs,
     resolve_run,
     run_info,
     runs_table,
-    summary_lines,
     timeline_json,
     timeline_lines,
 )

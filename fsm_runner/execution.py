@@ -8,31 +8,32 @@ done.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
-import select
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from attrs import define, field, validators
 
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence import write_json_atomic
-from fsm_runner.procgroup import group_alive, is_same_group, kill_group, process_start_time
+from fsm_runner.procgroup import (
+    group_alive,
+    is_same_group,
+    kill_group,
+    process_start_time,
+    spawn_group,
+    stop_and_reap,
+    wait_exit,
+)
 from fsm_runner.secrets import Redactor
 from fsm_runner.security import SecurityPolicy
 
 TAIL_BYTES = 2048
 DEFAULT_KILL_GRACE = 2.0
-_PUMP_CHUNK = 1 << 16
-_MAX_POLL_MS = 2**31 - 1  # poll() takes a C int; longer timeouts loop
 
 
 def _str_tuple(items: Iterable[str]) -> tuple[str, ...]:
@@ -170,93 +171,6 @@ def _tail(path: Path, limit: int = TAIL_BYTES) -> str:
     return ("..." + text) if size > limit else text
 
 
-def _pump(src: IO[bytes], dst_path: Path, echo_fd: int) -> None:
-    """Copy a pipe to an evidence file and to the runner's terminal (interactive commands only)."""
-    with src, open(dst_path, "ab") as dst:
-        while chunk := os.read(src.fileno(), _PUMP_CHUNK):
-            dst.write(chunk)
-            dst.flush()
-            with contextlib.suppress(OSError):
-                os.write(echo_fd, chunk)
-
-
-def _spawn(
-    argv: list[str], cwd: Path, env: dict[str, str], stdout_path: Path, stderr_path: Path, interactive: bool
-) -> tuple[subprocess.Popen[bytes], list[threading.Thread]]:
-    if not interactive:
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        return proc, []
-    # A human is watching: inherit stdin, and tee the output to the terminal and the evidence files.
-    stdout_path.write_bytes(b"")
-    stderr_path.write_bytes(b"")
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, stdout_path, 1), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, stderr_path, 2), daemon=True),
-    ]
-    for pump in pumps:
-        pump.start()
-    return proc, pumps
-
-
-def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
-    """Wait for the child to exit; False on timeout.
-
-    ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms, which adds latency to every short command. On
-    Linux a pidfd becomes readable the moment the child exits, so waiting costs no polling at all.
-    """
-    if timeout is None:
-        proc.wait()
-        return True
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # not Linux >= 5.3: fall back to the polling wait
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    deadline = time.monotonic() + timeout
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        while not poller.poll(min(_MAX_POLL_MS, max(0, math.ceil((deadline - time.monotonic()) * 1000)))):
-            if time.monotonic() >= deadline:
-                return False
-    finally:
-        os.close(pidfd)
-    proc.wait()
-    return True
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """Kill the command's whole group and reap its leader."""
-    kill_group(proc.pid, grace=grace)
-    try:
-        proc.wait(timeout=max(grace, 1.0))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_command(
     cmd: str,
     *,
@@ -307,7 +221,7 @@ def run_command(
     files: dict[str, Any] = {"stdout_path": str(stdout_path), "stderr_path": str(stderr_path)}
     start = time.monotonic()
     try:
-        proc, pumps = _spawn(argv, Path(cwd), clean_env, stdout_path, stderr_path, interactive)
+        proc, pumps = spawn_group(argv, Path(cwd), clean_env, stdout_path, stderr_path, interactive)
     except OSError as exc:
         error = f"could not start bash in {cwd}: {exc.strerror or exc}"
         stdout_path.touch()
@@ -322,11 +236,11 @@ def run_command(
     try:
         # Written while the child starts up: if the runner dies now, this says which group to clean up.
         _record_running(CommandResult(**common, **files, pgid=proc.pid, leader_start=leader_start), redactor)
-        if not _wait_exit(proc, timeout):
+        if not wait_exit(proc, timeout):
             timed_out = True
-            _stop(proc, kill_grace)
+            stop_and_reap(proc, kill_grace)
     except BaseException:  # Ctrl-C or a signal handler raising: leave nothing behind
-        _stop(proc, 0.2)
+        stop_and_reap(proc, 0.2)
         raise
     duration = time.monotonic() - start
 

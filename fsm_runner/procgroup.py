@@ -1,4 +1,5 @@
-"""Process-group helpers: is anything of a command still running, and stop all of it.
+"""Process-group helpers: start a command in a group of its own, wait for it, tell whether anything of it is
+still running, and stop all of it.
 
 Every command runs in its own process group, so "everything the command started" is "every process in that
 group". Zombies are ignored: a reparented child that the container's init never reaps is dead even though
@@ -7,13 +8,21 @@ group". Zombies are ignored: a reparented child that the container's init never 
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import select
 import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 _PROC = Path("/proc")
 _POLL_S = 0.02
+_PUMP_CHUNK = 1 << 16
+_MAX_POLL_MS = 2**31 - 1  # poll() takes a C int; longer timeouts loop
 _DEAD_STATES = frozenset({"Z", "X", "x"})
 
 
@@ -120,3 +129,92 @@ def kill_group(pgid: int, *, grace: float = 2.0) -> None:
     if not _signal_group(pgid, signal.SIGKILL):
         return
     _wait_gone(pgid, 1.0)
+
+
+def _pump(src: IO[bytes], dst_path: Path, echo_fd: int) -> None:
+    """Copy a pipe to an evidence file and to the runner's terminal (interactive commands only)."""
+    with src, open(dst_path, "ab") as dst:
+        while chunk := os.read(src.fileno(), _PUMP_CHUNK):
+            dst.write(chunk)
+            dst.flush()
+            with contextlib.suppress(OSError):
+                os.write(echo_fd, chunk)
+
+
+def spawn_group(
+    argv: list[str], cwd: Path, env: dict[str, str], stdout_path: Path, stderr_path: Path, interactive: bool
+) -> tuple[subprocess.Popen[bytes], list[threading.Thread]]:
+    """Start ``argv`` as the leader of a new process group, its output going to the two files; also return the
+    threads that tee it to the terminal when ``interactive`` (join them once the command is done)."""
+    if not interactive:
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        return proc, []
+    # A human is watching: inherit stdin, and tee the output to the terminal and the evidence files.
+    stdout_path.write_bytes(b"")
+    stderr_path.write_bytes(b"")
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, stdout_path, 1), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, stderr_path, 2), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    return proc, pumps
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
+    """Wait for the child to exit; False on timeout.
+
+    ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms, which adds latency to every short command. On
+    Linux a pidfd becomes readable the moment the child exits, so waiting costs no polling at all.
+    """
+    if timeout is None:
+        proc.wait()
+        return True
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: fall back to the polling wait
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    deadline = time.monotonic() + timeout
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while not poller.poll(min(_MAX_POLL_MS, max(0, math.ceil((deadline - time.monotonic()) * 1000)))):
+            if time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    return True
+
+
+def stop_and_reap(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Kill the command's whole group and reap its leader."""
+    kill_group(proc.pid, grace=grace)
+    try:
+        proc.wait(timeout=max(grace, 1.0))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

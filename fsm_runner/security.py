@@ -1,12 +1,12 @@
 """The command security policy: decide, before a command runs, whether it may run at all.
 
 Commands are shell text, so matching regexes against the raw string is easy to fool (``rm  -rf "/"``,
-``/bin/rm -fr /*``, ``x;sudo y``). The policy therefore lexes the command the way bash roughly would: quotes
-are removed, ``; && || | & ( )`` and newlines split it into simple commands, ``$(..)``, backticks, ``<(..)``,
-``bash -c '..'`` and ``eval`` bodies are checked as commands of their own, and wrappers (``sudo``,
-``env``, ``nohup``, ``timeout 5``, ``xargs``, ...) and ``VAR=x`` prefixes are peeled off to find the program
-that really runs. Rules then look at *command words*, not at text, so ``echo sudo is a word`` and
-``echo "rm -rf /"`` are allowed while ``sudo ls`` is not.
+``/bin/rm -fr /*``, ``x;sudo y``). The policy therefore lexes the command the way bash roughly would
+(:mod:`fsm_runner.shellwords`): quotes are removed, ``; && || | & ( )`` and newlines split it into simple
+commands, ``$(..)``, backticks, ``<(..)``, ``bash -c '..'`` and ``eval`` bodies are checked as commands of
+their own, and wrappers (``sudo``, ``env``, ``nohup``, ``timeout 5``, ``xargs``, ...) and ``VAR=x`` prefixes
+are peeled off to find the program that really runs. Rules then look at *command words*, not at text, so
+``echo sudo is a word`` and ``echo "rm -rf /"`` are allowed while ``sudo ls`` is not.
 
 Order of checks, first hit wins:
 
@@ -42,424 +42,9 @@ from typing import Any
 from attrs import Attribute, define, field
 
 from fsm_runner.errors import ContractError
+from fsm_runner.shellwords import SHELLS, Invocation, basename, collect, shell_args, su_body
 
 MODES = ("safe", "system")
-_MAX_DEPTH = 6
-_SHOW = 80
-
-# ----------------------------------------------------------------------------------------------------------
-# Lexing
-# ----------------------------------------------------------------------------------------------------------
-
-_REDIRECT_OP = re.compile(r"&>>|&>|<<<|<<-|<<|<>|<&|>>|>&|>\||<|>")
-_CONTROL_OP = re.compile(r"&&|\|\||;;&|;;|;&|\|&|[;&|()\n]")
-
-
-@define(frozen=True)
-class _Segment:
-    """One simple command: its words (quotes removed), redirections and whether stdin comes from elsewhere."""
-
-    words: tuple[str, ...]
-    redirects: tuple[tuple[str, str], ...]
-    stdin_redirected: bool
-
-
-def _skip_quoted(text: str, i: int) -> int:
-    """Index after the quoted string starting at ``text[i]`` (a ' or ")."""
-    quote = text[i]
-    i += 1
-    while i < len(text):
-        if quote == '"' and text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == quote:
-            return i + 1
-        i += 1
-    return len(text)
-
-
-def _balanced(text: str, start: int, open_: str, close: str) -> tuple[str, int]:
-    """Body between ``start`` and the matching ``close``, and the index after it."""
-    depth = 1
-    i = start
-    while i < len(text):
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c in "'\"":
-            i = _skip_quoted(text, i)
-            continue
-        if c == open_:
-            depth += 1
-        elif c == close:
-            depth -= 1
-            if depth == 0:
-                return text[start:i], i + 1
-        i += 1
-    return text[start:], len(text)
-
-
-def _backtick(text: str, start: int) -> tuple[str, int]:
-    i = start
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == "`":
-            return text[start:i], i + 1
-        i += 1
-    return text[start:], len(text)
-
-
-class _Lexer:
-    """A small bash-like lexer: enough structure to find command words, not a full shell parser."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.i = 0
-        self.segments: list[_Segment] = []
-        self.subs: list[str] = []  # bodies of $(..), `..`, <(..) to check as commands of their own
-        self.tokens: list[str] = []  # words and operators, for the normalised form
-        self._word: list[str] = []
-        self._in_word = False
-        self._words: list[str] = []
-        self._redirects: list[tuple[str, str]] = []
-        self._stdin = False
-        self._pending: str | None = None
-        self._heredocs: list[tuple[str, bool]] = []
-
-    def run(self) -> _Lexer:
-        text = self.text
-        n = len(text)
-        while self.i < n:
-            c = text[self.i]
-            if c == "\\":
-                if text[self.i + 1 : self.i + 2] != "\n":
-                    self._add(text[self.i + 1 : self.i + 2])
-                self.i += 2
-            elif c == "'":
-                end = text.find("'", self.i + 1)
-                end = n if end < 0 else end
-                self._add(text[self.i + 1 : end])
-                self.i = end + 1
-            elif c == '"':
-                self._double_quoted()
-            elif c == "`":
-                body, end = _backtick(text, self.i + 1)
-                self.subs.append(body)
-                self._add(text[self.i : end])
-                self.i = end
-            elif text.startswith("$(", self.i) or (c in "<>" and text.startswith("(", self.i + 1)):
-                body, end = _balanced(text, self.i + 2, "(", ")")
-                if not body.startswith("("):  # $(( arithmetic )) runs nothing
-                    self.subs.append(body)
-                self._add(text[self.i : end])
-                self.i = end
-            elif text.startswith("${", self.i):
-                _, end = _balanced(text, self.i + 2, "{", "}")
-                self._add(text[self.i : end])
-                self.i = end
-            elif c == "#" and not self._in_word:
-                end = text.find("\n", self.i)
-                self.i = n if end < 0 else end
-            elif c in " \t\r":
-                self._end_word()
-                self.i += 1
-            elif c in "<>" or text.startswith("&>", self.i):
-                self._redirect()
-            elif c in ";&|()\n":
-                self._operator()
-            else:
-                self._add(c)
-                self.i += 1
-        self._end_word()
-        self._end_segment(next_stdin=False)
-        return self
-
-    def _add(self, s: str) -> None:
-        self._word.append(s)
-        self._in_word = True
-
-    def _double_quoted(self) -> None:
-        text = self.text
-        i = self.i + 1
-        buf: list[str] = []
-        while i < len(text) and text[i] != '"':
-            c = text[i]
-            if c == "\\" and i + 1 < len(text):
-                nxt = text[i + 1]
-                if nxt in '$`"\\':
-                    buf.append(nxt)
-                elif nxt != "\n":
-                    buf.append(c + nxt)
-                i += 2
-                continue
-            if text.startswith("$(", i) or c == "`":
-                body, end = _balanced(text, i + 2, "(", ")") if c == "$" else _backtick(text, i + 1)
-                if not body.startswith("("):
-                    self.subs.append(body)
-                buf.append(text[i:end])
-                i = end
-                continue
-            buf.append(c)
-            i += 1
-        self._add("".join(buf))
-        self.i = i + 1
-
-    def _end_word(self) -> None:
-        if not self._in_word:
-            return
-        word = "".join(self._word)
-        self._word = []
-        self._in_word = False
-        self.tokens.append(word)
-        if self._pending is None:
-            self._words.append(word)
-            return
-        op, self._pending = self._pending, None
-        self._redirects.append((op, word))
-        if op in ("<<", "<<-"):
-            self._heredocs.append((word, op == "<<-"))
-
-    def _end_segment(self, *, next_stdin: bool) -> None:
-        if self._words or self._redirects:
-            self.segments.append(_Segment(tuple(self._words), tuple(self._redirects), self._stdin))
-        self._words = []
-        self._redirects = []
-        self._pending = None
-        self._stdin = next_stdin
-
-    def _redirect(self) -> None:
-        fd = "".join(self._word) if self._in_word else ""
-        if fd.isdigit():
-            self._word = []
-            self._in_word = False
-        else:
-            self._end_word()
-            fd = ""
-        match = _REDIRECT_OP.match(self.text, self.i)
-        op = match.group() if match else self.text[self.i]
-        self.i += len(op)
-        self.tokens.append(fd + op)
-        if op.startswith("<") and fd in ("", "0"):
-            self._stdin = True
-        self._pending = op
-
-    def _operator(self) -> None:
-        self._end_word()
-        match = _CONTROL_OP.match(self.text, self.i)
-        op = match.group() if match else self.text[self.i]
-        self.i += len(op)
-        self.tokens.append(";" if op == "\n" else op)
-        self._end_segment(next_stdin=op in ("|", "|&"))
-        if op == "\n" and self._heredocs:
-            self._skip_heredoc_bodies()
-
-    def _skip_heredoc_bodies(self) -> None:
-        for delimiter, strip_tabs in self._heredocs:
-            while self.i < len(self.text):
-                end = self.text.find("\n", self.i)
-                end = len(self.text) if end < 0 else end
-                line = self.text[self.i : end]
-                self.i = end + 1
-                if (line.lstrip("\t") if strip_tabs else line) == delimiter:
-                    break
-        self._heredocs = []
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Finding the program that really runs
-# ----------------------------------------------------------------------------------------------------------
-
-_KEYWORDS = frozenset({"!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until"})
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
-# wrapper -> (options that take a value, positional arguments before the wrapped command)
-_WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
-    "sudo": (frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "--user", "--group"}), 0),
-    "doas": (frozenset({"-u", "-C"}), 0),
-    "env": (frozenset({"-u", "-C", "--unset", "--chdir"}), 0),
-    "nice": (frozenset({"-n", "--adjustment"}), 0),
-    "ionice": (frozenset({"-c", "-n", "--class", "--classdata"}), 0),
-    "stdbuf": (frozenset({"-i", "-o", "-e", "--input", "--output", "--error"}), 0),
-    "time": (frozenset({"-f", "-o", "--format", "--output"}), 0),
-    "timeout": (frozenset({"-s", "-k", "--signal", "--kill-after"}), 1),
-    "flock": (frozenset({"-w", "-E", "--timeout", "--conflict-exit-code"}), 1),
-    "xargs": (frozenset({"-I", "-n", "-P", "-L", "-d", "-a", "-E", "-s", "--max-args", "--max-procs"}), 0),
-    "exec": (frozenset({"-a"}), 0),
-    "nohup": (frozenset(), 0),
-    "setsid": (frozenset(), 0),
-    "command": (frozenset(), 0),
-    "builtin": (frozenset(), 0),
-    "unbuffer": (frozenset(), 0),
-    "chronic": (frozenset(), 0),
-    "busybox": (frozenset(), 0),
-}
-_SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ksh", "ash", "mksh", "fish"})
-
-
-@define(frozen=True)
-class _Invocation:
-    """A simple command after unwrapping: every program name met and the final argv (argv[0] a basename)."""
-
-    chain: tuple[str, ...]
-    argv: tuple[str, ...]
-    redirects: tuple[tuple[str, str], ...]
-    stdin_redirected: bool
-    loop_condition: bool  # the command follows `while`/`until` (``while read line``)
-
-    def shown(self) -> str:
-        text = " ".join(self.argv)
-        return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
-
-
-def _basename(word: str) -> str:
-    return word.rstrip("/").rsplit("/", 1)[-1] if "/" in word else word
-
-
-def _is_cluster(arg: str) -> bool:
-    """A bundle of short options such as ``-rf`` (not ``--long``, not ``-``)."""
-    return len(arg) > 1 and arg[0] == "-" and arg[1] != "-"
-
-
-def _skip_options(args: Sequence[str], with_value: frozenset[str]) -> tuple[int, list[str]]:
-    i = 0
-    flags: list[str] = []
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            return i + 1, flags
-        if not arg.startswith("-") or arg == "-":
-            break
-        flags.append(arg)
-        i += 2 if arg in with_value else 1
-    return i, flags
-
-
-def _split_env_string(args: list[str]) -> list[str]:
-    """Expand ``env -S 'a b'`` into its words."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in ("-S", "--split-string") and i + 1 < len(args):
-            out.extend(args[i + 1].split())
-            i += 2
-            continue
-        if arg.startswith("--split-string="):
-            out.extend(arg.split("=", 1)[1].split())
-        elif arg.startswith("-S") and len(arg) > 2:
-            out.extend(arg[2:].split())
-        else:
-            out.append(arg)
-        i += 1
-    return out
-
-
-def _shell_args(args: Sequence[str]) -> tuple[str | None, bool, bool]:
-    """For ``bash ARGS``: (the -c body or None, runs a script/-c, forced interactive with -i)."""
-    has_c = forced_i = False
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i += 1
-            break
-        if arg in ("-o", "+o", "-O", "+O", "--rcfile", "--init-file"):
-            i += 2
-            continue
-        if arg in ("--command", "--interactive"):
-            has_c = has_c or arg == "--command"
-            forced_i = forced_i or arg == "--interactive"
-            i += 1
-            continue
-        if arg[:1] in ("-", "+") and len(arg) > 1 and not arg.startswith("--"):
-            has_c = has_c or "c" in arg[1:]
-            forced_i = forced_i or "i" in arg[1:]
-            i += 1
-            continue
-        if arg.startswith("--"):
-            i += 1
-            continue
-        break
-    rest = args[i:]
-    if has_c:
-        return (rest[0] if rest else ""), True, forced_i
-    return None, bool(rest), forced_i
-
-
-def _su_body(args: Sequence[str]) -> str | None:
-    for i, arg in enumerate(args):
-        if arg in ("-c", "--command") and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--command="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _unwrap(seg: _Segment) -> tuple[_Invocation, list[str]]:
-    """Peel keywords, assignments and wrappers off a segment; also return nested command bodies."""
-    words = list(seg.words)
-    chain: list[str] = []
-    nested: list[str] = []
-    loop_condition = False
-    while words:
-        word = words[0]
-        if word in _KEYWORDS:
-            loop_condition = loop_condition or word in ("while", "until")
-            words.pop(0)
-            continue
-        if _ASSIGNMENT.match(word):
-            words.pop(0)
-            continue
-        name = _basename(word)
-        spec = _WRAPPERS.get(name)
-        if spec is None:
-            break
-        chain.append(name)
-        args = _split_env_string(words[1:]) if name == "env" else words[1:]
-        consumed, flags = _skip_options(args, spec[0])
-        if name == "command" and any(f in ("-v", "-V") for f in flags):
-            words = []  # `command -v x` looks x up, it does not run it
-            break
-        rest = args[consumed:]
-        while rest and _ASSIGNMENT.match(rest[0]):
-            rest.pop(0)
-        words = rest[spec[1] :]
-    argv: tuple[str, ...] = ()
-    if words:
-        name = _basename(words[0])
-        chain.append(name)
-        argv = (name, *words[1:])
-        body: str | None = None
-        if name in _SHELLS:
-            body = _shell_args(argv[1:])[0]
-        elif name == "su":
-            body = _su_body(argv[1:])
-        elif name == "eval":
-            body = " ".join(argv[1:])
-        if body is not None:
-            nested.append(body)
-    inv = _Invocation(tuple(chain), argv, seg.redirects, seg.stdin_redirected, loop_condition)
-    return inv, nested
-
-
-def _collect(cmd: str, depth: int = 0, stdin_redirected: bool = False) -> tuple[list[_Invocation], list[str]]:
-    """All invocations in ``cmd`` (nested bodies included) and the normalised token list of the top level."""
-    lexer = _Lexer(cmd).run()
-    out: list[_Invocation] = []
-    bodies: list[tuple[str, bool]] = [(s, False) for s in lexer.subs]
-    for seg in lexer.segments:
-        if stdin_redirected and not seg.stdin_redirected:
-            seg = _Segment(seg.words, seg.redirects, True)
-        inv, nested = _unwrap(seg)
-        out.append(inv)
-        bodies.extend((body, inv.stdin_redirected) for body in nested)
-    if depth < _MAX_DEPTH:
-        for body, redirected in bodies:
-            out.extend(_collect(body, depth + 1, redirected)[0])
-    return out, lexer.tokens
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Hard deny
@@ -534,6 +119,11 @@ def _options_and_operands(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return opts, operands
 
 
+def _is_cluster(arg: str) -> bool:
+    """A bundle of short options such as ``-rf`` (not ``--long``, not ``-``)."""
+    return len(arg) > 1 and arg[0] == "-" and arg[1] != "-"
+
+
 def _has_flag(opts: Iterable[str], letters: str, long: Iterable[str]) -> bool:
     longs = set(long)
     return any(o in longs or (_is_cluster(o) and any(ch in o[1:] for ch in letters)) for o in opts)
@@ -547,7 +137,7 @@ def _first_dangerous(paths: Iterable[str]) -> str | None:
     return None
 
 
-def _hard_deny_argv(inv: _Invocation) -> str | None:
+def _hard_deny_argv(inv: Invocation) -> str | None:
     if not inv.argv:
         return None
     name, args = inv.argv[0], inv.argv[1:]
@@ -565,7 +155,7 @@ def _hard_deny_argv(inv: _Invocation) -> str | None:
                 return f"hard-deny: recursive {name} of {what} ({inv.shown()})"
     elif name == "find":
         if "-delete" in args or any(
-            a in _FIND_EXEC and _basename(b) == "rm" for a, b in zip(args, args[1:], strict=False)
+            a in _FIND_EXEC and basename(b) == "rm" for a, b in zip(args, args[1:], strict=False)
         ):
             what = _first_dangerous(_find_starts(args))
     elif name == "mv" and len(operands) > 1:
@@ -593,7 +183,7 @@ def _find_starts(args: Sequence[str]) -> list[str]:
     return starts
 
 
-def _hard_deny(inv: _Invocation) -> str | None:
+def _hard_deny(inv: Invocation) -> str | None:
     reason = _hard_deny_argv(inv)
     if reason:
         return reason
@@ -623,7 +213,7 @@ def _positionals(args: Sequence[str]) -> list[str]:
     return [a for a in args if not a.startswith("-")]
 
 
-def _safe_deny(inv: _Invocation) -> str | None:
+def _safe_deny(inv: Invocation) -> str | None:
     for word in inv.chain:
         if word in _SAFE_DENY or word.startswith("mkfs"):
             return f"safe-mode denylist: {word}"
@@ -680,7 +270,7 @@ _CONFIRMING: dict[str, frozenset[str]] = {
 }
 
 
-def _interactive(inv: _Invocation) -> str | None:
+def _interactive(inv: Invocation) -> str | None:
     """Why ``inv`` would wait for a human, or None."""
     if not inv.argv:
         return None
@@ -697,8 +287,8 @@ def _interactive(inv: _Invocation) -> str | None:
         if inv.stdin_redirected or inv.loop_condition:
             return None
         return f"{name} waits for input on stdin"
-    if name in _SHELLS:
-        _, runs_something, forced = _shell_args(args)
+    if name in SHELLS:
+        _, runs_something, forced = shell_args(args)
         if forced or not (runs_something or inv.stdin_redirected):
             return f"{name} without -c or a script starts an interactive shell"
         return None
@@ -708,7 +298,7 @@ def _interactive(inv: _Invocation) -> str | None:
         return None
     if name in _DB_CLIENTS:
         return _db_client(name, args, inv.stdin_redirected)
-    if name == "su" and _su_body(args) is None:
+    if name == "su" and su_body(args) is None:
         return "su without -c starts an interactive shell"
     return _interactive_tools(name, args)
 
@@ -832,7 +422,7 @@ class SecurityPolicy:
         """Return why ``cmd`` must not run, or None when it may."""
         if not cmd.strip():
             return None
-        invocations, tokens = _collect(cmd)
+        invocations, tokens = collect(cmd)
         if _FORK_BOMB.search(re.sub(r"\s+", "", cmd)):
             return "hard-deny: fork bomb"
         for inv in invocations:

@@ -12,16 +12,14 @@ from typing import Any
 
 import pytest
 
+from fsm_runner.cli_live import LiveReport, last_output_line, summary_lines
 from fsm_runner.cli_report import (
-    LiveReport,
     fmt_score,
     fmt_seconds,
-    last_output_line,
     list_runs,
     resolve_run,
     run_info,
     runs_table,
-    summary_lines,
     transition_lines,
 )
 from fsm_runner.errors import UsageError
