@@ -86,7 +86,12 @@ def write_json_atomic(path: Path, data: Any, *, fsync: bool = True) -> None:
     power loss can notice; use it for high-volume, non-authoritative files.
     """
     path = Path(path)
-    text = _dumps(data, path, indent=2) + "\n"
+    write_text_atomic(path, _dumps(data, path, indent=2) + "\n", fsync=fsync)
+
+
+def write_text_atomic(path: Path, text: str, *, fsync: bool = True) -> None:
+    """Temp file in the same directory, then rename: ``path`` is never seen half-written."""
+    path = Path(path)
     tmp_name: str | None = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -9,12 +9,10 @@ edits and writes provenance into the ``repair_NN`` evidence directory.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from attrs import define, field, validators
 
-from fsm_runner.errors import EvidenceError, UsageError
+from fsm_runner.errors import UsageError
+from fsm_runner.evidence import write_json_atomic, write_text_atomic
 from fsm_runner.guardrails import (
     DEFAULT_EXCLUDE,
     DEFAULT_PROTECTED,
@@ -271,7 +270,7 @@ class CommandAgent:
         work.mkdir(parents=True, exist_ok=True)
         prompt_file, request_file = work / PROMPT_FILE, work / REQUEST_FILE
         if not prompt_file.exists():
-            _write_text_atomic(prompt_file, request.prompt)
+            write_text_atomic(prompt_file, request.prompt)
         if not request_file.exists():
             write_json_atomic(request_file, request.to_json())
         values = {
@@ -353,35 +352,6 @@ def as_agent(obj: object) -> RepairAgent:
 # --- the repair step ---
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise EvidenceError(
-            f"cannot write {path}: {exc.strerror or exc}; check permissions and free space"
-        ) from exc
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Default JSON writer: temp file in the same directory, fsync, rename."""
-    _write_atomic(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    _write_atomic(path, text.encode())
-
-
 def run_repair(
     agent: RepairAgent,
     request: RepairRequest,
@@ -408,7 +378,7 @@ def run_repair(
         exclude += (work_abs.relative_to(repo).as_posix(),)
     before = snapshot_repo(repo, exclude=exclude)
     write(work / REQUEST_FILE, request.to_json())
-    _write_text_atomic(work / PROMPT_FILE, request.prompt)
+    write_text_atomic(work / PROMPT_FILE, request.prompt)
     reply = RepairReply(ok=False, summary="repair agent was interrupted")
     try:
         try:
