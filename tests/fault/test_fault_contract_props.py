@@ -71,7 +71,7 @@ def load_or_error(repo: Path, data: bytes) -> PipelineSpec | ContractError:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-#: What YAML counts as a line break besides LF; NEL, LS and PS are no line breaks to an editor (see the xfail).
+#: What YAML counts as a line break besides LF (NEL, LS and PS are none to an editor; the loader names them).
 YAML_BREAKS = (b"\r", "\x85".encode(), "\u2028".encode(), "\u2029".encode())
 
 
@@ -203,15 +203,6 @@ def test_mutations_of_the_example_load_or_raise_contract_error(repo: Path, data:
     check(repo, data)
 
 
-LINE_BREAK_BUG = (
-    "engine defect: YAML treats U+0085, U+2028 and U+2029 as line breaks, editors do not; a contract with one "
-    "in a comment gets 'mapping values are not allowed here' at a line number that points at the wrong line "
-    "(fsm_runner/contract/yamlload.py:120 reports mark.line + 1); reject these characters up front in "
-    "compose() with their own line and name"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LINE_BREAK_BUG)
 @pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"], ids=["NEL", "LS", "PS"])
 def test_unicode_line_separators_are_named_at_their_own_line(repo: Path, char: str) -> None:
     data = f"# pasted from a web page{char}with a separator\nversion: 1\ntests:\n  cmds: 'true'\n".encode()

@@ -147,16 +147,6 @@ def test_disk_filling_up_mid_run_gives_a_clear_error(tmp_path: Path, tiny_tmpfs:
     assert not (repo / "ran_after_fill").exists(), "the run went on without evidence"
 
 
-FULL_WHILE_DEPLOYED_BUG = (
-    "engine defect: when the disk fills mid-run the events sink raises a bare OSError(ENOSPC) "
-    "(RunSink.write, fsm_runner/logs.py:34; RunSink.close, logs.py:51), also from the log.exception calls in "
-    "Session._interrupted's own error handlers (fsm_runner/session.py:413, 418), so `fsm-runner run` dies "
-    "with a chained traceback and exit 1 instead of one `error:` line and exit 2 (teardown itself still "
-    "happens, thanks to the finally in states/teardown.py:39); events should be best effort"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=FULL_WHILE_DEPLOYED_BUG)
 def test_disk_filling_up_while_deployed_still_tears_down(
     make_target: TargetFactory, mount_tmpfs: Callable[[str], Path]
 ) -> None:

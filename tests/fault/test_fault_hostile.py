@@ -252,14 +252,6 @@ def test_metrics_path_that_is_not_a_regular_file_does_not_block(tmp_path: Path, 
     assert not check.ok and check.problems == (f"not a regular file: {path}",)
 
 
-OVERFLOW_BUG = (
-    "engine defect: a number literal that overflows a float (1e400) parses as inf, so non-finite metrics pass "
-    "check_metrics (parse_json, fsm_runner/contract/outputs.py:60 only rejects the NaN/Infinity tokens) and "
-    "run.json then holds the non-standard token Infinity"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=OVERFLOW_BUG)
 @pytest.mark.parametrize("literal", ["1e400", "-1e400"])
 def test_metrics_number_overflowing_to_infinity_is_rejected(tmp_path: Path, literal: str) -> None:
     path = tmp_path / "metrics.json"
