@@ -116,7 +116,7 @@ class RunContext:
         """Secrets may come from the caller's env, the overrides, bootstrap.yml or any stage's env."""
         env = {**self.base_env, **self.env_overrides, **self.bootstrap_env}
         if self.bootstrap is not None:
-            env.update(self.bootstrap.env)
+            env.update({f"bootstrap.{k}": v for k, v in self.bootstrap.env.items()})
         for name in ("tests", "auth", "deploy", "rollout", "evaluation", "benchmark"):
             section = getattr(self.pipeline, name)
             if section is not None:

@@ -250,8 +250,10 @@ def run_command(
             background = proc.pid
         else:
             kill_group(proc.pid, grace=kill_grace)
+    # A grandchild that left the group may hold the pipes open: bound the whole wait, not each join.
+    pumps_deadline = time.monotonic() + 0.5
     for pump in pumps:
-        pump.join(timeout=1.0)
+        pump.join(timeout=max(0.0, pumps_deadline - time.monotonic()))
 
     if redactor.active:
         redactor.mask_file(stdout_path)

@@ -182,6 +182,8 @@ class Redactor:
         count = 0
         tmp_name: str | None = None
         try:
+            if not _contains(path, pattern, chunk_size, overlap):
+                return 0  # the common case: read once, write nothing
             with open(path, "rb") as src:
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mask", dir=path.parent)
                 with os.fdopen(fd, "wb") as dst:
@@ -220,3 +222,15 @@ class Redactor:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
         return count
+
+
+def _contains(path: Path, pattern: re.Pattern[bytes], chunk_size: int, overlap: int) -> bool:
+    """A read-only pass: does any secret occur in the file (across chunk boundaries too)?"""
+    with open(path, "rb") as src:
+        carry = b""
+        while chunk := src.read(chunk_size):
+            buf = carry + chunk
+            if pattern.search(buf):
+                return True
+            carry = buf[-overlap:] if overlap else b""
+    return False

@@ -10,7 +10,7 @@ from fsm_runner.outcome import ErrorInfo, Outcome, skipped
 from fsm_runner.phase import finish
 
 FIRST_DELAY = 0.02
-MAX_DELAY = 0.25
+MAX_DELAY = 0.1
 DEFAULT_WINDOW = 60.0
 
 

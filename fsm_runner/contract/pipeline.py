@@ -134,7 +134,8 @@ class EvaluationSpec(StageCommon):
 @define(frozen=True)
 class ArtifactsSpec:
     out_dir: str = field(
-        default=".aider_fsm/artifacts", metadata=meta("str", "Where run evidence is written.")
+        default=".aider_fsm/artifacts",
+        metadata=meta("relpath", "Where run evidence is written, relative to the repo root."),
     )
 
 

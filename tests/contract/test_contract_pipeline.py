@@ -250,6 +250,10 @@ BAD = [
         ":3: evaluation.metrics_path: 'a/../../m.json' escapes the repository through '..'",
     ),
     (
+        "version: 1\nartifacts:\n  out_dir: ../evidence\n",
+        ":3: artifacts.out_dir: '../evidence' escapes the repository through '..'",
+    ),
+    (
         "version: 1\ntests:\n  workdir: /etc\n",
         ":3: tests.workdir: must be relative to the repository root, got absolute path '/etc'",
     ),

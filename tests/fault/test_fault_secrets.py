@@ -115,18 +115,12 @@ def test_planted_secret_never_reaches_the_run_dir(make_target: TargetFactory, ho
         assert f"key={MASK}" in (run_dir / "evaluate.metrics.json").read_text()
 
 
-BOOTSTRAP_SECRET_BUG = (
-    "engine defect: RunContext.refresh_redactor (fsm_runner/context.py:115-119) first adds the expanded "
-    "bootstrap env, then env.update(self.bootstrap.env) overwrites each key with its raw, unexpanded value "
-    "(`${VAULT_READ_VALUE}`), so a secret-looking bootstrap variable filled from the caller's env is not "
-    "masked in captured output; add the raw values under other keys (e.g. `bootstrap.NAME`) instead"
-)
 
 
 @pytest.mark.parametrize(
     "where",
     [
-        pytest.param("bootstrap-env", marks=pytest.mark.xfail(strict=True, reason=BOOTSTRAP_SECRET_BUG)),
+        "bootstrap-env",
         "stage-env",
     ],
 )

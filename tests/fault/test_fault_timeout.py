@@ -32,21 +32,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-PUMP_BUG = (
-    "engine defect (interactive commands only): after a timeout the two output pumps are joined one after the "
-    "other for up to 1 s each (fsm_runner/execution.py:340), so a grandchild outside the group that holds the "
-    "pipes adds 2 s beyond the grace; join both against one short shared deadline instead"
-)
 CASES = [
     pytest.param(STUBBORN, False, id="ignores-SIGTERM-to-files"),
     pytest.param(STUBBORN, True, id="ignores-SIGTERM-tee-to-terminal"),
     pytest.param(ESCAPED, False, id="left-the-group-to-files"),
-    pytest.param(
-        ESCAPED,
-        True,
-        id="left-the-group-tee-to-terminal",
-        marks=pytest.mark.xfail(strict=True, reason=PUMP_BUG),
-    ),
+    pytest.param(ESCAPED, True, id="left-the-group-tee-to-terminal"),
 ]
 
 
