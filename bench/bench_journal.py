@@ -4,8 +4,8 @@ The records are shaped like the driver's (trigger, source, dest, guard results, 
 command list, counters) and form a path the machine accepts: the phases up to ``evaluate``, then repair loops
 (``evaluate --phase_failed--> repair --retry--> evaluate``), so the dry run fires every one of them through a
 fresh machine. Writing goes through :class:`fsm_runner.journal.Journal` (one fsynced append per record);
-loading is :func:`fsm_runner.journal.read_journal`, :func:`fsm_runner.replay.walk_journal` (the dry run, which
-reads the journal again) and :func:`fsm_runner.replay.can_replay`.
+loading is :func:`fsm_runner.journal.read_journal`, :func:`fsm_runner.redrive.walk_journal` (the dry run,
+which reads the journal again) and :func:`fsm_runner.redrive.can_replay`.
 
     python bench/bench_journal.py [-n 10000] [--json]
 """
@@ -23,7 +23,7 @@ from common import Figure, report
 
 from fsm_runner import machine as topology
 from fsm_runner.journal import Journal, read_journal
-from fsm_runner.replay import can_replay, walk_journal
+from fsm_runner.redrive import can_replay, walk_journal
 
 TARGET_LOAD_S = 1.0
 PIPELINE = "version: 1\ntests:\n  cmds: 'true'\nevaluation:\n  run_cmds: 'true'\n  metrics_path: m.json\n"

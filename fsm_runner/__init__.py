@@ -7,10 +7,14 @@ Typical use from a training loop::
         sess.rollout(llm="my-model", mode="smoke")
         result = sess.evaluate()
         print(result.ok, result.metrics)
+
+After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.replay(run_dir)`` and
+``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
 """
 
 from __future__ import annotations
 
+from fsm_runner.diagrams import diagram
 from fsm_runner.errors import (
     ContractError,
     EvidenceError,
@@ -20,6 +24,7 @@ from fsm_runner.errors import (
     UsageError,
 )
 from fsm_runner.outcome import ErrorInfo
+from fsm_runner.redrive import DryRunReport, can_replay, replay
 from fsm_runner.repair import CallableAgent, CommandAgent, RepairAgent, RepairReply, RepairRequest
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.session import Session, setup
@@ -28,6 +33,7 @@ __all__ = [
     "CallableAgent",
     "CommandAgent",
     "ContractError",
+    "DryRunReport",
     "ErrorInfo",
     "EvaluationResult",
     "EvidenceError",
@@ -41,6 +47,9 @@ __all__ = [
     "Session",
     "TargetError",
     "UsageError",
+    "can_replay",
+    "diagram",
+    "replay",
     "setup",
 ]
 __version__ = "0.1.0"

@@ -250,7 +250,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from fsm_runner.replay import DryRunReport, can_replay, replay
+    from fsm_runner.redrive import DryRunReport, can_replay, replay
 
     run_dir = _find_run(args, args.run)
     if args.dry_run:
@@ -280,7 +280,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
-    from fsm_runner.diagram import diagram
+    from fsm_runner.diagrams import diagram
 
     run_dir = _find_run(args, args.run) if args.run else None
     text = diagram(format=args.format, run_dir=run_dir)

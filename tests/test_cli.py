@@ -31,10 +31,10 @@ SLOW_TESTS = files.PIPELINE.replace(
 BROKEN_PIPELINE = "version: 1\ntests:\n  cmdz: echo hi\nevaluation:\n  run_cmds: x\n  retries: -1\n"
 COMMANDS = ("run", "validate", "init", "runs", "show", "replay", "diagram", "schema")
 needs_replay = pytest.mark.skipif(
-    importlib.util.find_spec("fsm_runner.replay") is None, reason="fsm_runner.replay is not there yet"
+    importlib.util.find_spec("fsm_runner.redrive") is None, reason="fsm_runner.redrive is not there yet"
 )
 needs_diagram = pytest.mark.skipif(
-    importlib.util.find_spec("fsm_runner.diagram") is None, reason="fsm_runner.diagram is not there yet"
+    importlib.util.find_spec("fsm_runner.diagrams") is None, reason="fsm_runner.diagrams is not there yet"
 )
 
 

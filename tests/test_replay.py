@@ -15,7 +15,7 @@ import pytest
 
 import fsm_runner
 from fsm_runner.journal import read_journal
-from fsm_runner.replay import DryRunReport, can_replay, replay
+from fsm_runner.redrive import DryRunReport, can_replay, replay
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
 from tests.fixtures import target_files as files
 

@@ -22,7 +22,7 @@ import pytest
 
 import fsm_runner
 from fsm_runner.journal import read_journal
-from fsm_runner.replay import can_replay, replay
+from fsm_runner.redrive import can_replay, replay
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
 from tests.fixtures import target_files as files
 

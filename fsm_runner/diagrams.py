@@ -3,7 +3,7 @@
 The text is generated from :func:`fsm_runner.machine.transitions_table` (the one topology), so nothing
 native is needed: Mermaid renders on GitHub, DOT renders wherever Graphviz is installed. Given a run, its
 journal supplies the marks: states visited, where the run failed, the current state, the repair loops and
-how often each edge was taken. ``python -m fsm_runner.diagram --write-docs`` refreshes the diagram
+how often each edge was taken. ``python -m fsm_runner.diagrams --write-docs`` refreshes the diagram
 embedded in ``docs/state-machine.md``.
 """
 
@@ -29,7 +29,7 @@ from fsm_runner.journal import JOURNAL_NAME, read_journal
 FORMATS: tuple[str, ...] = ("mermaid", "dot")
 RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "state-machine.md"
-REGENERATE = "python -m fsm_runner.diagram --write-docs"
+REGENERATE = "python -m fsm_runner.diagrams --write-docs"
 RENDER_TIMEOUT_S = 60.0
 
 #: Style classes, in precedence order (a later class wins where two set the same property).
@@ -212,7 +212,7 @@ def _run_summary(marks: RunMarks) -> str:
 def _mermaid(marks: RunMarks | None) -> str:
     lines = [
         "stateDiagram-v2",
-        "    %% generated from fsm_runner.machine by fsm_runner.diagram - do not edit by hand",
+        "    %% generated from fsm_runner.machine by fsm_runner.diagrams - do not edit by hand",
     ]
     if marks is not None:
         lines.append(f"    %% {_run_summary(marks)}")
@@ -299,7 +299,7 @@ def _edge_attrs(edge: Edge, marks: RunMarks | None) -> str:
 
 def _dot(marks: RunMarks | None) -> str:
     lines = [
-        "// generated from fsm_runner.machine by fsm_runner.diagram - do not edit by hand",
+        "// generated from fsm_runner.machine by fsm_runner.diagrams - do not edit by hand",
         "digraph fsm_runner {",
         "    rankdir=LR;",
         '    node [shape=box, style="rounded", fontname="Helvetica", fontsize=11];',
@@ -590,7 +590,7 @@ def write_docs(path: Path = DOCS_PATH) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fsm_runner.diagram",
+        prog="python -m fsm_runner.diagrams",
         description="Print the fsm-runner state machine as Mermaid or DOT, optionally marked with a run.",
     )
     parser.add_argument("--format", choices=FORMATS, default="mermaid", help="text format (default: mermaid)")
@@ -606,7 +606,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m fsm_runner.diagram``; returns the exit status."""
+    """Entry point of ``python -m fsm_runner.diagrams``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         if args.write_docs:
@@ -630,10 +630,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
     except FsmRunnerError as exc:
-        sys.stderr.write(f"fsm_runner.diagram: error: {exc}\n")
+        sys.stderr.write(f"fsm_runner.diagrams: error: {exc}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"fsm_runner.diagram: error: {exc.filename or ''}: {exc.strerror or exc}\n")
+        sys.stderr.write(f"fsm_runner.diagrams: error: {exc.filename or ''}: {exc.strerror or exc}\n")
         return 2
     return 0
 
