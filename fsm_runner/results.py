@@ -7,6 +7,9 @@ from typing import Any
 
 from attrs import define, field
 
+from fsm_runner.context import RunContext
+from fsm_runner.journal import read_journal
+from fsm_runner.machine import DONE, FAILED
 from fsm_runner.outcome import ErrorInfo
 
 
@@ -85,3 +88,61 @@ class EvaluationResult(_Result):
         data = self._base_json()
         data.update(metrics=self.metrics, benchmark=self.benchmark, score=self.score)
         return data
+
+
+def _summaries(journal_path: Path, since: int) -> tuple[PhaseSummary, ...]:
+    """The phases a call ran: every journaled outcome after record ``since``."""
+    summaries = []
+    for record in read_journal(journal_path).records:
+        outcome = record.get("outcome")
+        if int(record.get("seq", 0)) <= since or not outcome:
+            continue
+        error = outcome.get("error")
+        summaries.append(
+            PhaseSummary(
+                phase=outcome["phase"],
+                status=outcome["status"],
+                duration_s=float(outcome.get("duration_s", 0.0)),
+                reason=str(outcome.get("reason", "")),
+                error=ErrorInfo.from_json(error) if error else None,
+            )
+        )
+    return tuple(summaries)
+
+
+def _common(ctx: RunContext, state: str, journal_path: Path, since: int) -> dict[str, Any]:
+    failed = state == FAILED
+    return {
+        "phase": ctx.failed_phase if failed and ctx.failed_phase else state,
+        "run_id": ctx.run_id,
+        "run_dir": ctx.run_dir,
+        "error": ctx.last_error if failed else None,
+        "phases": _summaries(journal_path, since),
+        "repairs_used": ctx.repairs_used,
+    }
+
+
+def _this_round(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    return {phase: data for phase, data in ctx.outputs.items() if ctx.completed.get(phase) == ctx.round}
+
+
+def rollout_result(ctx: RunContext, state: str, journal_path: Path, *, since: int) -> RolloutResult:
+    data = _this_round(ctx).get("rollout", {})
+    samples = data.get("samples_path")
+    return RolloutResult(
+        ok=state != FAILED,
+        rollout=data.get("rollout"),
+        samples_path=Path(samples) if samples else None,
+        sample_count=int(data.get("sample_count", 0)),
+        **_common(ctx, state, journal_path, since),
+    )
+
+
+def evaluation_result(ctx: RunContext, state: str, journal_path: Path, *, since: int) -> EvaluationResult:
+    current = _this_round(ctx)
+    return EvaluationResult(
+        ok=state == DONE,
+        metrics=current.get("evaluate", {}).get("metrics"),
+        benchmark=current.get("benchmark", {}).get("metrics"),
+        **_common(ctx, state, journal_path, since),
+    )

@@ -23,7 +23,7 @@ from fsm_runner.contract.pipeline import PipelineSpec, load_pipeline
 from fsm_runner.driver import Driver, TransitionHook
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
 from fsm_runner.evidence import create_run_dir, new_run_id
-from fsm_runner.journal import Journal, read_journal
+from fsm_runner.journal import Journal
 from fsm_runner.lifecycle import (
     Interrupted,
     hold_lock,
@@ -35,7 +35,7 @@ from fsm_runner.lifecycle import (
 from fsm_runner.logs import run_logger
 from fsm_runner.outcome import ErrorInfo
 from fsm_runner.repair import as_agent
-from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
+from fsm_runner.results import EvaluationResult, RolloutResult, evaluation_result, rollout_result
 from fsm_runner.scaffold import scaffold_contract
 from fsm_runner.secrets import Redactor
 from fsm_runner.stage_env import MODES, check_overrides
@@ -430,58 +430,11 @@ class Session:
         else:
             ctx.save()
 
-    def _summaries(self) -> tuple[PhaseSummary, ...]:
-        summaries = []
-        for record in read_journal(self.driver.journal.path).records:
-            outcome = record.get("outcome")
-            if int(record.get("seq", 0)) <= self._mark or not outcome:
-                continue
-            error = outcome.get("error")
-            summaries.append(
-                PhaseSummary(
-                    phase=outcome["phase"],
-                    status=outcome["status"],
-                    duration_s=float(outcome.get("duration_s", 0.0)),
-                    reason=str(outcome.get("reason", "")),
-                    error=ErrorInfo.from_json(error) if error else None,
-                )
-            )
-        return tuple(summaries)
-
-    def _common(self) -> dict[str, Any]:
-        ctx = self.ctx
-        failed = self.state == topology.FAILED
-        return {
-            "phase": ctx.failed_phase if failed and ctx.failed_phase else self.state,
-            "run_id": ctx.run_id,
-            "run_dir": ctx.run_dir,
-            "error": ctx.last_error if failed else None,
-            "phases": self._summaries(),
-            "repairs_used": ctx.repairs_used,
-        }
-
     def _rollout_result(self) -> RolloutResult:
-        data = (
-            self.ctx.outputs.get("rollout", {}) if self.ctx.completed.get("rollout") == self.ctx.round else {}
-        )
-        samples = data.get("samples_path")
-        return RolloutResult(
-            ok=self.state != topology.FAILED,
-            rollout=data.get("rollout"),
-            samples_path=Path(samples) if samples else None,
-            sample_count=int(data.get("sample_count", 0)),
-            **self._common(),
-        )
+        return rollout_result(self.ctx, self.state, self.driver.journal.path, since=self._mark)
 
     def _evaluation_result(self) -> EvaluationResult:
-        ctx = self.ctx
-        current = {p: d for p, d in ctx.outputs.items() if ctx.completed.get(p) == ctx.round}
-        return EvaluationResult(
-            ok=self.state == topology.DONE,
-            metrics=current.get("evaluate", {}).get("metrics"),
-            benchmark=current.get("benchmark", {}).get("metrics"),
-            **self._common(),
-        )
+        return evaluation_result(self.ctx, self.state, self.driver.journal.path, since=self._mark)
 
 
 def _copy_rollout(result: RolloutResult, repo: Path, dest: Path) -> None:
