@@ -10,6 +10,8 @@ from typing import Any
 
 from attrs import define
 
+from fsm_runner.evidence import append_jsonl
+
 JOURNAL_NAME = "journal.jsonl"
 
 
@@ -36,13 +38,7 @@ class Journal:
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         self.seq += 1
         full = {"seq": self.seq, "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z", **record}
-        line = json.dumps(full, default=str, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.path, full, fsync=True)
         return full
 
 

@@ -59,19 +59,6 @@ class Outcome:
             "data": self.data,
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Outcome:
-        err = data.get("error")
-        return cls(
-            phase=str(data["phase"]),
-            status=str(data["status"]),
-            duration_s=float(data.get("duration_s", 0.0)),
-            reason=str(data.get("reason", "")),
-            commands=tuple(data.get("commands", ())),
-            error=ErrorInfo.from_json(err) if err else None,
-            data=dict(data.get("data") or {}),
-        )
-
 
 def skipped(phase: str, reason: str) -> Outcome:
     return Outcome(phase=phase, status=SKIPPED, reason=reason)
