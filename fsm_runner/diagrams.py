@@ -3,33 +3,28 @@
 The text is generated from :func:`fsm_runner.machine.transitions_table` (the one topology), so nothing
 native is needed: Mermaid renders on GitHub, DOT renders wherever Graphviz is installed. Given a run, its
 journal supplies the marks: states visited, where the run failed, the current state, the repair loops and
-how often each edge was taken. ``python -m fsm_runner.diagrams --write-docs`` refreshes the diagram
-embedded in ``docs/state-machine.md``.
+how often each edge was taken. The Mermaid syntax check lives in :mod:`fsm_runner.mermaid_check`; the
+docs page support and the ``python -m fsm_runner.diagrams`` command in :mod:`fsm_runner.diagram_docs`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import define, field, validators
 
 from fsm_runner import machine as topology
-from fsm_runner.errors import FsmRunnerError, UsageError
+from fsm_runner.errors import UsageError
 from fsm_runner.journal import JOURNAL_NAME, read_journal
 
 FORMATS: tuple[str, ...] = ("mermaid", "dot")
 RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
-DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "state-machine.md"
-REGENERATE = "python -m fsm_runner.diagrams --write-docs"
 RENDER_TIMEOUT_S = 60.0
 
 #: Style classes, in precedence order (a later class wins where two set the same property).
@@ -386,257 +381,9 @@ def render(dot_text: str, fmt: str = "svg") -> bytes:
     return done.stdout
 
 
-# -- Mermaid syntax check -----------------------------------------------------------------------------
-
-_ID = r"[A-Za-z_][A-Za-z0-9_]*"
-_NODE = rf"(?:\[\*\]|{_ID})"
-_TRANSITION = re.compile(rf"(?P<src>{_NODE})\s*-->\s*(?P<dst>{_NODE})(?:\s*:(?P<text>.*))?\Z")
-_DESCRIPTION = re.compile(rf"(?P<id>{_ID})\s*:(?P<text>.*)\Z")
-_CLASSDEF = re.compile(r"classDef\s+(?P<name>\w+)\s+(?P<styles>\S.*)\Z")
-_CLASS = re.compile(r"class\s+(?P<ids>\w+(?:\s*,\s*\w+)*)\s+(?P<name>\w+)\Z")
-_NOTE = re.compile(rf"note\s+(?:left|right)\s+of\s+(?P<id>{_ID})\s*:(?P<text>.*)\Z")
-_STATE_ALIAS = re.compile(rf'state\s+"(?P<text>[^"]*)"\s+as\s+(?P<id>{_ID})\Z')
-_STATE_BLOCK = re.compile(rf"state\s+(?P<id>{_ID})\s*\{{\Z")
-_STATE_DECL = re.compile(rf"state\s+(?P<id>{_ID})\Z")
-_DIRECTION = re.compile(r"direction\s+(?:TB|BT|RL|LR)\Z")
-_DIRECTION_ANYWHERE = re.compile(r"direction\s+(?:tb|bt|rl|lr)", re.IGNORECASE)
-_STYLE = re.compile(r"[a-z-]+\s*:\s*[^,:;]+\Z")
-_HEADERS = ("stateDiagram-v2", "stateDiagram")
-#: Words Mermaid's state lexer reads as keywords, so they cannot name a state.
-_KEYWORDS = frozenset(
-    {"state", "note", "class", "classdef", "scale", "default", "direction", "hide", "style"}
-)
-
-
-def _text_problem(text: str, what: str) -> str | None:
-    if not text.strip():
-        return f"empty {what} after ':'"
-    for char in (":", ";"):
-        if char in text:
-            return f"{what} contains {char!r}, which ends a Mermaid state label"
-    return None
-
-
-def check_mermaid(text: str) -> list[str]:
-    """Problems with a Mermaid ``stateDiagram-v2`` (empty list: it parses), one ``line N: ...`` each.
-
-    A line grammar for the statements fsm-runner emits and the common ones around them, written after
-    Mermaid's state-diagram lexer (there is no Mermaid parser offline); anything else is reported.
-    """
-    problems: list[str] = []
-    header_seen = False
-    depth = 0
-    states: set[str] = set()
-    classdefs: set[str] = set()
-    applied: list[tuple[int, str, tuple[str, ...]]] = []
-    statements = 0
-
-    def use(number: int, *names: str) -> None:
-        for name in names:
-            if name == "[*]":
-                continue
-            if name.lower() in _KEYWORDS:
-                problems.append(f"line {number}: {name!r} is a Mermaid keyword and cannot name a state")
-            states.add(name)
-
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("%%"):
-            if line.startswith("%%{"):
-                problems.append(f"line {number}: directives (%%{{...}}%%) are not checked, remove them")
-            elif _DIRECTION_ANYWHERE.search(line):
-                problems.append(
-                    f"line {number}: Mermaid reads any line containing 'direction XX' as a direction"
-                )
-            continue
-        if not header_seen:
-            if line not in _HEADERS:
-                problems.append(f"line {number}: expected the header 'stateDiagram-v2', got {line!r}")
-                return problems
-            header_seen = True
-            continue
-        if line in _HEADERS:
-            problems.append(f"line {number}: a second diagram header")
-            continue
-        problem = _check_statement(number, line)
-        if problem:
-            problems.append(problem)
-            continue
-        statements += 1
-        if _DIRECTION.match(line) or line == "hide empty description":
-            continue
-        if line == "}":
-            depth -= 1
-            if depth < 0:
-                problems.append(f"line {number}: '}}' without a matching 'state X {{'")
-                depth = 0
-        elif match := _STATE_BLOCK.match(line):
-            depth += 1
-            use(number, match["id"])
-        elif match := _CLASSDEF.match(line):
-            classdefs.add(match["name"])
-        elif match := _CLASS.match(line):
-            applied.append((number, match["name"], tuple(i.strip() for i in match["ids"].split(","))))
-        elif match := _TRANSITION.match(line):
-            if match["src"] == "[*]" and match["dst"] == "[*]":
-                problems.append(f"line {number}: '[*] --> [*]' connects nothing")
-            use(number, match["src"], match["dst"])
-        elif (
-            (match := _NOTE.match(line))
-            or (match := _STATE_ALIAS.match(line))
-            or (match := _STATE_DECL.match(line))
-            or (match := _DESCRIPTION.match(line))
-        ):
-            use(number, match["id"])
-    if not header_seen:
-        return [*problems, "line 1: the diagram is empty (expected the header 'stateDiagram-v2')"]
-    if depth:
-        problems.append(f"end of text: {depth} 'state X {{' block(s) not closed with '}}'")
-    if not statements:
-        problems.append("end of text: the diagram has no statements")
-    for number, name, ids in applied:
-        if name not in classdefs:
-            problems.append(f"line {number}: class {name!r} is not defined by a classDef")
-        for state in ids:
-            if state not in states:
-                problems.append(f"line {number}: class {name!r} applied to {state!r}, which is not a state")
-    return problems
-
-
-def _check_statement(number: int, line: str) -> str | None:
-    """A problem with one statement line, or ``None`` when it is one of the known forms."""
-    if _DIRECTION.match(line) or line in ("}", "hide empty description"):
-        return None
-    if _DIRECTION_ANYWHERE.search(line):
-        return f"line {number}: Mermaid reads any line containing 'direction XX' as a direction: {line!r}"
-    if match := _CLASSDEF.match(line):
-        bad = [part for part in match["styles"].split(",") if not _STYLE.match(part.strip())]
-        return f"line {number}: classDef style {bad[0].strip()!r} is not 'property:value'" if bad else None
-    if line.startswith(("classDef", "class ")):
-        if _CLASS.match(line):
-            return None
-        return f"line {number}: expected 'classDef NAME prop:value,...' or 'class ID[,ID...] NAME': {line!r}"
-    for pattern, what in ((_TRANSITION, "transition label"), (_NOTE, "note"), (_DESCRIPTION, "description")):
-        if match := pattern.match(line):
-            text = match["text"]
-            if text is None:
-                return None
-            problem = _text_problem(text, what)
-            return f"line {number}: {problem}: {line!r}" if problem else None
-    if _STATE_ALIAS.match(line) or _STATE_BLOCK.match(line) or _STATE_DECL.match(line):
-        return None
-    return f"line {number}: not a stateDiagram-v2 statement: {line!r}"
-
-
-# -- docs ---------------------------------------------------------------------------------------------
-
-_FENCE = re.compile(r"^```mermaid[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-
-
-def docs_diagram(text: str, path: Path = DOCS_PATH) -> str:
-    """The body of the single fenced ``mermaid`` block of a Markdown text."""
-    blocks = list(_FENCE.finditer(text))
-    if len(blocks) != 1:
-        raise UsageError(f"{path}: expected exactly one ```mermaid block, found {len(blocks)}")
-    return blocks[0]["body"]
-
-
-def stale_docs(path: Path = DOCS_PATH) -> str | None:
-    """Why the diagram committed in the docs differs from the machine's, or ``None`` when it is current."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return f"{path}: cannot read: {exc.strerror or exc}; regenerate with `{REGENERATE}`"
-    try:
-        committed = docs_diagram(text, path)
-    except UsageError as exc:
-        return f"{exc}; add one and fill it with `{REGENERATE}`"
-    if committed != diagram("mermaid"):
-        return (
-            f"{path}: the ```mermaid block is out of date with fsm_runner/machine.py; "
-            f"regenerate it with `{REGENERATE}`"
-        )
-    return None
-
-
-def write_docs(path: Path = DOCS_PATH) -> bool:
-    """Replace the ``mermaid`` block of ``path`` with the current diagram; ``True`` when it changed."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    old = docs_diagram(text, path)
-    new = diagram("mermaid")
-    if old == new:
-        return False
-    match = _FENCE.search(text)
-    assert match is not None  # docs_diagram found exactly one block
-    updated = text[: match.start("body")] + new + text[match.end("body") :]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(updated)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
-
-
-# -- command line -------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m fsm_runner.diagrams",
-        description="Print the fsm-runner state machine as Mermaid or DOT, optionally marked with a run.",
-    )
-    parser.add_argument("--format", choices=FORMATS, default="mermaid", help="text format (default: mermaid)")
-    parser.add_argument("--run", metavar="RUN_DIR", help="mark the path this run took (its journal.jsonl)")
-    parser.add_argument("--render", choices=RENDER_FORMATS, help="render the DOT text with Graphviz `dot`")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
-    parser.add_argument("--write-docs", action="store_true", help=f"refresh the diagram in {DOCS_PATH.name}")
-    parser.add_argument("--check-docs", action="store_true", help="exit 1 when the docs diagram is stale")
-    parser.add_argument(
-        "--docs", metavar="FILE", default=str(DOCS_PATH), help="the docs file to write or check"
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m fsm_runner.diagrams``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.write_docs:
-            changed = write_docs(Path(args.docs))
-            sys.stdout.write(f"{args.docs}: {'updated' if changed else 'already up to date'}\n")
-            return 0
-        if args.check_docs:
-            message = stale_docs(Path(args.docs))
-            if message:
-                sys.stderr.write(message + "\n")
-                return 1
-            sys.stdout.write(f"{args.docs}: up to date\n")
-            return 0
-        if args.render:
-            data = render(diagram("dot", args.run), args.render)
-        else:
-            data = diagram(args.format, args.run).encode()
-        if args.output:
-            Path(args.output).write_bytes(data)
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-    except FsmRunnerError as exc:
-        sys.stderr.write(f"fsm_runner.diagrams: error: {exc}\n")
-        return 2
-    except OSError as exc:
-        sys.stderr.write(f"fsm_runner.diagrams: error: {exc.filename or ''}: {exc.strerror or exc}\n")
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
+    import sys
+
+    from fsm_runner.diagram_docs import main
+
     sys.exit(main())

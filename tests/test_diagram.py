@@ -12,21 +12,11 @@ from transitions import Machine
 
 import fsm_runner
 from fsm_runner import machine as topology
-from fsm_runner.diagrams import (
-    DOCS_PATH,
-    REGENERATE,
-    check_mermaid,
-    diagram,
-    diagram_from_records,
-    docs_diagram,
-    marks_from_records,
-    render,
-    stale_docs,
-    transition_label,
-    write_docs,
-)
+from fsm_runner.diagram_docs import DOCS_PATH, REGENERATE, docs_diagram, stale_docs, write_docs
+from fsm_runner.diagrams import diagram, diagram_from_records, marks_from_records, render, transition_label
 from fsm_runner.errors import UsageError
 from fsm_runner.journal import JOURNAL_NAME, Journal
+from fsm_runner.mermaid_check import check_mermaid
 from tests.conftest import TargetFactory
 from tests.fixtures import target_files as files
 
