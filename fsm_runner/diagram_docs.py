@@ -1,4 +1,4 @@
-"""The diagram embedded in ``docs/state-machine.md``, and the ``python -m fsm_runner.diagrams`` command.
+"""The diagram embedded in ``docs/state-machine.md``, and the ``python -m fsm_runner.diagram_docs`` command.
 
 The docs page carries the machine's Mermaid diagram in one fenced block; these helpers find it, say when it
 no longer matches :mod:`fsm_runner.machine` and rewrite it, so the page cannot silently drift.
@@ -18,7 +18,7 @@ from fsm_runner.diagrams import FORMATS, RENDER_FORMATS, diagram, render
 from fsm_runner.errors import FsmRunnerError, UsageError
 
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "state-machine.md"
-REGENERATE = "python -m fsm_runner.diagrams --write-docs"
+REGENERATE = "python -m fsm_runner.diagram_docs --write-docs"
 _FENCE = re.compile(r"^```mermaid[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
@@ -77,7 +77,7 @@ def write_docs(path: Path = DOCS_PATH) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fsm_runner.diagrams",
+        prog="python -m fsm_runner.diagram_docs",
         description="Print the fsm-runner state machine as Mermaid or DOT, optionally marked with a run.",
     )
     parser.add_argument("--format", choices=FORMATS, default="mermaid", help="text format (default: mermaid)")
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m fsm_runner.diagrams``; returns the exit status."""
+    """Entry point of ``python -m fsm_runner.diagram_docs``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         if args.write_docs:
@@ -117,9 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
     except FsmRunnerError as exc:
-        sys.stderr.write(f"fsm_runner.diagrams: error: {exc}\n")
+        sys.stderr.write(f"fsm_runner.diagram_docs: error: {exc}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"fsm_runner.diagrams: error: {exc.filename or ''}: {exc.strerror or exc}\n")
+        sys.stderr.write(f"fsm_runner.diagram_docs: error: {exc.filename or ''}: {exc.strerror or exc}\n")
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@ The text is generated from :func:`fsm_runner.machine.transitions_table` (the one
 native is needed: Mermaid renders on GitHub, DOT renders wherever Graphviz is installed. Given a run, its
 journal supplies the marks: states visited, where the run failed, the current state, the repair loops and
 how often each edge was taken. The Mermaid syntax check lives in :mod:`fsm_runner.mermaid_check`; the
-docs page support and the ``python -m fsm_runner.diagrams`` command in :mod:`fsm_runner.diagram_docs`.
+docs page support and the ``python -m fsm_runner.diagram_docs`` command in :mod:`fsm_runner.diagram_docs`.
 """
 
 from __future__ import annotations
@@ -379,11 +379,3 @@ def render(dot_text: str, fmt: str = "svg") -> bytes:
         tail = done.stderr.decode(errors="replace").strip()[-2000:]
         raise UsageError(f"`dot -T{fmt}` exited {done.returncode}: {tail or 'no error output'}")
     return done.stdout
-
-
-if __name__ == "__main__":
-    import sys
-
-    from fsm_runner.diagram_docs import main
-
-    sys.exit(main())

@@ -456,7 +456,7 @@ def test_docs_without_a_mermaid_block(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fsm_runner.diagrams", *args],
+        [sys.executable, "-m", "fsm_runner.diagram_docs", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -473,7 +473,7 @@ def test_cli_prints_a_run_and_reports_errors(
     assert done.stdout == diagram("dot", run_dir)
     missing = run_cli("--run", str(tmp_path / "gone"))
     assert missing.returncode == 2
-    assert "fsm_runner.diagrams: error:" in missing.stderr and "no such run directory" in missing.stderr
+    assert "fsm_runner.diagram_docs: error:" in missing.stderr and "no such run directory" in missing.stderr
     assert "Traceback" not in missing.stderr
 
 

@@ -265,7 +265,7 @@ def test_shell_helpers() -> None:
     """The splitter finds the CLI calls inside pipelines, chains, comments and redirections."""
     line = "cd x && A=1 fsm-runner runs . -n 5 > out 2>&1 | head; .venv/bin/python -m fsm_runner schema  # c"
     assert [cli_args(c) for c in simple_commands(line)] == [None, ["runs", ".", "-n", "5"], None, ["schema"]]
-    assert cli_args(["python", "-m", "fsm_runner.diagrams"]) is None
+    assert cli_args(["python", "-m", "fsm_runner.diagram_docs"]) is None
 
 
 @pytest.mark.parametrize("block", params(all_blocks(*SHELL_LANGS)))
