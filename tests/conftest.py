@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -62,6 +64,15 @@ def procs_in(repo: Path) -> list[int]:
         if (cwd == repo or repo in cwd.parents) and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Wait until a child runner reaches a point it marks with ``path`` (it must not exit first)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the runner exited with {proc.returncode} before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path.name} did not appear within {timeout}s"
+        time.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)

@@ -39,6 +39,7 @@ from attrs import define
 from fsm_runner.cli import build_parser
 from fsm_runner.contract import load_actions, load_bootstrap, load_pipeline
 from fsm_runner.errors import ContractError
+from tests.conftest import procs_in
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = sorted((REPO / "docs").glob("*.md"))
@@ -143,31 +144,8 @@ def hermetic_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _procs_under(root: Path) -> list[int]:
-    """Live processes whose working directory is inside ``root`` (services a block left behind)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = Path(os.readlink(entry / "cwd"))
-        except OSError:
-            continue
-        if (cwd == root or root in cwd.parents) and _pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
 def assert_nothing_left_running(root: Path) -> None:
-    leftovers = _procs_under(root)
+    leftovers = procs_in(root)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"processes left running under {root}: {leftovers}"

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 import fsm_runner
 from fsm_runner.journal import read_journal
 from fsm_runner.redrive import DryRunReport, can_replay, replay
-from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
+from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid, wait_for_file
 from tests.fixtures import target_files as files
 
 
@@ -140,10 +139,7 @@ def test_sigkill_mid_evaluation_then_replay_finishes(make_target: TargetFactory)
     proc = subprocess.Popen([sys.executable, "-c", CRASHING_DRIVER, str(repo)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     run_dir = Path(proc.stdout.readline().strip())
-    deadline = time.monotonic() + 30
-    while not (repo / ".aider_fsm" / "evaluating").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    wait_for_file(repo / ".aider_fsm" / "evaluating", proc)
     old_service = service_pid(repo)
     assert old_service is not None
     proc.send_signal(signal.SIGKILL)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import fsm_runner
 from fsm_runner.journal import read_journal
 from fsm_runner.redrive import can_replay, replay
 from fsm_runner.targets import ResolvedTarget
-from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
+from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid, wait_for_file
 from tests.fixtures import target_files as files
 
 
@@ -184,10 +183,7 @@ def test_replay_of_a_run_killed_during_repair_redrives_the_failed_phase(make_tar
     proc = subprocess.Popen([sys.executable, "-c", KILLED_IN_REPAIR, str(repo)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     run_dir = Path(proc.stdout.readline().strip())
-    deadline = time.monotonic() + 30
-    while not (repo / ".aider_fsm" / "repairing").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    wait_for_file(repo / ".aider_fsm" / "repairing", proc)
     proc.kill()
     proc.wait(timeout=10)
     assert triggers(run_dir)[-1][2] == "repair"

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from fsm_runner.journal import read_journal
-from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
+from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid, wait_for_file
 from tests.fixtures import target_files as files
 
 DRIVER = textwrap.dedent(
@@ -35,10 +34,7 @@ def test_signal_mid_rollout_tears_down_and_journals_why(
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(repo)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     run_dir = Path(proc.stdout.readline().strip())
-    deadline = time.monotonic() + 30
-    while not (repo / ".aider_fsm" / "rolling").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    wait_for_file(repo / ".aider_fsm" / "rolling", proc)
     pid = service_pid(repo)
     assert pid is not None and pid_alive(pid)
     proc.send_signal(sig)
