@@ -15,6 +15,12 @@ from tests.fixtures import target_files as files
 
 TargetFactory = Callable[..., Path]
 
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # pytest started in the background by a non-interactive shell: every child would inherit "ignore
+    # SIGINT" and the interrupt tests could not interrupt anything. A handler (unlike SIG_IGN) is reset
+    # to the default in children at exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def write_target(root: Path, *, pipeline: str = files.PIPELINE, bootstrap: str | None = files.BOOTSTRAP,
                  scoring: str = files.SCORING_GOOD) -> Path:
