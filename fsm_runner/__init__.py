@@ -6,7 +6,7 @@ Typical use from a training loop::
     with fsm_runner.setup("path/or/git-url") as sess:
         sess.rollout(llm="my-model", mode="smoke")
         result = sess.evaluate()
-        print(result.ok, result.metrics)
+        assert result.ok, result.error
 
 After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.replay(run_dir)`` and
 ``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
@@ -14,6 +14,7 @@ After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.replay(run_dir
 
 from __future__ import annotations
 
+from fsm_runner.api import setup
 from fsm_runner.diagrams import diagram
 from fsm_runner.errors import (
     ContractError,
@@ -27,7 +28,7 @@ from fsm_runner.outcome import ErrorInfo
 from fsm_runner.redrive import DryRunReport, can_replay, replay
 from fsm_runner.repair import CallableAgent, CommandAgent, RepairAgent, RepairReply, RepairRequest
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
-from fsm_runner.session import Session, setup
+from fsm_runner.session import Session
 
 __all__ = [
     "CallableAgent",

@@ -18,6 +18,7 @@ from typing import Any
 
 from fsm_runner import __version__
 from fsm_runner import machine as topology
+from fsm_runner.api import setup
 from fsm_runner.cli_live import LiveReport, summary_lines
 from fsm_runner.cli_report import (
     artifacts_root,
@@ -39,7 +40,7 @@ from fsm_runner.contract.bootstrap import BOOTSTRAP_REL
 from fsm_runner.errors import ContractError, FsmRunnerError, ReplayError, UsageError
 from fsm_runner.lifecycle import Interrupted, sigterm_raises
 from fsm_runner.repair import CommandAgent
-from fsm_runner.session import Session, setup
+from fsm_runner.session import Session
 from fsm_runner.skeleton import write_skeleton
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -359,6 +360,10 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     return groups
 
 
+def _env_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--env", action="append", type=_env_pair, default=[], metavar="K=V", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fsm-runner",
@@ -390,14 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=("smoke", "full"), default="smoke", help="AIDER_EVAL_MODE (default: smoke)"
     )
     run.add_argument("--require-samples", action="store_true", help="the rollout must write valid samples")
-    run.add_argument(
-        "--env",
-        action="append",
-        type=_env_pair,
-        default=[],
-        metavar="K=V",
-        help="variable for every stage (repeatable)",
-    )
+    _env_option(run, "variable for every stage (repeatable)")
     run.add_argument(
         "--until",
         choices=topology.PHASES,
@@ -426,14 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
         if name == "replay":
             sub.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
-            sub.add_argument(
-                "--env",
-                action="append",
-                type=_env_pair,
-                default=[],
-                metavar="K=V",
-                help="override again (secret overrides are not stored with the run; repeatable)",
-            )
+            _env_option(sub, "override again (secret overrides are not stored with the run; repeatable)")
 
     diagram = command("diagram", cmd_diagram, "lookup")
     diagram.add_argument("--run", metavar="RUN", help="mark the path this run took")
