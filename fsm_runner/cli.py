@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: received SIGINT", file=sys.stderr)
         return 128 + signal.SIGINT
     except FsmRunnerError as exc:
+        if getattr(args, "json", False):
+            _emit_json({"ok": False, "error": {"kind": type(exc).__name__, "message": str(exc)}})
         print(f"error: {exc}", file=sys.stderr)
         if isinstance(exc, ContractError) and args.command == "run":
             print("hint: `fsm-runner validate TARGET` lists every problem of the contract", file=sys.stderr)
@@ -229,7 +231,10 @@ def _find_run(args: argparse.Namespace, spec: str) -> Path:
 def cmd_runs(args: argparse.Namespace) -> int:
     repo = Path(args.repo).resolve()
     if not repo.is_dir():
-        raise UsageError(f"{args.repo}: not a directory (give the repository root)")
+        raise UsageError(
+            f"{args.repo}: not a directory; give the repository root (for a git target, the clone "
+            "directory: the parent of `.aider_fsm` in the run dir that `run` printed)"
+        )
     root = args.artifacts_dir.resolve() if args.artifacts_dir else artifacts_root(repo, args.pipeline)
     infos = [run_info(p) for p in list_runs(root)][: args.limit or None]
     if args.json:
@@ -405,7 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--artifacts-dir", metavar="DIR", help="write run evidence here instead of the repo")
     run.add_argument("--clones-dir", metavar="DIR", help="where git targets are cloned")
     run.add_argument("--ref", help="git branch, tag or commit to check out")
-    run.add_argument("--unattended", choices=("strict", "guided"), default="strict", help="default: strict")
+    run.add_argument(
+        "--unattended",
+        choices=("strict", "guided"),
+        default="strict",
+        help="strict (default): no stdin, CI=1, interactive-looking commands refused; guided: allows "
+        "auth.interactive steps (see docs/security_model.md)",
+    )
 
     validate = command("validate", cmd_validate, "json pipeline")
     validate.add_argument("path", nargs="?", default=".", metavar="PATH", help="repository (default: .)")

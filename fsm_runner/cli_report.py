@@ -277,7 +277,20 @@ def transition_lines(record: dict[str, Any], elapsed: float) -> list[str]:
     moved = f"{record.get('source')} -> {record.get('dest')}"
     duration = _duration(outcome)
     head = f"[{elapsed:6.1f}s] {moved:<28} {_status_of(record):<8} {duration:>7}{_note(record)}"
-    return [head.rstrip(), *_error_lines(record)]
+    return [head.rstrip(), *_repair_lines(outcome), *_error_lines(record)]
+
+
+def _repair_lines(outcome: dict[str, Any]) -> list[str]:
+    """What a repair changed and what the guardrails undid, where a person will see it."""
+    if outcome.get("phase") != "repair":
+        return []
+    data = outcome.get("data") or {}
+    lines = []
+    if data.get("changed"):
+        lines.append(f"{_INDENT}changed: {', '.join(data['changed'])}")
+    if data.get("reverted"):
+        lines.append(f"{_INDENT}reverted by the guardrails: {', '.join(data['reverted'])}")
+    return lines
 
 
 def _command_lines(outcome: dict[str, Any]) -> list[str]:
@@ -299,7 +312,9 @@ def _command_lines(outcome: dict[str, Any]) -> list[str]:
 
 def _guard_text(record: dict[str, Any]) -> str:
     guards = record.get("guards") or {}
-    return ", ".join(f"{name}={'yes' if value else 'no'}" for name, value in guards.items())
+    # failed_in_<phase> guards only pick the retry target: show the one that held.
+    shown = {n: v for n, v in guards.items() if v or not n.startswith("failed_in_")}
+    return ", ".join(f"{name}={'yes' if value else 'no'}" for name, value in shown.items())
 
 
 def timeline_lines(run_dir: Path) -> list[str]:
@@ -341,6 +356,7 @@ def timeline_lines(run_dir: Path) -> list[str]:
         lines.append((head + _note(record)).rstrip())
         if record.get("guards"):
             lines.append(f"{_INDENT}guards: {_guard_text(record)}")
+        lines += _repair_lines(record.get("outcome") or {})
         lines += _command_lines(outcome) + _error_lines(record)
     lines.append(f"total {fmt_seconds(info.duration_s)} in phases, {len(records)} transitions")
     if problem:

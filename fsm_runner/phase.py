@@ -38,7 +38,11 @@ def command_error(phase: str, run: StageRun) -> ErrorInfo:
     if message.startswith(f"{phase}: "):  # ErrorInfo prints the phase itself
         message = message[len(phase) + 2 :]
     if last is not None and last.tail.strip() and kind in ("command", "timeout"):
-        tail = last.tail.strip().splitlines()[-5:]
+        lines = last.tail.strip().splitlines()
+        start = max(0, len(lines) - 5)
+        if start and not lines[start].strip(" ^~"):  # a caret line means nothing without its source line
+            start -= 1
+        tail = lines[start:]
         message += "\n  | " + "\n  | ".join(tail)
     return ErrorInfo(kind=kind, message=message, phase=phase, evidence=evidence)
 

@@ -142,7 +142,7 @@ class DryRunReport:
     def lines(self) -> list[str]:
         out = []
         for s in self.steps:
-            verdict = "ok" if s.accepted else f"REJECTED: {s.note}"
+            verdict = "accepted" if s.accepted else f"REJECTED: {s.note}"
             out.append(f"{s.seq:>4}  {s.source} --{s.trigger}--> {s.dest}  {verdict}")
         if self.contract_problem:
             out.append(f"contract: {self.contract_problem}")

@@ -179,7 +179,8 @@ class Session:
         )
         if self.state in (topology.DONE, topology.FAILED):
             self._restart("evaluate() called again")
-        if not self.ctx.rollout_requested:
+        rollout = self.ctx.pipeline.rollout
+        if not self.ctx.rollout_requested and rollout is not None and rollout.run_cmds:
             self.ctx.skip_rollout_round = self.ctx.round
         self._call(lambda: self.driver.run_until(lambda s: False))
         return self._evaluation_result()

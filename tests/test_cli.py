@@ -384,3 +384,41 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
 def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_json_reports_a_contract_error_as_json(tmp_path: Path) -> None:
+    repo = tmp_path / "bad"
+    repo.mkdir()
+    (repo / "pipeline.yml").write_text(BROKEN_PIPELINE)
+    proc = cli("run", repo, "--json")
+    assert proc.returncode == 2 and no_traceback(proc)
+    data = json.loads(proc.stdout)
+    assert data["ok"] is False and data["error"]["kind"] == "ContractError"
+    assert "tests.cmdz: unknown key, did you mean cmds?" in data["error"]["message"]
+
+
+def test_run_shows_what_the_guardrails_reverted(make_target: TargetFactory, tmp_path: Path) -> None:
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import sys, pathlib\n"
+        "repo = pathlib.Path(sys.argv[1])\n"
+        f"(repo / '.aider_fsm' / 'scoring.py').write_text({files.SCORING_GOOD!r})\n"
+        "(repo / 'outside.txt').write_text('x')\n"
+    )
+    proc = cli("run", repo, "--llm", "m", "--repair-cmd", f"{sys.executable} {agent} {{repo}}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "changed: .aider_fsm/scoring.py" in proc.stdout
+    assert "reverted by the guardrails: outside.txt" in proc.stdout
+    assert not (repo / "outside.txt").exists()
+    shown = cli("show", "latest", "--repo", repo)
+    assert "reverted by the guardrails: outside.txt" in shown.stdout
+
+
+def test_a_target_without_rollout_says_so(make_target: TargetFactory) -> None:
+    pipeline = files.PIPELINE.replace("rollout:\n  run_cmds:\n    - python3 stage.py rollout\n    - python3 rollout.py\n", "")
+    repo = make_target(pipeline=pipeline)
+    proc = cli("run", repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(pipeline.yml has no rollout commands)" in proc.stdout
+    assert "without rollout()" not in proc.stdout
