@@ -21,9 +21,9 @@ from pathlib import Path
 
 from common import Figure, report
 
-from fsm_runner.execution import run_commands
-from fsm_runner.secrets import Redactor
-from fsm_runner.security import SecurityPolicy
+from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.commands import run_commands
+from fsm_runner.execution.policy import SecurityPolicy
 
 
 def _plain(n: int, cwd: Path, env: dict[str, str]) -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 from common import Figure, median, report
 
 import fsm_runner
+import fsm_runner.states.health
 
 TARGET_S = 0.25
 
@@ -105,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.poll_cap is not None:
-        import states.health
-
-        states.health.MAX_DELAY = args.poll_cap
+        fsm_runner.states.health.MAX_DELAY = args.poll_cap
     rng = random.Random(1234)
     delays = [round(rng.uniform(0.2, 1.5), 3) for _ in range(max(1, args.runs))]
     figures: list[Figure] = []

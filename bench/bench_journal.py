@@ -3,9 +3,9 @@
 The records are shaped like the driver's (trigger, source, dest, guard results, a phase outcome with its
 command list, counters) and form a path the machine accepts: the phases up to ``evaluate``, then repair loops
 (``evaluate --phase_failed--> repair --retry--> evaluate``), so the dry run fires every one of them through a
-fresh machine. Writing goes through :class:`fsm_runner.journal.Journal` (one fsynced append per record);
-loading is :func:`fsm_runner.journal.read_journal`, :func:`fsm_runner.redrive.walk_journal` (the dry run,
-which reads the journal again) and :func:`fsm_runner.redrive.can_replay`.
+fresh machine. Writing goes through :class:`fsm_runner.evidence.journal.Journal` (one fsynced append per
+record); loading is :func:`fsm_runner.evidence.journal.read_journal`, :func:`fsm_runner.replays.check_replay`
+(the dry run, which reads the journal again) and :func:`fsm_runner.replays.can_replay`.
 
     python bench/bench_journal.py [-n 10000] [--json]
 """
@@ -21,9 +21,10 @@ from typing import Any
 
 from common import Figure, report
 
-from fsm_runner import machine as topology
-from fsm_runner.journal import Journal, read_journal
-from fsm_runner.redrive import can_replay, walk_journal
+from fsm_runner.engine import topology
+from fsm_runner.evidence.journal import Journal, read_journal
+from fsm_runner.evidence.records import Outcome
+from fsm_runner.replays import can_replay, check_replay
 
 TARGET_LOAD_S = 1.0
 PIPELINE = "version: 1\ntests:\n  cmds: 'true'\nevaluation:\n  run_cmds: 'true'\n  metrics_path: m.json\n"
@@ -89,19 +90,14 @@ def write_run(run_dir: Path, repo: Path, n: int) -> float:
     for i, (trigger, source, dest, guards, status) in enumerate(transitions(n), start=1):
         phase = topology.REPAIR if source == topology.REPAIR else source
         journal.append(
-            {
-                "trigger": trigger,
-                "source": source,
-                "dest": dest,
-                "guards": guards,
-                "outcome": _outcome(phase, status, i) if status else None,
-                "reason": "",
-                "round": 1,
-                "repairs_used": i // 2,
-                "repair_iters": n,
-                "redrive_count": 0,
-                "status": "running",
-            }
+            trigger=trigger,
+            source=source,
+            dest=dest,
+            guards=guards,
+            outcome=Outcome.from_json(_outcome(phase, status, i)) if status else None,
+            repairs_used=i // 2,
+            repair_iters=n,
+            status="running",
         )
     elapsed = time.perf_counter() - start
     run = {
@@ -142,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         written = write_run(run_dir, repo, args.n)
         size = (run_dir / "journal.jsonl").stat().st_size
         read_s, read = _best(lambda: read_journal(run_dir / "journal.jsonl"), rounds)
-        walk_s, walk = _best(lambda: walk_journal(run_dir), rounds)
+        walk_s, walk = _best(lambda: check_replay(run_dir), rounds)
         check_s, verdict = _best(lambda: can_replay(run_dir), rounds)
     if len(read.records) != args.n or read.problem:
         raise SystemExit(f"journal did not read back: {len(read.records)} records, {read.problem}")
@@ -152,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = [
         Figure(f"read_journal, {args.n} records", read_s, "s", TARGET_LOAD_S),
         Figure(
-            f"walk_journal (dry run), {args.n} records", walk_s, "s", TARGET_LOAD_S, note="includes a read"
+            f"check_replay (dry run), {args.n} records", walk_s, "s", TARGET_LOAD_S, note="includes a read"
         ),
         Figure("can_replay", check_s, "s", TARGET_LOAD_S, note=verdict[1][:40]),
         Figure("journal append (fsynced)", written / args.n * 1000, "ms/record"),

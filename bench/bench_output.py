@@ -29,9 +29,9 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
-    from fsm_runner.execution import run_command
-    from fsm_runner.secrets import Redactor
-    from fsm_runner.security import SecurityPolicy
+    from fsm_runner.execution.commands import run_command
+    from fsm_runner.evidence.redaction import Redactor
+    from fsm_runner.execution.policy import SecurityPolicy
 
     def hwm_kb():
         for line in open("/proc/self/status"):

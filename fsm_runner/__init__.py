@@ -8,14 +8,15 @@ Typical use from a training loop::
         result = sess.evaluate()
         assert result.ok, result.error
 
-After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.replay(run_dir)`` and
-``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
+After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.check_replay(run_dir)`` (a dry run),
+``fsm_runner.replay(run_dir)`` and ``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
 """
 
 from __future__ import annotations
 
 from fsm_runner.api import setup
 from fsm_runner.diagrams import diagram
+from fsm_runner.engine.lifecycle import Interrupted
 from fsm_runner.errors import (
     ContractError,
     EvidenceError,
@@ -24,9 +25,9 @@ from fsm_runner.errors import (
     TargetError,
     UsageError,
 )
-from fsm_runner.outcome import ErrorInfo
-from fsm_runner.redrive import DryRunReport, can_replay, replay
+from fsm_runner.evidence.records import ErrorInfo
 from fsm_runner.repair import CallableAgent, CommandAgent, RepairAgent, RepairReply, RepairRequest
+from fsm_runner.replays import DryRunReport, can_replay, check_replay, replay
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.session import Session
 
@@ -39,6 +40,7 @@ __all__ = [
     "EvaluationResult",
     "EvidenceError",
     "FsmRunnerError",
+    "Interrupted",
     "PhaseSummary",
     "RepairAgent",
     "RepairReply",
@@ -49,6 +51,7 @@ __all__ = [
     "TargetError",
     "UsageError",
     "can_replay",
+    "check_replay",
     "diagram",
     "replay",
     "setup",

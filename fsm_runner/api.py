@@ -8,19 +8,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fsm_runner import machine as topology
 from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.pipeline import load_pipeline
-from fsm_runner.driver import TransitionHook
+from fsm_runner.engine import topology
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
-from fsm_runner.repair import as_agent
-from fsm_runner.scaffold import scaffold_contract
-from fsm_runner.secrets import Redactor
+from fsm_runner.evidence.layout import PIPELINE_REL
+from fsm_runner.evidence.records import UNATTENDED
+from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.stage_env import check_overrides, env_map
+from fsm_runner.repair import AgentLike, RepairStep, as_agent
+from fsm_runner.repair.scaffold import scaffold_contract
 from fsm_runner.session import Session
-from fsm_runner.stage_env import check_overrides
 from fsm_runner.targets import resolve_target
+from fsm_runner.typing import TransitionHook
 
-UNATTENDED = ("strict", "guided")
 #: Keywords of the older API that configured its built-in coding agent; accepted and ignored.
 LEGACY_AGENT_KEYWORDS = frozenset(
     {
@@ -46,12 +47,12 @@ LEGACY_AGENT_KEYWORDS = frozenset(
 def setup(
     target: str | os.PathLike[str],
     *,
-    pipeline_rel: str = "pipeline.yml",
+    pipeline_rel: str = PIPELINE_REL,
     clones_dir: str | os.PathLike[str] | None = None,
     artifacts_dir: str | os.PathLike[str] | None = None,
     unattended: str = "strict",
     require_metrics: bool = True,
-    repair_agent: Any = None,
+    repair_agent: AgentLike | None = None,
     ref: str | None = None,
     env_overrides: Mapping[str, str] | None = None,
     console: bool | None = None,
@@ -71,9 +72,10 @@ def setup(
         as_agent(repair_agent)  # a value that cannot be an agent fails now, not at the first repair
     if unattended not in UNATTENDED:
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
-    check_overrides({**os.environ, **(env_overrides or {})})
+    overrides = env_map(env_overrides)
+    check_overrides({**os.environ, **overrides})
     resolved = resolve_target(target, clones_dir=Path(clones_dir) if clones_dir else None, ref=ref)
-    redactor = Redactor.from_env({**os.environ, **(env_overrides or {})})
+    redactor = Redactor.from_env({**os.environ, **overrides})
     try:
         pipeline = load_pipeline(resolved.repo_root, pipeline_rel)
     except ContractError:
@@ -90,8 +92,8 @@ def setup(
         artifacts_dir=Path(artifacts_dir) if artifacts_dir else None,
         unattended=unattended,
         require_metrics=require_metrics,
-        repair_agent=repair_agent,
-        env_overrides=dict(env_overrides or {}),
+        repairer=RepairStep(as_agent(repair_agent)) if repair_agent is not None else None,
+        env_overrides=overrides,
         redactor=redactor,
         console=console,
         on_transition=on_transition,

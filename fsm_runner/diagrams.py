@@ -1,10 +1,9 @@
 """State diagrams of the machine as Mermaid or DOT text, optionally marked with the path one run took.
 
-The text is generated from :func:`fsm_runner.machine.transitions_table` (the one topology), so nothing
-native is needed: Mermaid renders on GitHub, DOT renders wherever Graphviz is installed. Given a run, its
-journal supplies the marks: states visited, where the run failed, the current state, the repair loops and
-how often each edge was taken. The Mermaid syntax check lives in :mod:`fsm_runner.mermaid_check`; the
-docs page support and the ``python -m fsm_runner.diagram_docs`` command in :mod:`fsm_runner.diagram_docs`.
+The text is generated from :func:`fsm_runner.engine.topology.transitions_table` (the one topology), so
+nothing native is needed: Mermaid renders on GitHub, DOT renders wherever Graphviz is installed. Given a
+run, its journal supplies the marks: states visited, where the run failed, the current state, the repair
+loops and how often each edge was taken.
 """
 
 from __future__ import annotations
@@ -12,16 +11,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import define, field, validators
 
-from fsm_runner import machine as topology
-from fsm_runner.errors import UsageError
-from fsm_runner.journal import JOURNAL_NAME, read_journal
+from fsm_runner.engine import topology
+from fsm_runner.errors import EvidenceError, UsageError
+from fsm_runner.evidence.journal import read_journal
+from fsm_runner.evidence.layout import DEFAULT_OUT_DIR, JOURNAL
+from fsm_runner.evidence.records import TransitionRecord
+from fsm_runner.execution.process import run_captured
 
 FORMATS: tuple[str, ...] = ("mermaid", "dot")
 RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
@@ -116,25 +117,13 @@ class RunMarks:
         return (topology.REPAIR, *self.repairs)
 
 
-def _text_field(record: Mapping[str, Any], key: str, where: str) -> str:
-    value = record.get(key)
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"{where}: key {key!r} must be a non-empty string, got {value!r}")
-    return value
+def _as_record(record: TransitionRecord | Mapping[str, Any], index: int) -> TransitionRecord:
+    if isinstance(record, TransitionRecord):
+        return record
+    return TransitionRecord.from_json(record, f"journal record {index}")
 
 
-def _state_field(record: Mapping[str, Any], key: str, where: str) -> str:
-    value = _text_field(record, key, where)
-    if value not in topology.STATES:
-        raise UsageError(
-            f"{where}: {key} {value!r} is not a state of this machine "
-            f"(states: {', '.join(topology.STATES)}); "
-            "the journal was written by a different version of fsm-runner"
-        )
-    return value
-
-
-def marks_from_records(records: Iterable[Mapping[str, Any]]) -> RunMarks:
+def marks_from_records(records: Iterable[TransitionRecord | Mapping[str, Any]]) -> RunMarks:
     """Read visited / failed / current / repair loops / edge counts from journal records."""
     visited: list[str] = []
     failed_at: list[str] = []
@@ -142,15 +131,21 @@ def marks_from_records(records: Iterable[Mapping[str, Any]]) -> RunMarks:
     repairs: dict[str, int] = {}
     current: str | None = None
     count = 0
-    for index, record in enumerate(records, start=1):
-        if not isinstance(record, Mapping):
-            raise UsageError(f"journal record {index}: expected a JSON object, got {type(record).__name__}")
-        where = f"journal record {index} (seq {record.get('seq', '?')})"
-        trigger = _text_field(record, "trigger", where)
-        if not _NAME.match(trigger):
-            raise UsageError(f"{where}: trigger {trigger!r} is not a valid trigger name")
-        source = _state_field(record, "source", where)
-        dest = _state_field(record, "dest", where)
+    for index, raw in enumerate(records, start=1):
+        record = _as_record(raw, index)
+        for key in ("source", "dest"):
+            state = getattr(record, key)
+            if state not in topology.STATES:
+                raise EvidenceError(
+                    f"journal record {index} (seq {record.seq}): {key} {state!r} is not a state of this "
+                    f"machine (states: {', '.join(topology.STATES)}); the journal was written by a different "
+                    "version of fsm-runner"
+                )
+        if not _NAME.match(record.trigger):
+            raise EvidenceError(
+                f"journal record {index} (seq {record.seq}): {record.trigger!r} is not a trigger"
+            )
+        source, dest = record.source, record.dest
         for state in (source, dest):
             if state not in visited:
                 visited.append(state)
@@ -158,7 +153,7 @@ def marks_from_records(records: Iterable[Mapping[str, Any]]) -> RunMarks:
             failed_at.append(source)
         if dest == topology.REPAIR and source != topology.REPAIR:
             repairs[source] = repairs.get(source, 0) + 1
-        taken[source, dest, trigger] = taken.get((source, dest, trigger), 0) + 1
+        taken[source, dest, record.trigger] = taken.get((source, dest, record.trigger), 0) + 1
         current = dest
         count += 1
     return RunMarks(count, tuple(visited), tuple(failed_at), current, taken, repairs)
@@ -207,7 +202,7 @@ def _run_summary(marks: RunMarks) -> str:
 def _mermaid(marks: RunMarks | None) -> str:
     lines = [
         "stateDiagram-v2",
-        "    %% generated from fsm_runner.machine by fsm_runner.diagrams - do not edit by hand",
+        "    %% generated from fsm_runner.engine.topology by fsm_runner.diagrams - do not edit by hand",
     ]
     if marks is not None:
         lines.append(f"    %% {_run_summary(marks)}")
@@ -294,7 +289,7 @@ def _edge_attrs(edge: Edge, marks: RunMarks | None) -> str:
 
 def _dot(marks: RunMarks | None) -> str:
     lines = [
-        "// generated from fsm_runner.machine by fsm_runner.diagrams - do not edit by hand",
+        "// generated from fsm_runner.engine.topology by fsm_runner.diagrams - do not edit by hand",
         "digraph fsm_runner {",
         "    rankdir=LR;",
         '    node [shape=box, style="rounded", fontname="Helvetica", fontsize=11];',
@@ -322,37 +317,43 @@ def _check_format(format: str) -> None:
         raise UsageError(f"unknown diagram format {format!r}; use one of: {', '.join(FORMATS)}")
 
 
-def diagram_from_records(records: Iterable[Mapping[str, Any]] | None, format: str = "mermaid") -> str:
+def diagram_from_records(
+    records: Iterable[TransitionRecord | Mapping[str, Any]] | None, format: str = "mermaid"
+) -> str:
     """The diagram, marked with the run the journal ``records`` describe (``None``: the bare machine)."""
     _check_format(format)
     marks = None if records is None else marks_from_records(records)
     return _mermaid(marks) if format == "mermaid" else _dot(marks)
 
 
-def load_records(run: str | os.PathLike[str]) -> tuple[dict[str, Any], ...]:
+def load_records(run: str | os.PathLike[str]) -> tuple[TransitionRecord, ...]:
     """The journal records of a run directory (or of a ``journal.jsonl`` given directly)."""
     path = Path(run)
-    journal = path if path.is_file() else path / JOURNAL_NAME
     if not path.exists():
-        raise UsageError(f"{path}: no such run directory (expected .aider_fsm/artifacts/<run_id>)")
+        raise UsageError(f"{path}: no such run directory (expected {DEFAULT_OUT_DIR}/<run_id>)")
+    journal = path if path.is_file() else path / JOURNAL
     if not journal.is_file():
-        raise UsageError(f"{journal}: no journal here; pass a run directory (.aider_fsm/artifacts/<run_id>)")
-    try:
-        read = read_journal(journal)
-    except OSError as exc:
-        raise UsageError(f"{journal}: cannot read the journal: {exc.strerror or exc}") from exc
+        raise UsageError(f"{journal}: no journal here; pass a run directory ({DEFAULT_OUT_DIR}/<run_id>)")
+    read = read_journal(journal)
     if read.problem and not read.torn:
-        raise UsageError(f"{read.problem}; the diagram needs every record, repair or remove that line")
+        raise EvidenceError(f"{read.problem}; the diagram needs every record, repair or remove that line")
     return read.records
 
 
 def diagram(format: str = "mermaid", run_dir: str | os.PathLike[str] | None = None) -> str:
     """The machine as ``mermaid`` or ``dot`` text, with guards on the edges; with ``run_dir``, the run marked.
 
-    A torn last journal line (a crash mid-write) is ignored; any other damage is a :class:`UsageError`.
+    A torn last journal line (a crash mid-write) is ignored; any other damage is an :class:`EvidenceError`.
     """
     _check_format(format)
-    return diagram_from_records(None if run_dir is None else load_records(run_dir), format)
+    if run_dir is None:
+        return diagram_from_records(None, format)
+    try:
+        return diagram_from_records(load_records(run_dir), format)
+    except EvidenceError as exc:  # say which journal, when the message does not already
+        where = str(Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / JOURNAL)
+        message = str(exc)
+        raise EvidenceError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def render(dot_text: str, fmt: str = "svg") -> bytes:
@@ -365,16 +366,9 @@ def render(dot_text: str, fmt: str = "svg") -> bytes:
             "rendering needs Graphviz's `dot` binary, which is not on PATH; install Graphviz "
             "(e.g. `apt-get install graphviz` or `brew install graphviz`), or use the Mermaid or DOT text"
         )
-    try:
-        done = subprocess.run(
-            [dot, f"-T{fmt}"],
-            input=dot_text.encode(),
-            capture_output=True,
-            timeout=RENDER_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise UsageError(f"`dot -T{fmt}` did not finish within {RENDER_TIMEOUT_S:.0f}s") from exc
+    done = run_captured([dot, f"-T{fmt}"], stdin=dot_text.encode(), timeout=RENDER_TIMEOUT_S)
+    if done.timed_out:
+        raise UsageError(f"`dot -T{fmt}` did not finish within {RENDER_TIMEOUT_S:.0f}s")
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip()[-2000:]
         raise UsageError(f"`dot -T{fmt}` exited {done.returncode}: {tail or 'no error output'}")

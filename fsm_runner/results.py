@@ -7,10 +7,10 @@ from typing import Any
 
 from attrs import define, field
 
-from fsm_runner.context import RunContext
-from fsm_runner.journal import read_journal
-from fsm_runner.machine import DONE, FAILED
-from fsm_runner.outcome import ErrorInfo
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import ErrorInfo
+from fsm_runner.engine.topology import DONE, FAILED
+from fsm_runner.evidence.store import whole_journal
 
 
 @define(frozen=True)
@@ -91,23 +91,12 @@ class EvaluationResult(_Result):
 
 
 def _summaries(journal_path: Path, since: int) -> tuple[PhaseSummary, ...]:
-    """The phases a call ran: every journaled outcome after record ``since``."""
-    summaries = []
-    for record in read_journal(journal_path).records:
-        outcome = record.get("outcome")
-        if int(record.get("seq", 0)) <= since or not outcome:
-            continue
-        error = outcome.get("error")
-        summaries.append(
-            PhaseSummary(
-                phase=outcome["phase"],
-                status=outcome["status"],
-                duration_s=float(outcome.get("duration_s", 0.0)),
-                reason=str(outcome.get("reason", "")),
-                error=ErrorInfo.from_json(error) if error else None,
-            )
-        )
-    return tuple(summaries)
+    """The phases a call ran: every journaled outcome after record ``since`` (a damaged journal raises)."""
+    return tuple(
+        PhaseSummary(o.phase, o.status, o.duration_s, o.reason, o.error)
+        for record in whole_journal(journal_path.parent)
+        if record.seq > since and (o := record.outcome) is not None
+    )
 
 
 def _common(ctx: RunContext, state: str, journal_path: Path, since: int) -> dict[str, Any]:
@@ -138,11 +127,17 @@ def rollout_result(ctx: RunContext, state: str, journal_path: Path, *, since: in
     )
 
 
-def evaluation_result(ctx: RunContext, state: str, journal_path: Path, *, since: int) -> EvaluationResult:
+def evaluation_result(
+    ctx: RunContext, state: str, journal_path: Path, *, since: int, stopped_after: str | None = None
+) -> EvaluationResult:
+    """The result of a call that ran to the end, or (``stopped_after``) one that stopped after a phase."""
     current = _this_round(ctx)
+    common = _common(ctx, state, journal_path, since)
+    if stopped_after is not None and state != FAILED:
+        common["phase"] = stopped_after
     return EvaluationResult(
-        ok=state == DONE,
+        ok=state == DONE or (stopped_after is not None and state != FAILED),
         metrics=current.get("evaluate", {}).get("metrics"),
         benchmark=current.get("benchmark", {}).get("metrics"),
-        **_common(ctx, state, journal_path, since),
+        **common,
     )

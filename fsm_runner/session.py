@@ -12,30 +12,29 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
-from fsm_runner import machine as topology
-from fsm_runner.context import RunContext
-from fsm_runner.contract.outputs import ROLLOUT_REL
+from fsm_runner.contract.bootstrap import BootstrapSpec
 from fsm_runner.contract.pipeline import PipelineSpec
-from fsm_runner.driver import Driver, TransitionHook
+from fsm_runner.engine import topology
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.driver import Driver
+from fsm_runner.engine.lifecycle import Interrupted, register_live, sigterm_raises, unregister_live
+from fsm_runner.engine.outcome import ErrorInfo
+from fsm_runner.engine.phase import Repairer
 from fsm_runner.errors import UsageError
-from fsm_runner.evidence import create_run_dir, new_run_id
-from fsm_runner.journal import Journal
-from fsm_runner.lifecycle import (
-    Interrupted,
-    hold_lock,
-    register_live,
-    release_lock,
-    sigterm_raises,
-    unregister_live,
-)
-from fsm_runner.logs import run_logger
-from fsm_runner.outcome import ErrorInfo
+from fsm_runner.evidence.atomic import create_run_dir
+from fsm_runner.evidence.events import run_logger
+from fsm_runner.evidence.journal import Journal
+from fsm_runner.evidence.layout import ROLLOUT_REL, new_run_id
+from fsm_runner.evidence.lock import hold_lock, release_lock
+from fsm_runner.evidence.records import MODES
+from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.results import EvaluationResult, RolloutResult, evaluation_result, rollout_result
-from fsm_runner.secrets import Redactor
-from fsm_runner.stage_env import MODES, check_overrides
+from fsm_runner.states import phases
 from fsm_runner.targets import ResolvedTarget
+from fsm_runner.typing import TransitionHook
 
 
 class Session:
@@ -57,11 +56,11 @@ class Session:
         pipeline: PipelineSpec,
         *,
         pipeline_rel: str,
-        bootstrap: Any,
+        bootstrap: BootstrapSpec | None,
         artifacts_dir: Path | None,
         unattended: str,
         require_metrics: bool,
-        repair_agent: Any,
+        repairer: Repairer | None,
         env_overrides: dict[str, str],
         redactor: Redactor,
         console: bool | None,
@@ -89,24 +88,24 @@ class Session:
             contract_sha256=pipeline.sha256,
             contract_hashes=[pipeline.sha256],
             env_overrides=env_overrides,
-            agent=repair_agent,
+            repairer=repairer,
         )
         self.ctx.refresh_redactor()
-        self.driver = Driver(self.ctx, Journal.open(run_dir), on_transition=on_transition)
-        self._closed = False
-        self._mark = 0
-        register_live(self)
-        return self
+        self.driver = Driver(self.ctx, Journal.open(run_dir), phases(), on_transition=on_transition)
+        return self._live()
 
     @classmethod
     def _resume(cls, ctx: RunContext, driver: Driver) -> Session:
-        """A session around a restored context (replay)."""
+        """A session around a restored context (replay); takes the run's lock before anything is touched."""
         self = object.__new__(cls)
         self.ctx = ctx
         self.driver = driver
         self._lock = hold_lock(ctx.run_dir)
+        return self._live()
+
+    def _live(self) -> Session:
         self._closed = False
-        self._mark = driver.journal.seq
+        self._mark = self.driver.journal.seq
         register_live(self)
         return self
 
@@ -147,7 +146,7 @@ class Session:
         With ``require_samples`` the samples JSONL must exist and validate. ``artifacts_dir``, when given,
         receives a copy of rollout.json and the samples file.
         """
-        self._configure(llm=str(llm), mode=mode, repair_iters=repair_iters, env_overrides=env_overrides)
+        self._configure(llm=_model(llm), mode=mode, repair_iters=repair_iters, env_overrides=env_overrides)
         self.ctx.require_samples = require_samples
         self.ctx.rollout_requested = True
         if self.state in ("evaluate", "benchmark", "verify", "teardown", topology.DONE, topology.FAILED):
@@ -172,7 +171,7 @@ class Session:
         phase is skipped. ``repair_iters`` only matters when a repair agent is configured.
         """
         self._configure(
-            llm=str(llm) if llm is not None else self.ctx.llm,
+            llm=_model(llm) if llm is not None else self.ctx.llm,
             mode=mode or self.ctx.mode,
             repair_iters=repair_iters,
             env_overrides=env_overrides,
@@ -243,8 +242,9 @@ class Session:
             raise UsageError("this session is closed; call fsm_runner.setup() again")
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if repair_iters < 0:
-            raise UsageError(f"repair_iters must be >= 0, got {repair_iters}")
+        if isinstance(repair_iters, bool) or not isinstance(repair_iters, int) or repair_iters < 0:
+            raise UsageError(f"repair_iters must be a whole number >= 0, got {repair_iters!r}")
+        env_overrides = env_map(env_overrides)
         self._mark = self.driver.journal.seq
         ctx = self.ctx
         ctx.llm = llm or None
@@ -272,13 +272,24 @@ class Session:
         mode: str = "smoke",
         require_samples: bool = False,
         repair_iters: int = 3,
-    ) -> None:
-        """Run the phases up to and including ``through`` (``fsm-runner run --until``), then stop there."""
+    ) -> EvaluationResult:
+        """Run the phases up to and including ``through`` (``fsm-runner run --until``), then stop there.
+
+        ``ok`` says whether every phase up to ``through`` passed; ``close()`` tears down what is deployed.
+        """
         if through not in topology.PHASES:
             raise UsageError(f"unknown phase {through!r}; phases are {', '.join(topology.PHASES)}")
-        self._configure(llm=llm, mode=mode, repair_iters=repair_iters, env_overrides=None)
+        self._configure(
+            llm=_model(llm) if llm is not None else None,
+            mode=mode,
+            repair_iters=repair_iters,
+            env_overrides=None,
+        )
         self.ctx.require_samples = require_samples
         self._call(lambda: self.driver.run_until(lambda s: topology.is_past(through, s)))
+        return evaluation_result(
+            self.ctx, self.state, self.driver.journal.path, since=self._mark, stopped_after=through
+        )
 
     def _wind_down(self) -> None:
         self.ctx.stopping = True
@@ -336,6 +347,14 @@ class Session:
 
     def _evaluation_result(self) -> EvaluationResult:
         return evaluation_result(self.ctx, self.state, self.driver.journal.path, since=self._mark)
+
+
+def _model(llm: object) -> str:
+    """The model under test as the stages see it: a remote model name or a local checkpoint directory."""
+    name = os.fspath(llm) if isinstance(llm, os.PathLike) else llm
+    if isinstance(name, str):
+        return name
+    raise UsageError(f"llm must be a model name or a directory path, got {llm!r}")
 
 
 def _copy_rollout(result: RolloutResult, repo: Path, dest: Path) -> None:

@@ -6,22 +6,18 @@ once into a cache and refreshed on later runs, so repeat runs are cheap and stil
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-from attrs import asdict, define, field, validators
 
 from fsm_runner.errors import TargetError, UsageError
+from fsm_runner.evidence.records import ResolvedTarget, strip_credentials
+from fsm_runner.execution.process import run_captured
 
 __all__ = ["ResolvedTarget", "default_clones_dir", "resolve_target", "split_ref"]
 
@@ -29,38 +25,6 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SCP_RE = re.compile(r"^(?:[^@/:]+@)?[^@/:]+:(?!//)")
 _SUPPORTED_SCHEMES = frozenset({"https", "http", "ssh", "git", "file"})
 _STDERR_TAIL = 10
-_CREDENTIALS_RE = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
-
-
-def _absolute(path: Path) -> None:
-    if not path.is_absolute():
-        raise ValueError(f"repo_root must be absolute, got {path}")
-
-
-@define(frozen=True)
-class ResolvedTarget:
-    """Where the target repository lives on disk and which commit it is at (recorded in the run context)."""
-
-    spec: str
-    repo_root: Path = field(validator=lambda _i, _a, v: _absolute(v))
-    kind: str = field(validator=validators.in_(("local", "git")))
-    url: str | None = None
-    ref: str | None = None
-    commit: str | None = None
-    cache_hit: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """Paths as strings; a password or token inside a URL never reaches the evidence."""
-        return asdict(
-            self,
-            value_serializer=lambda _i, _a, v: (
-                str(v) if isinstance(v, Path) else strip_credentials(v) if isinstance(v, str) else v
-            ),
-        )
-
-
-def strip_credentials(text: str) -> str:
-    return _CREDENTIALS_RE.sub(r"\1***@", text)
 
 
 def default_clones_dir() -> Path:
@@ -118,25 +82,16 @@ class _Git:
         remaining = self.remaining(what)
         sub = args[2] if args[0] == "-c" else args[0]
         try:
-            proc = subprocess.Popen(
-                ["git", *args], cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, start_new_session=True,
-            )  # fmt: skip
+            done = run_captured(["git", *args], cwd=cwd, env=self.env, timeout=remaining)
         except FileNotFoundError as exc:
             raise TargetError(f"{what}: git is not installed or not on PATH") from exc
-        try:
-            out, err = proc.communicate(timeout=remaining)
-        except BaseException as exc:  # timeout or Ctrl-C: git runs in its own session, so kill it ourselves
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            if isinstance(exc, subprocess.TimeoutExpired):
-                raise TargetError(f"{what}: git {sub} timed out after {self.timeout:g}s") from None
-            raise
-        if check and proc.returncode != 0:
+        if done.timed_out:
+            raise TargetError(f"{what}: git {sub} timed out after {self.timeout:g}s")
+        if check and done.returncode != 0:
+            err = done.stderr.decode("utf-8", "replace")
             tail = "\n".join(err.strip().splitlines()[-_STDERR_TAIL:])
-            raise TargetError(f"{what} (git {sub} exit {proc.returncode})" + (f"\n{tail}" if tail else ""))
-        return out.strip() if proc.returncode == 0 else ""
+            raise TargetError(f"{what} (git {sub} exit {done.returncode})" + (f"\n{tail}" if tail else ""))
+        return done.stdout.decode("utf-8", "replace").strip() if done.returncode == 0 else ""
 
 
 def _file_opts(url: str) -> tuple[str, ...]:

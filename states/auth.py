@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
-from fsm_runner.context import RunContext
-from fsm_runner.outcome import ErrorInfo
-from states.base import CommandPhase
+from fsm_runner.contract.pipeline import AuthSpec
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import ErrorInfo
+from fsm_runner.states._command import CommandPhase
 
 
-class AuthPhase(CommandPhase):
+class AuthPhase(CommandPhase[AuthSpec]):
     name = "auth"
     section_name = "auth"
 
-    def precheck(self, ctx: RunContext, section: Any) -> ErrorInfo | None:
+    def prepare(self, ctx: RunContext, section: AuthSpec, stage_dir: Path) -> ErrorInfo | None:
         if section.interactive and ctx.unattended != "guided":
             return ErrorInfo(
                 "contract",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from fsm_runner.actions import run_actions
-from fsm_runner.context import RunContext
-from fsm_runner.contract.actions import ACTIONS_REL
 from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
+from fsm_runner.engine.actions import run_actions
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import FAILED, ErrorInfo, Outcome, skipped
+from fsm_runner.engine.phase import finish
 from fsm_runner.errors import ContractError
-from fsm_runner.outcome import FAILED, ErrorInfo, Outcome, skipped
-from fsm_runner.phase import finish
+from fsm_runner.evidence import layout
 
 
 class BootstrapPhase:
@@ -24,9 +24,9 @@ class BootstrapPhase:
         except ContractError as exc:
             return Outcome(self.name, FAILED, error=ErrorInfo("contract", str(exc), self.name, exc.path))
         spec = ctx.bootstrap
-        has_actions = (ctx.repo_root / ACTIONS_REL).exists()
+        has_actions = (ctx.repo_root / layout.ACTIONS_REL).exists()
         if spec is None and not has_actions:
-            return skipped(self.name, "no .aider_fsm/bootstrap.yml")
+            return skipped(self.name, f"no {layout.BOOTSTRAP_REL}")
         started = time.monotonic()
         stage_dir = ctx.new_stage_dir(self.name)
         _, action_error = run_actions(ctx, self.name, stage_dir)
@@ -36,7 +36,7 @@ class BootstrapPhase:
         ctx.bootstrap_env = expand_env(spec.env, base, ctx.repo_root)
         ctx.refresh_redactor()
         ctx.write_json(
-            stage_dir / "bootstrap.snapshot.json",
+            stage_dir / layout.BOOTSTRAP_SNAPSHOT,
             {
                 "path": spec.path,
                 "sha256": spec.sha256,
@@ -47,7 +47,7 @@ class BootstrapPhase:
                 "retries": spec.retries,
             },
         )
-        ctx.write_json(stage_dir / "applied_env.json", ctx.redactor.redact_env(ctx.bootstrap_env))
+        ctx.write_json(stage_dir / layout.APPLIED_ENV, ctx.redactor.redact_env(ctx.bootstrap_env))
         if not spec.cmds:
             return finish(
                 ctx, self.name, stage_dir, started, None, data={"env_keys": sorted(ctx.bootstrap_env)}

@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsm_runner.context import RunContext
 from fsm_runner.contract.outputs import check_metrics
-from fsm_runner.outcome import ErrorInfo
-from states.base import CommandPhase
-from states.stale import set_aside
+from fsm_runner.contract.pipeline import EvaluationSpec
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import ErrorInfo
+from fsm_runner.evidence.layout import metrics_copy
+from fsm_runner.states._command import CommandPhase
+from fsm_runner.states._outputs import set_aside
 
 
-class EvaluatePhase(CommandPhase):
+class EvaluatePhase(CommandPhase[EvaluationSpec]):
     name = "evaluate"
     section_name = "evaluation"
 
-    def commands(self, section: Any) -> tuple[str, ...]:
+    def commands(self, section: EvaluationSpec) -> tuple[str, ...]:
         return tuple(section.run_cmds)
 
     def required(self, ctx: RunContext) -> str | None:
@@ -27,7 +29,7 @@ class EvaluatePhase(CommandPhase):
             )
         return None
 
-    def prepare(self, ctx: RunContext, section: Any, stage_dir: Path) -> ErrorInfo | None:
+    def prepare(self, ctx: RunContext, section: EvaluationSpec, stage_dir: Path) -> ErrorInfo | None:
         if not section.metrics_path:
             if self.name == "evaluate" and ctx.require_metrics:
                 return ErrorInfo(
@@ -41,17 +43,12 @@ class EvaluatePhase(CommandPhase):
         set_aside(Path(ctx.repo_root, section.metrics_path), stage_dir)
         return None
 
-    def after(self, ctx: RunContext, section: Any) -> dict[str, Any]:
+    def after(self, ctx: RunContext, section: EvaluationSpec) -> dict[str, Any]:
         if not section.metrics_path:
             return {}
         path = Path(ctx.repo_root, section.metrics_path)
         check = check_metrics(path, section.required_keys)
         if check.metrics is not None:
             # The latest metrics at a fixed path; every round's are also in its summary.json.
-            ctx.write_json(ctx.run_dir / f"{self.name}.metrics.json", check.metrics)
+            ctx.write_json(ctx.run_dir / metrics_copy(self.name), check.metrics)
         return {"metrics": check.metrics, "metrics_path": str(path)}
-
-
-class BenchmarkPhase(EvaluatePhase):
-    name = "benchmark"
-    section_name = "benchmark"

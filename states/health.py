@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 
-from fsm_runner.context import RunContext
-from fsm_runner.execution import run_command
-from fsm_runner.outcome import ErrorInfo, Outcome, skipped
-from fsm_runner.phase import finish
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import ErrorInfo, Outcome, skipped
+from fsm_runner.engine.phase import finish
+from fsm_runner.evidence.layout import attempt_name
+from fsm_runner.execution.commands import CommandResult, StageRun, run_command
 
 FIRST_DELAY = 0.02
 MAX_DELAY = 0.1
 DEFAULT_WINDOW = 60.0
+#: Polls whose commands the journal lists; after them only the last poll is listed (all are on disk).
+FIRST_POLLS_KEPT = 3
 
 
 class HealthPhase:
@@ -33,10 +36,12 @@ class HealthPhase:
         delay = FIRST_DELAY
         poll = 0
         last = None
-        results = []
+        first: list[CommandResult] = []  # the journal keeps the first polls and the last one
+        this_poll: list[CommandResult] = []
         while True:
             poll += 1
             passed = True
+            this_poll = []
             for index, cmd in enumerate(cmds, start=1):
                 remaining = max(0.5, deadline - time.monotonic())
                 ctx.command_started(self.name, cmd, index, poll)
@@ -45,7 +50,7 @@ class HealthPhase:
                     cwd=cwd,
                     env=env,
                     out_dir=stage_dir,
-                    name=f"cmd{index:02d}_try{poll:02d}",
+                    name=attempt_name(index, poll),
                     timeout=remaining,
                     policy=policy,
                     redactor=ctx.redactor,
@@ -53,15 +58,15 @@ class HealthPhase:
                     attempt=poll,
                 )
                 ctx.command_ended(self.name, last)
-                if poll <= 3 or not last.ok:
-                    results.append(last)
+                (first if poll <= FIRST_POLLS_KEPT else this_poll).append(last)
                 if not last.ok:
                     passed = False
                     break
             if passed:
                 ctx.health_passed_at = time.monotonic()
                 ctx.log.bind(phase=self.name).info("health.passed", polls=poll)
-                return finish(ctx, self.name, stage_dir, started, None, data={"polls": poll})
+                run = StageRun(ok=True, results=(*first, *this_poll))
+                return finish(ctx, self.name, stage_dir, started, run, data={"polls": poll})
             if last is not None and last.blocked:
                 break
             if time.monotonic() + delay > deadline:
@@ -76,4 +81,5 @@ class HealthPhase:
             message += "; last output:\n  | " + "\n  | ".join(tail)
         evidence = (last.stderr_path or last.result_path) if last else None
         error = ErrorInfo("unhealthy", message, self.name, evidence)
-        return finish(ctx, self.name, stage_dir, started, None, error=error, data={"polls": poll})
+        run = StageRun(ok=False, results=(*first, *this_poll))
+        return finish(ctx, self.name, stage_dir, started, run, error=error, data={"polls": poll})

@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsm_runner.context import RunContext
-from fsm_runner.contract.outputs import ROLLOUT_REL, check_rollout
-from fsm_runner.outcome import ErrorInfo
-from states.base import CommandPhase
-from states.stale import set_aside
+from fsm_runner.contract.outputs import check_rollout
+from fsm_runner.contract.pipeline import RolloutSpec
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import ErrorInfo
+from fsm_runner.evidence.layout import ROLLOUT_REL
+from fsm_runner.states._command import CommandPhase
+from fsm_runner.states._outputs import set_aside
 
 
-class RolloutPhase(CommandPhase):
+class RolloutPhase(CommandPhase[RolloutSpec]):
     name = "rollout"
     section_name = "rollout"
 
-    def commands(self, section: Any) -> tuple[str, ...]:
+    def commands(self, section: RolloutSpec) -> tuple[str, ...]:
         return tuple(section.run_cmds)
 
     def required(self, ctx: RunContext) -> str | None:
@@ -24,11 +26,11 @@ class RolloutPhase(CommandPhase):
             return "require_samples is set but pipeline.yml has no rollout.run_cmds to produce samples"
         return None
 
-    def prepare(self, ctx: RunContext, section: Any, stage_dir: Path) -> ErrorInfo | None:
+    def prepare(self, ctx: RunContext, section: RolloutSpec, stage_dir: Path) -> ErrorInfo | None:
         set_aside(ctx.repo_root / ROLLOUT_REL, stage_dir)
         return None
 
-    def after(self, ctx: RunContext, section: Any) -> dict[str, Any]:
+    def after(self, ctx: RunContext, section: RolloutSpec) -> dict[str, Any]:
         check = check_rollout(ctx.repo_root, require_samples=ctx.require_samples)
         count = check.sample_count
         if not count and check.samples_path is not None and check.samples_path.is_file():

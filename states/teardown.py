@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fsm_runner.context import RunContext
-from fsm_runner.execution import StageRun
-from fsm_runner.outcome import Outcome, skipped
-from fsm_runner.phase import finish
-from fsm_runner.procgroup import is_same_group, kill_group
-from states.kubectl import kubectl_dump
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.deployment import end_deployment
+from fsm_runner.engine.outcome import Outcome, skipped
+from fsm_runner.engine.phase import finish
+from fsm_runner.execution.commands import StageRun
+from fsm_runner.states._kubectl import kubectl_dump
 
 POLICY_RUNS = {
     "always": {"success", "failure"},
@@ -38,7 +38,7 @@ class TeardownPhase:
             run, dump = self._contract_teardown(ctx, result, policy, stage_dir)
         finally:
             # Whatever the teardown commands did (or a second signal interrupting them), end the groups.
-            killed = end_deploy_groups(ctx)
+            killed = end_deployment(ctx)
         data = {
             "policy": policy,
             "run_for": result,
@@ -67,17 +67,3 @@ class TeardownPhase:
                 workdir=deploy.workdir,
             )
         return run, dump
-
-
-def end_deploy_groups(ctx: RunContext) -> list[int]:
-    """End every process group deploy left running (only if its leader is the one recorded)."""
-    killed = []
-    for pgid in ctx.deploy_pgids:
-        if is_same_group(pgid, ctx.deploy_leaders.get(str(pgid))):
-            kill_group(pgid)
-            killed.append(pgid)
-    ctx.deploy_pgids.clear()
-    ctx.deploy_leaders.clear()
-    ctx.deployed = False
-    ctx.health_passed_at = None
-    return killed

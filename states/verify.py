@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from fsm_runner.context import RunContext
-from fsm_runner.outcome import Outcome
-from fsm_runner.phase import finish
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import Outcome
+from fsm_runner.engine.phase import finish
 
 
 class VerifyPhase:

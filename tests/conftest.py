@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 TargetFactory = Callable[..., Path]
 
@@ -79,6 +79,18 @@ def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 30.0
         assert proc.poll() is None, f"the runner exited with {proc.returncode} before {path.name} appeared"
         assert time.monotonic() < deadline, f"{path.name} did not appear within {timeout}s"
         time.sleep(0.02)
+
+
+#: Cross-cutting suites, marked so that ``pytest -m "not fault and not e2e"`` is a quick run.
+_SLOW_SUITES = {"fault": "fault", "examples": "e2e", "test_docs.py": "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        first = item.path.relative_to(tests_dir).parts[0]
+        if first in _SLOW_SUITES:
+            item.add_marker(getattr(pytest.mark, _SLOW_SUITES[first]))
 
 
 @pytest.fixture(autouse=True)

@@ -15,12 +15,15 @@ Conventions for writing docs (README.md included):
   ``<!-- doctest: skip -->`` compiles a python block without running it (needs the network, a GPU, ...; keep
   these rare); ``<!-- doctest: invalid -->`` on a yaml block means it must be *rejected*, and when a ```text
   block follows, its content must be the exact error message.
-- Repo paths named anywhere in a doc (``examples/...``, ``docs/...``) and relative links (with their
-  ``#anchors``) must exist.
+- Repo paths named anywhere in a doc (``examples/...``, ``docs/...``, ``fsm_runner/...``, ``states/...``,
+  ``tests/...``, ``tools/...``, ``bench/...``) and relative links (with their ``#anchors``) must exist.
+- Every dotted name under ``fsm_runner`` (``fsm_runner.replay``, ``fsm_runner.engine.topology``, ...) must
+  import or resolve as an attribute, so a renamed module or function cannot linger in the docs.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -52,7 +55,8 @@ BLOCK_TIMEOUT_S = 90
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*doctest:\s*(?P<what>[\w-]+)\s*-->\s*$")
-_REPO_PATH = re.compile(r"(?<![\w./$~-])((?:examples|docs)/[\w.*/-]*)")
+_REPO_PATH = re.compile(r"(?<![\w./$~-])((?:examples|docs|fsm_runner|states|tests|tools|bench)/[\w.*/-]*)")
+_DOTTED_NAME = re.compile(r"(?<![\w.])fsm_runner(?:\.[A-Za-z_]\w*)+")
 _USES_EXAMPLES = re.compile(r"""["'](?:\./)?examples/""")  # a string literal naming a path under examples/
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\((?P<target>[^)\s]+)\)")
 _HEADING = re.compile(r"^(#{1,6})\s+(?P<text>.+?)\s*#*\s*$")
@@ -243,7 +247,7 @@ def test_shell_helpers() -> None:
     """The splitter finds the CLI calls inside pipelines, chains, comments and redirections."""
     line = "cd x && A=1 fsm-runner runs . -n 5 > out 2>&1 | head; .venv/bin/python -m fsm_runner schema  # c"
     assert [cli_args(c) for c in simple_commands(line)] == [None, ["runs", ".", "-n", "5"], None, ["schema"]]
-    assert cli_args(["python", "-m", "fsm_runner.diagram_docs"]) is None
+    assert cli_args(["python", "tools/diagram_docs.py", "--check"]) is None
 
 
 @pytest.mark.parametrize("block", params(all_blocks(*SHELL_LANGS)))
@@ -264,7 +268,10 @@ def test_shell_block_cli_commands_parse(block: Block) -> None:
 
 
 def repo_paths(text: str) -> set[str]:
-    return {m.rstrip(".,:;") for m in _REPO_PATH.findall(text)}
+    found = {m.rstrip(".,:;") for m in _REPO_PATH.findall(text)}
+    # A run directory has a `tests/` stage directory (tests/cmd01_try01.stdout): under tests/, only python
+    # files and folders are taken for repo paths.
+    return {p for p in found if not p.startswith("tests/") or p.endswith(".py") or "." not in p}
 
 
 @pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: p.name)
@@ -274,6 +281,38 @@ def test_repo_paths_named_in_docs_exist(doc: Path) -> None:
         if not (list(REPO.glob(rel)) if any(c in rel for c in "*?[") else (REPO / rel).exists()):
             missing.append(rel)
     assert not missing, f"{doc.name} names repo paths that do not exist: {missing}"
+
+
+def resolves(dotted: str) -> bool:
+    """Whether ``fsm_runner.a.b.c`` names a module, or an attribute reached from the longest importable one."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
+                raise  # a module that exists failed to import something else
+            continue
+        for attr in parts[split:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_resolves() -> None:
+    assert resolves("fsm_runner.check_replay") and resolves("fsm_runner.engine.topology.PHASES")
+    assert resolves("fsm_runner.states.phases")
+    assert not resolves("fsm_runner.redrive") and not resolves("fsm_runner.replays.walk_journal")
+
+
+@pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: p.name)
+def test_fsm_runner_names_in_docs_resolve(doc: Path) -> None:
+    names = set(_DOTTED_NAME.findall(doc.read_text(encoding="utf-8")))
+    missing = sorted(name for name in names if not resolves(name))
+    assert not missing, f"{doc.name} names what fsm_runner does not have: {missing}"
 
 
 def heading_anchors(path: Path) -> set[str]:

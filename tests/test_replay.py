@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import fsm_runner
-from fsm_runner.journal import read_journal
-from fsm_runner.redrive import DryRunReport, can_replay, replay
+from fsm_runner.evidence.journal import read_journal
+from fsm_runner.evidence.records import TransitionRecord
+from fsm_runner.replays import DryRunReport, can_replay, replay
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid, wait_for_file
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 
-def records(run_dir: Path) -> list[dict[str, Any]]:
-    return list(read_journal(run_dir / "journal.jsonl").records)
+def records(run_dir: Path) -> list[TransitionRecord]:
+    read = read_journal(run_dir / "journal.jsonl")
+    assert read.problem is None, read.problem
+    return list(read.records)
 
 
 def failed_run(repo: Path) -> Path:
@@ -43,12 +46,12 @@ def test_replay_after_fix_finishes_the_same_run(make_target: TargetFactory) -> N
     after = records(run_dir)
     assert after[: len(before)] == before
     new = after[len(before):]
-    assert [r["seq"] for r in new] == list(range(len(before) + 1, len(after) + 1))
-    assert (new[0]["trigger"], new[0]["source"], new[0]["dest"]) == ("redrive", "failed", "evaluate")
-    assert all(r["redrive_count"] == 1 for r in new)
-    phases_run = [r["source"] for r in new if r["trigger"] == "phase_done"]
+    assert [r.seq for r in new] == list(range(len(before) + 1, len(after) + 1))
+    assert (new[0].trigger, new[0].source, new[0].dest) == ("redrive", "failed", "evaluate")
+    assert all(r.redrive_count == 1 for r in new)
+    phases_run = [r.source for r in new if r.trigger == "phase_done"]
     assert "bootstrap" not in phases_run and "tests" not in phases_run
-    assert [r["trigger"] for r in new if r["source"] == "rollout"] == ["phase_skipped"]
+    assert [r.trigger for r in new if r.source == "rollout"] == ["phase_skipped"]
     assert "deploy_setup" in phases_run  # the failed run had torn down; evaluate needs the service again
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "ok" and run["redrive_count"] == 1
@@ -74,7 +77,9 @@ def test_contract_fixed_by_hand_is_accepted_and_both_hashes_recorded(make_target
         ("no_dir", "no such run directory"),
         ("no_journal", "no journal.jsonl"),
         ("torn", "last line is truncated"),
-        ("bad_run_json", "run.json is unreadable"),
+        ("bad_run_json", r"run\.json: not valid JSON"),
+        ("wrong_run_json", r"run\.json: round: expected a whole number, got 'one'"),
+        ("bad_line", r"journal\.jsonl:2: .*the journal cannot be trusted for replay"),
     ],
 )
 def test_unreplayable_runs_give_a_reason(make_target: TargetFactory, tmp_path: Path, damage: str, reason: str) -> None:
@@ -87,10 +92,17 @@ def test_unreplayable_runs_give_a_reason(make_target: TargetFactory, tmp_path: P
     elif damage == "torn":
         with (run_dir / "journal.jsonl").open("a") as handle:
             handle.write('{"seq": 99, "trig')
-    else:
+    elif damage == "bad_run_json":
         (run_dir / "run.json").write_text("{")
+    elif damage == "wrong_run_json":
+        state = json.loads((run_dir / "run.json").read_text())
+        (run_dir / "run.json").write_text(json.dumps({**state, "round": "one"}))
+    else:
+        lines = (run_dir / "journal.jsonl").read_text().splitlines(keepends=True)
+        lines[1] = json.dumps({"seq": 2, "trigger": "phase_done"}) + "\n"
+        (run_dir / "journal.jsonl").write_text("".join(lines))
     ok, why = can_replay(run_dir)
-    assert not ok and reason in why
+    assert not ok and re.search(reason, why), why
     with pytest.raises(fsm_runner.ReplayError, match=reason):
         replay(run_dir)
 
@@ -149,6 +161,6 @@ def test_sigkill_mid_evaluation_then_replay_finishes(make_target: TargetFactory)
     result = replay(run_dir)
     assert result.ok, result.error
     assert not pid_alive(old_service)
-    new = [r for r in records(run_dir) if r["redrive_count"] == 1]
-    assert [(r["trigger"], r["source"]) for r in new[:2]] == [("redeploy", "evaluate"), ("phase_done", "deploy_setup")]
+    new = [r for r in records(run_dir) if r.redrive_count == 1]
+    assert [(r.trigger, r.source) for r in new[:2]] == [("redeploy", "evaluate"), ("phase_done", "deploy_setup")]
     assert not procs_in(repo)

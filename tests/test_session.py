@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import fsm_runner
 import runner_env
-from fsm_runner.journal import read_journal
+from fsm_runner.evidence.journal import read_journal
+from fsm_runner.evidence.records import TransitionRecord
 from tests.conftest import TargetFactory, pid_alive, service_pid
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 
-def journal(run_dir: Path) -> list[dict[str, Any]]:
-    return list(read_journal(run_dir / "journal.jsonl").records)
+def journal(run_dir: Path) -> list[TransitionRecord]:
+    read = read_journal(run_dir / "journal.jsonl")
+    assert read.problem is None, read.problem
+    return list(read.records)
 
 
 def path_of(run_dir: Path) -> list[tuple[str, str, str]]:
-    return [(r["trigger"], r["source"], r["dest"]) for r in journal(run_dir)]
+    return [(r.trigger, r.source, r.dest) for r in journal(run_dir)]
 
 
 def stage_env(repo: Path, stage: str) -> dict[str, str]:
-    return json.loads((repo / ".aider_fsm" / "envs" / f"{stage}.json").read_text())
+    return dict(json.loads((repo / ".aider_fsm" / "envs" / f"{stage}.json").read_text()))
 
 
 def test_full_run_walks_every_phase_and_leaves_nothing_running(make_target: TargetFactory) -> None:
@@ -54,9 +57,9 @@ def test_full_run_walks_every_phase_and_leaves_nothing_running(make_target: Targ
         ("phase_done", "teardown", "done"),
     ]
     records = journal(sess.run_dir)
-    assert [r["seq"] for r in records] == list(range(1, 12))
-    assert records[6]["guards"]["samples_valid"] is True
-    assert records[7]["guards"]["has_required_keys"] is True
+    assert [r.seq for r in records] == list(range(1, 12))
+    assert records[6].guards["samples_valid"] is True
+    assert records[7].guards["has_required_keys"] is True
     run = json.loads((sess.run_dir / "run.json").read_text())
     assert run["status"] == "ok" and run["phase"] == "done"
     for rel in ("tests/cmd01_try01.stdout", "tests/cmd01_try01.json", "tests/summary.json",
@@ -105,8 +108,8 @@ def test_evaluate_without_rollout_skips_rollout(make_target: TargetFactory) -> N
         result = sess.evaluate(llm="m")
     assert result.ok, result.error
     records = journal(sess.run_dir)
-    skip = next(r for r in records if r["source"] == "rollout")
-    assert skip["trigger"] == "phase_skipped" and "without rollout()" in skip["reason"]
+    skip = next(r for r in records if r.source == "rollout")
+    assert skip.trigger == "phase_skipped" and "without rollout()" in skip.reason
     assert result.metrics is not None and result.metrics["score"] == 0.0
 
 
@@ -119,10 +122,47 @@ def test_second_round_reuses_bootstrap_and_redeploys(make_target: TargetFactory)
             scores.append(sess.evaluate())
     assert all(r.ok for r in scores)
     records = journal(sess.run_dir)
-    boot = [r for r in records if r["source"] == "bootstrap" and r["trigger"] != "restart"]
-    assert [r["trigger"] for r in boot] == ["phase_done", "phase_skipped"]
-    assert [r["trigger"] for r in records if r["source"] == "deploy_setup"] == ["phase_done", "phase_done"]
+    boot = [r for r in records if r.source == "bootstrap" and r.trigger != "restart"]
+    assert [r.trigger for r in boot] == ["phase_done", "phase_skipped"]
+    assert [r.trigger for r in records if r.source == "deploy_setup"] == ["phase_done", "phase_done"]
     assert (sess.run_dir / "rollout.2").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.advance("tests", repair_iters=2.0), "repair_iters must be a whole number >= 0, got 2.0"),
+        (lambda s: s.advance("tests", repair_iters=True), "repair_iters must be a whole number >= 0, got True"),
+        (lambda s: s.evaluate(repair_iters="3"), "repair_iters must be a whole number >= 0, got '3'"),
+        (lambda s: s.rollout(llm=5), "llm must be a model name or a directory path, got 5"),
+        (lambda s: s.advance("tests", llm=["a"]), "llm must be a model name or a directory path"),
+        (lambda s: s.rollout("m", env_overrides={"AIDER_EVAL_LIMIT": 3}), "AIDER_EVAL_LIMIT must be a string"),
+        (lambda s: s.rollout("m", mode="huge"), "mode must be one of smoke, full, got 'huge'"),
+    ],
+)
+def test_bad_call_arguments_are_refused_before_anything_runs(make_target: TargetFactory, call, message) -> None:  # type: ignore[no-untyped-def]
+    with fsm_runner.setup(make_target()) as sess:
+        records = len(read_journal(sess.run_dir / "journal.jsonl").records)
+        with pytest.raises(fsm_runner.UsageError, match=re.escape(message)):
+            call(sess)
+        assert len(read_journal(sess.run_dir / "journal.jsonl").records) == records
+    assert json.loads((sess.run_dir / "run.json").read_text())["status"] == "closed"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"AIDER_EVAL_LIMIT": 3}, "env_overrides: AIDER_EVAL_LIMIT must be a string, got 3; write it as '3'"),
+        ({"bad name": "x"}, "env_overrides: 'bad name' is not a variable name"),
+        (["A=1"], "env_overrides must map variable names to strings, got list"),
+        ({"A": "x\0y"}, "env_overrides: A contains a NUL byte"),
+    ],
+)
+def test_setup_refuses_env_overrides_that_are_not_strings(
+    make_target: TargetFactory, overrides: object, message: str
+) -> None:
+    with pytest.raises(fsm_runner.UsageError, match=re.escape(message)):
+        fsm_runner.setup(make_target(), env_overrides=overrides)  # type: ignore[arg-type]
 
 
 def test_runner_env_alias_is_the_same_api() -> None:
@@ -161,8 +201,9 @@ def test_slow_service_passes_health(make_target: TargetFactory) -> None:
     with fsm_runner.setup(repo, env_overrides={"SVC_DELAY": "2"}) as sess:
         result = sess.rollout(llm="m")
     assert result.ok, result.error
-    health = next(r for r in journal(sess.run_dir) if r["source"] == "health")
-    assert health["guards"]["is_healthy"] is True and health["outcome"]["data"]["polls"] > 1
+    health = next(r for r in journal(sess.run_dir) if r.source == "health")
+    assert health.guards["is_healthy"] is True
+    assert health.outcome is not None and health.outcome.data["polls"] > 1
 
 
 GUARD_CASES = {
@@ -202,9 +243,10 @@ def test_each_guard_failure_ends_failed_with_a_named_error(make_target: TargetFa
     assert detail in text
     assert "no repair agent is configured" in text
     records = journal(sess.run_dir)
-    failing = [r for r in records if r["dest"] == "failed" and r["trigger"] != "cleanup"]
-    assert failing and failing[-1]["source"] == phase and failing[-1]["error"]["phase"] == phase
+    failing = [r for r in records if r.dest == "failed" and r.trigger != "cleanup"]
+    assert failing and failing[-1].source == phase
+    assert failing[-1].error is not None and failing[-1].error.phase == phase
     if case != "unhealthy":
         assert result.error.evidence and Path(result.error.evidence).exists()
-    cleanup = [r for r in records if r["trigger"] == "cleanup"]
-    assert cleanup and cleanup[-1]["outcome"]["data"]["run_for"] == "failure"
+    cleanup = [r for r in records if r.trigger == "cleanup"]
+    assert cleanup and cleanup[-1].outcome is not None and cleanup[-1].outcome.data["run_for"] == "failure"

@@ -12,22 +12,27 @@ from pathlib import Path
 import pytest
 
 import fsm_runner
-from fsm_runner.journal import read_journal
-from fsm_runner.redrive import can_replay, replay
+from fsm_runner.evidence.journal import read_journal
+from fsm_runner.replays import can_replay, replay
 from fsm_runner.targets import ResolvedTarget
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid, wait_for_file
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 
 def triggers(run_dir: Path) -> list[tuple[str, str, str]]:
-    return [(r["trigger"], r["source"], r["dest"]) for r in read_journal(run_dir / "journal.jsonl").records]
+    read = read_journal(run_dir / "journal.jsonl")
+    assert read.problem is None, read.problem
+    return [(r.trigger, r.source, r.dest) for r in read.records]
 
 
 @pytest.mark.parametrize("through", ["deploy_setup", "health", "rollout", "verify", "teardown"])
 def test_close_after_advance_tears_down_from_any_phase(make_target: TargetFactory, through: str) -> None:
     repo = make_target()
     sess = fsm_runner.setup(repo)
-    sess.advance(through, llm="m")
+    result = sess.advance(through, llm="m")
+    assert isinstance(result, fsm_runner.EvaluationResult)
+    assert result.ok and result.phase == through and result.error is None, result.error
+    assert result.phases[-1].phase == through
     pid = service_pid(repo)
     sess.close()
     assert pid is None or not pid_alive(pid)
@@ -36,6 +41,14 @@ def test_close_after_advance_tears_down_from_any_phase(make_target: TargetFactor
     assert run["status"] == ("ok" if finished else "closed") and run["deployed"] is False
     ok, reason = can_replay(sess.run_dir)
     assert not ok and ("finished successfully" if finished else "closed before the pipeline finished") in reason
+
+
+def test_advance_that_fails_before_its_phase_is_not_ok(make_target: TargetFactory) -> None:
+    repo = make_target(pipeline=files.PIPELINE.replace("cmds: python3 stage.py tests", "cmds: exit 3"))
+    with fsm_runner.setup(repo) as sess:
+        result = sess.advance("health", llm="m")
+    assert not result.ok and result.phase == "tests" and sess.state == "failed"
+    assert result.error is not None and result.error.phase == "tests" and result.metrics is None
 
 
 BETWEEN_CALLS = textwrap.dedent(
@@ -141,7 +154,8 @@ def test_existing_evidence_dirs_are_never_overwritten(make_target: TargetFactory
 def test_credentials_in_a_target_url_are_not_recorded(tmp_path: Path) -> None:
     target = ResolvedTarget("https://me:tok3n@example.org/b.git", tmp_path, "git", url="https://me:tok3n@example.org/b.git")
     data = json.dumps(target.to_json())
-    assert "tok3n" not in data and "https://me:***@example.org/b.git" in data
+    assert "tok3n" not in data and "me:" not in data  # the whole user-info part is masked
+    assert target.to_json()["spec"] == target.to_json()["url"] == "https://***@example.org/b.git"
 
 
 def test_replay_names_secret_overrides_it_needs_again(make_target: TargetFactory) -> None:

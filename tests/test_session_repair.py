@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import fsm_runner
-from fsm_runner.journal import read_journal
+from fsm_runner.evidence.journal import read_journal
+from fsm_runner.evidence.records import TransitionRecord
 from tests.conftest import TargetFactory
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 FIXER = f"""
 import os, sys
@@ -31,9 +32,10 @@ def agent_cmd(tmp_path: Path, source: str) -> list[str]:
     return [sys.executable, str(script), "{repo}"]
 
 
-def evaluate_records(run_dir: Path) -> list[dict[str, object]]:
-    records = read_journal(run_dir / "journal.jsonl").records
-    return [r for r in records if r["source"] == "evaluate" and r["trigger"] not in ("redeploy", "recheck_health")]
+def evaluate_records(run_dir: Path) -> list[TransitionRecord]:
+    read = read_journal(run_dir / "journal.jsonl")
+    assert read.problem is None, read.problem
+    return [r for r in read.records if r.source == "evaluate" and r.trigger not in ("redeploy", "recheck_health")]
 
 
 def test_agent_fixes_evaluation_on_second_attempt(make_target: TargetFactory, tmp_path: Path) -> None:
@@ -44,7 +46,7 @@ def test_agent_fixes_evaluation_on_second_attempt(make_target: TargetFactory, tm
     assert result.ok, result.error
     assert result.repairs_used == 1 and result.metrics is not None and result.metrics["score"] == 1.0
     evals = evaluate_records(sess.run_dir)
-    assert [(r["trigger"], r["dest"]) for r in evals] == [("phase_done", "repair"), ("phase_done", "benchmark")]
+    assert [(r.trigger, r.dest) for r in evals] == [("phase_done", "repair"), ("phase_done", "benchmark")]
     repair_dir = sess.run_dir / "repair_01"
     for name in ("request.json", "prompt.md", "provenance.json"):
         assert (repair_dir / name).is_file(), name

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fsm_runner.journal import read_journal
+from fsm_runner.evidence.journal import read_journal
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid, wait_for_file
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 DRIVER = textwrap.dedent(
     """
@@ -40,10 +40,11 @@ def test_signal_mid_rollout_tears_down_and_journals_why(
     proc.send_signal(sig)
     assert proc.wait(timeout=20) != 0
     assert not pid_alive(pid)
-    records = read_journal(run_dir / "journal.jsonl").records
-    interrupt = next(r for r in records if r["trigger"] == "interrupt")
-    assert interrupt["source"] == "rollout" and interrupt["status"] == status
-    assert signal.Signals(sig).name in interrupt["reason"]
-    assert records[-1]["trigger"] == "cleanup" and records[-1]["status"] == status
+    read = read_journal(run_dir / "journal.jsonl")
+    assert read.problem is None, read.problem
+    interrupt = next(r for r in read.records if r.trigger == "interrupt")
+    assert interrupt.source == "rollout" and interrupt.status == status
+    assert signal.Signals(sig).name in interrupt.reason
+    assert read.records[-1].trigger == "cleanup" and read.records[-1].status == status
     assert json.loads((run_dir / "run.json").read_text())["status"] == status
     assert procs_in(repo) == [], "a process of the interrupted run is still running"

@@ -6,8 +6,8 @@ results listing every problem.
 
 from __future__ import annotations
 
-from fsm_runner.contract.actions import ACTIONS_REL, Action, ActionsSpec, load_actions
-from fsm_runner.contract.bootstrap import BOOTSTRAP_REL, BootstrapSpec, load_bootstrap
+from fsm_runner.contract.actions import Action, ActionsSpec, load_actions
+from fsm_runner.contract.bootstrap import BootstrapSpec, load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
 from fsm_runner.contract.outputs import MetricsCheck, RolloutCheck, check_metrics, check_rollout
 from fsm_runner.contract.pipeline import (
@@ -25,6 +25,7 @@ from fsm_runner.contract.pipeline import (
 )
 from fsm_runner.contract.schema import actions_json_schema, bootstrap_json_schema, pipeline_json_schema
 from fsm_runner.contract.validate import validate_repo
+from fsm_runner.evidence.layout import ACTIONS_REL, BOOTSTRAP_REL
 
 __all__ = [
     "ACTIONS_REL",

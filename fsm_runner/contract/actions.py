@@ -10,10 +10,10 @@ from attrs import define, field, validators
 from fsm_runner.contract.bootstrap import VERSION_DOC, VERSION_MISSING
 from fsm_runner.contract.fields import meta
 from fsm_runner.contract.reader import parse_model
-from fsm_runner.contract.yamlload import RawFile, read_file
+from fsm_runner.contract.yamlload import RawFile, present, read_file
 from fsm_runner.errors import ContractError
+from fsm_runner.evidence.layout import ACTIONS_REL
 
-ACTIONS_REL = ".aider_fsm/actions.yml"
 ACTION_KINDS = ("write_file", "run_cmd")
 _FOR_KIND = {"write_file": ("path", "content"), "run_cmd": ("cmd",)}
 
@@ -100,7 +100,7 @@ def load_actions(repo_root: Path) -> ActionsSpec | None:
     """The pending actions, or None when the repo has no ``.aider_fsm/actions.yml``."""
     root = Path(repo_root).resolve()
     path = root / ACTIONS_REL
-    if not path.exists():
+    if not present(path):
         return None
     spec, errors = parse_actions(read_file(path), root)
     if spec is None:

@@ -8,10 +8,10 @@ from attrs import define, evolve, field, validators
 
 from fsm_runner.contract.fields import meta, to_env, to_str_tuple
 from fsm_runner.contract.reader import parse_model
-from fsm_runner.contract.yamlload import RawFile, read_file
+from fsm_runner.contract.yamlload import RawFile, present, read_file
 from fsm_runner.errors import ContractError
+from fsm_runner.evidence.layout import BOOTSTRAP_REL
 
-BOOTSTRAP_REL = ".aider_fsm/bootstrap.yml"
 VERSION_DOC = "Format version; must be 1."
 VERSION_MISSING = "missing; add `version: 1` at the top"
 
@@ -63,7 +63,7 @@ def load_bootstrap(repo_root: Path) -> BootstrapSpec | None:
     """The repo's bootstrap spec, or None when it has no ``.aider_fsm/bootstrap.yml``."""
     root = Path(repo_root).resolve()
     path = root / BOOTSTRAP_REL
-    if not path.exists():
+    if not present(path):
         return None
     spec, errors = parse_bootstrap(read_file(path), root)
     if spec is None:

@@ -14,13 +14,12 @@ from typing import Any
 
 from attrs import define
 
+from fsm_runner.evidence.layout import ROLLOUT_REL
+
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_LINES = 20
 _MISSING = object()
-
-#: Where a rollout reports what it produced (DESIGN section 2).
-ROLLOUT_REL = ".aider_fsm/rollout.json"
 
 
 @define(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -9,8 +10,9 @@ from attrs import define, evolve, field, validators
 
 from fsm_runner.contract.fields import meta, to_env, to_str_tuple
 from fsm_runner.contract.reader import parse_model
-from fsm_runner.contract.yamlload import RawFile, read_file
+from fsm_runner.contract.yamlload import RawFile, present, read_file
 from fsm_runner.errors import ContractError
+from fsm_runner.evidence.layout import DEFAULT_OUT_DIR, PIPELINE_REL
 
 SECURITY_MODES = ("safe", "system")
 TEARDOWN_POLICIES = ("always", "on_success", "on_failure", "never")
@@ -134,7 +136,7 @@ class EvaluationSpec(StageCommon):
 @define(frozen=True)
 class ArtifactsSpec:
     out_dir: str = field(
-        default=".aider_fsm/artifacts",
+        default=DEFAULT_OUT_DIR,
         metadata=meta("relpath", "Where run evidence is written, relative to the repo root."),
     )
 
@@ -181,15 +183,26 @@ def _with_origin(spec: PipelineSpec, raw: RawFile) -> PipelineSpec:
     return evolve(spec, path=raw.path, sha256=raw.sha256)
 
 
-def read_pipeline(repo_root: Path, rel: str = "pipeline.yml") -> RawFile:
+def read_pipeline(repo_root: Path, rel: str = PIPELINE_REL) -> RawFile:
     root = Path(repo_root).resolve()
     path = root / rel
-    if not path.exists():
+    if not present(path):
         raise ContractError("file not found; run `fsm-runner init` to start one", path=str(path))
     return read_file(path)
 
 
-def load_pipeline(repo_root: Path, rel: str = "pipeline.yml") -> PipelineSpec:
+def artifacts_root(repo_root: Path, rel: str = PIPELINE_REL) -> Path:
+    """Where a repository keeps its runs: ``artifacts.out_dir`` of its pipeline, else the default.
+
+    A broken or missing contract must not hide the repository's past runs, so it falls back quietly.
+    """
+    out_dir = DEFAULT_OUT_DIR
+    with contextlib.suppress(ContractError, OSError):
+        out_dir = load_pipeline(repo_root, rel).artifacts.out_dir
+    return (Path(repo_root) / out_dir).resolve()
+
+
+def load_pipeline(repo_root: Path, rel: str = PIPELINE_REL) -> PipelineSpec:
     """Load and validate ``repo_root/rel``; the first problem is raised as a ContractError."""
     raw = read_pipeline(repo_root, rel)
     spec, errors = parse_pipeline(raw, Path(repo_root).resolve())

@@ -76,16 +76,24 @@ class _Loader(yaml.SafeLoader):
         return node
 
 
+def present(path: Path) -> bool:
+    """Whether a contract file exists; a directory the runner may not look into is a ContractError."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise ContractError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+
+
 def read_file(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> RawFile:
     """Read at most ``max_bytes`` + 1 bytes (enough to see an oversized file); the caller checks existence."""
     shown = str(path)
-    if path.is_dir():
-        raise ContractError("is a directory, expected a YAML file", path=shown)
     try:
+        if path.is_dir():
+            raise ContractError("is a directory, expected a YAML file", path=shown)
         with path.open("rb") as fh:
             data = fh.read(max_bytes + 1)
     except OSError as exc:
-        raise ContractError(f"cannot read file: {exc.strerror or exc}", path=shown) from exc
+        raise ContractError(f"cannot read: {exc.strerror or exc}", path=shown) from exc
     return RawFile(shown, data)
 
 

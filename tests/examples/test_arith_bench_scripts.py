@@ -1,7 +1,7 @@
 """The bundled example targets, run as real subprocesses the way the runner runs them.
 
 Each test copies a target into tmp_path, reads the commands from its own pipeline.yml / bootstrap.yml and
-runs them with `bash -c` in the repo root with the stage environment of DESIGN section 2.
+runs them with `bash -c` in the repo root with the stage environment the runner gives every stage.
 """
 
 from __future__ import annotations

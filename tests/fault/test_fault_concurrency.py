@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import fsm_runner
-from fsm_runner.journal import read_journal
-from fsm_runner.redrive import can_replay, replay
+from fsm_runner.evidence.journal import read_journal
+from fsm_runner.replays import can_replay, replay
 from tests.conftest import TargetFactory, procs_in, service_pid
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 # No deploy: two services of the fixture target in one checkout would fight over its pid file, which is the
 # target's problem, not the runner's. Each stage sleeps so the two runs overlap.
@@ -99,8 +99,8 @@ def test_two_runs_at_once_keep_their_evidence_apart(tmp_path: Path, how: str) ->
     for run_dir in run_dirs:
         read = read_journal(run_dir / "journal.jsonl")
         assert read.problem is None and not read.torn
-        assert [r["seq"] for r in read.records] == list(range(1, len(read.records) + 1))
-        assert read.records[-1]["dest"] == "done"
+        assert [r.seq for r in read.records] == list(range(1, len(read.records) + 1))
+        assert read.records[-1].dest == "done"
         run = json.loads((run_dir / "run.json").read_text())
         assert run["run_id"] == run_dir.name and run["status"] == "ok"
         events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
@@ -143,7 +143,7 @@ def test_replay_of_a_live_run_is_refused_until_its_runner_is_gone(make_target: T
         cli = subprocess.run(
             [sys.executable, "-m", "fsm_runner", "replay", str(run_dir)], capture_output=True, text=True
         )
-        assert cli.returncode == 2 and "still in progress" in cli.stderr
+        assert cli.returncode == 1 and "still in progress" in cli.stderr, cli.stderr
         before = read_journal(run_dir / "journal.jsonl").records
         proc.kill()  # the kernel drops the lock with the process
         proc.wait(timeout=10)

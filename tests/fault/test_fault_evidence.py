@@ -20,7 +20,7 @@ import pytest
 import fsm_runner
 from fsm_runner.errors import EvidenceError
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 PIPELINE = """\
 version: 1
@@ -120,9 +120,10 @@ def test_cli_run_fails_with_one_error_line_and_runs_no_command(
         text=True,
         timeout=60,
     )
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 1, done.stderr  # an EvidenceError, not a usage error
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith("error: ") and reason in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.stderr.startswith("error: ") and len(errors) == 1 and reason in errors[0], done.stderr
     assert not (repo / "ran_tests").exists(), "a stage command ran although no evidence could be written"
 
 
@@ -140,7 +141,7 @@ def test_disk_filling_up_mid_run_gives_a_clear_error(tmp_path: Path, tiny_tmpfs:
         text=True,
         timeout=60,
     )
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "No space left on device" in errors[0], done.stderr
@@ -176,7 +177,7 @@ def test_disk_filling_up_while_deployed_still_tears_down(
         assert service is not None, done.stderr
         assert not pid_alive(service), "the deployed service outlived a run that hit a full disk"
         assert procs_in(repo) == []
-        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert "No space left on device" in done.stderr
     finally:
         for pid in procs_in(repo):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fsm_runner.secrets import MASK
+from fsm_runner.evidence.redaction import MASK
 from tests.conftest import TargetFactory
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 SECRET = "sekrit-planted-123"
 LEAK = 'echo "out $MY_API_KEY"; echo "err $MY_API_KEY" >&2'

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 import fsm_runner
-from fsm_runner.journal import read_journal
-from fsm_runner.redrive import can_replay, replay
+from fsm_runner.evidence.journal import read_journal
+from fsm_runner.replays import can_replay, replay
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 DRIVER = textwrap.dedent(
     """
@@ -57,7 +57,7 @@ RUN_SECONDS = 2.0  # a full run of SLOW takes about 1.6 s; later points land aft
 _RNG = random.Random(1234)
 POINTS = sorted(round(_RNG.uniform(0.0, RUN_SECONDS), 3) for _ in range(12))
 #: Reasons can_replay may give when the kill came before the first journal record or after the run ended.
-CLEAR_REASONS = ("no journal.jsonl", "has no records", "run.json is unreadable", "finished successfully")
+CLEAR_REASONS = ("no journal.jsonl", "has no records", "no run.json", "finished successfully")
 
 
 def _run_dirs(repo: Path) -> list[Path]:
@@ -68,6 +68,24 @@ def _run_dirs(repo: Path) -> list[Path]:
 def _reap(repo: Path) -> None:
     for pid in procs_in(repo):
         os.kill(pid, signal.SIGKILL)
+
+
+def _wait_until_holding(repo: Path, stage: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until a command of ``stage`` holds (it touched .aider_fsm/holding) and the runner has marked its
+    attempt as running, so that a kill lands while the runner is waiting for that command."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if (repo / ".aider_fsm" / "holding").exists():
+            for path in repo.glob(f".aider_fsm/artifacts/*/{stage}/cmd*_try*.json"):
+                try:
+                    doc = json.loads(path.read_text())
+                except (OSError, ValueError):  # being replaced right now
+                    continue
+                if doc.get("running") is True and "holding" in doc.get("cmd", ""):
+                    return
+        assert proc.poll() is None, f"the runner exited with {proc.returncode} before {stage} held"
+        assert time.monotonic() < deadline, f"no holding command of {stage} within {timeout}s"
+        time.sleep(0.02)
 
 
 def _kill_after(repo: Path, delay: float) -> None:
@@ -115,7 +133,7 @@ def _check_after_kill(repo: Path) -> str:
     ok, reason = can_replay(run_dir)
     records = read.records if read is not None else ()
     if not ok:
-        finished = bool(records) and records[-1]["dest"] == "done"
+        finished = bool(records) and records[-1].dest == "done"
         early = not records or not run_json.exists()
         torn = read is not None and read.torn
         assert finished or early or torn, f"replay refused mid-run: {reason}"
@@ -125,7 +143,7 @@ def _check_after_kill(repo: Path) -> str:
     assert isinstance(result, fsm_runner.EvaluationResult)
     assert result.ok, result.error
     after = read_journal(journal)
-    assert after.problem is None and after.records[-1]["dest"] == "done"
+    assert after.problem is None and after.records[-1].dest == "done"
     assert json.loads(run_json.read_text())["status"] == "ok"
     return f"replayed from seq {len(records)}" + (" (torn last line)" if read and read.torn else "")
 
@@ -143,14 +161,11 @@ def test_replay_resuming_at_health_deploys_again(make_target: TargetFactory, how
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(repo)], stderr=subprocess.DEVNULL)
     try:
         if how == "killed":
-            deadline = time.monotonic() + 30
-            while not (repo / ".aider_fsm" / "holding").exists():
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.02)
+            _wait_until_holding(repo, "health", proc)
             proc.kill()
         proc.wait(timeout=30)
         run_dir = _run_dirs(repo)[0]
-        assert read_journal(run_dir / "journal.jsonl").records[-1]["dest"] == (
+        assert read_journal(run_dir / "journal.jsonl").records[-1].dest == (
             "health" if how == "killed" else "failed"
         )
         (repo / ".aider_fsm" / "go").touch()
@@ -171,8 +186,9 @@ def test_sigkill_inside_deploy_after_the_service_started_replay_ends_it(make_tar
     repo = make_target(pipeline=files.PIPELINE.replace(svc, f"{svc}    - {hold}\n"))
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(repo)], stderr=subprocess.DEVNULL)
     try:
+        _wait_until_holding(repo, "deploy_setup", proc)
         deadline = time.monotonic() + 30
-        while not ((repo / ".aider_fsm" / "holding").exists() and service_pid(repo)):
+        while not service_pid(repo):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
         old = service_pid(repo)

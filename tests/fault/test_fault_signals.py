@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fsm_runner.journal import read_journal
+from fsm_runner.evidence.journal import read_journal
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid
-from tests.fixtures import target_files as files
+from tests.helpers import target_files as files
 
 HOLD = "touch .aider_fsm/holding && sleep 30"
 TEARDOWN = "teardown_cmds: python3 stop.py && touch .aider_fsm/teardown_ran"
@@ -97,9 +97,9 @@ def _check_interrupted(
     assert f"received {sig.name}" in err
     run_dir = _run_dir(repo)
     records = read_journal(run_dir / "journal.jsonl").records
-    interrupt = next(r for r in records if r["trigger"] == "interrupt")
-    assert interrupt["source"] == phase
-    assert records[-1]["status"] == "interrupted"
+    interrupt = next(r for r in records if r.trigger == "interrupt")
+    assert interrupt.source == phase
+    assert records[-1].status == "interrupted"
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert not pid_alive(service), "the service outlived the interrupted run"
     assert (repo / ".aider_fsm" / "teardown_ran").exists(), "teardown_cmds did not run (policy: always)"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fsm_runner.execution import run_command
-from fsm_runner.secrets import Redactor
-from fsm_runner.security import SecurityPolicy
+from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.commands import run_command
+from fsm_runner.execution.policy import SecurityPolicy
 
 TIMEOUT = 1.0
 GRACE = 1.0

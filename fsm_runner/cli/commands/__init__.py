@@ -1,0 +1,1 @@
+"""One module per ``fsm-runner`` command; each has ``command(args) -> exit code``."""

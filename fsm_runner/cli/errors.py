@@ -1,0 +1,83 @@
+"""The CLI's one error handler: every exception a command raises becomes one message and one exit code.
+
+=====================================  ====
+a command that ran and succeeded       0
+a failed run, or a target, evidence    1
+or replay error
+a contract or usage error              2
+anything unexpected (a bug)            3   one ``error:`` line naming the file that holds the traceback
+SIGINT / SIGTERM                       130 / 143
+=====================================  ====
+
+No command prints a traceback, whatever the files on disk contain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+
+from fsm_runner.cli.output import emit_json
+from fsm_runner.engine.lifecycle import Interrupted, sigterm_raises
+from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def exit_code_of(exc: FsmRunnerError) -> int:
+    return EXIT_USAGE if isinstance(exc, (ContractError, UsageError)) else EXIT_FAILED
+
+
+def run_handled(args: argparse.Namespace, handler: Callable[[argparse.Namespace], int]) -> int:
+    """Run one command's handler, turning whatever it raises into a message and an exit code."""
+    json_mode = bool(getattr(args, "json", False))
+    try:
+        with sigterm_raises():
+            return handler(args)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("interrupted: received SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except FsmRunnerError as exc:
+        _report(json_mode, type(exc).__name__, str(exc))
+        if isinstance(exc, ContractError) and args.command == "run":
+            print("hint: `fsm-runner validate TARGET` lists every problem of the contract", file=sys.stderr)
+        return exit_code_of(exc)
+    except BrokenPipeError:  # `fsm-runner runs | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # a bug: keep the traceback, show one line
+        where = _save_traceback(exc)
+        _report(json_mode, "internal", f"internal error ({type(exc).__name__}: {exc}); {where}")
+        return EXIT_INTERNAL
+
+
+def _report(json_mode: bool, kind: str, message: str) -> None:
+    """One ``error:`` line (and the JSON error object with ``--json``); a closed stdout cannot stop it."""
+    if json_mode:
+        with contextlib.suppress(OSError):
+            emit_json({"ok": False, "error": {"kind": kind, "message": message}})
+    with contextlib.suppress(OSError):
+        print(f"error: {message}", file=sys.stderr)
+
+
+def _save_traceback(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        fd, path = tempfile.mkstemp(
+            prefix=f"fsm-runner-crash-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".txt"
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError:
+        return "the traceback could not be saved"
+    return f"the traceback is in {path}; please report it"

@@ -1,0 +1,170 @@
+"""The live report of ``run`` and ``replay``: one line per transition as it happens, a status line that
+ticks on a terminal between transitions, and the closing summary block.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from fsm_runner.cli.report import fmt_score, transition_lines
+from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
+from fsm_runner.evidence.records import TransitionRecord
+
+TICK_SECONDS = 0.5
+_CLEAR_LINE = "\r\x1b[K"
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]")
+_OUTPUT_GLOBS = (f"*/*{STDOUT_SUFFIX}", f"*/*{STDERR_SUFFIX}", f"*/{AGENT_OUTPUT}")
+
+
+def summary_lines(result: dict[str, Any], *, until: str | None = None) -> list[str]:
+    """The closing block of ``run``/``replay``: status, score, where the evidence is, what to do next."""
+    if result.get("ok"):
+        status = f"stopped after {until}" if until else "ok"
+    else:
+        status = f"failed in {result.get('phase')}"
+    lines = [f"status   {status}"]
+    if not until or result.get("score") is not None:
+        lines.append(f"score    {fmt_score(result.get('score'))}")
+    error = result.get("error")
+    if error and not result.get("ok"):
+        message = str(error.get("message", "")).replace("\n", "\n         ")
+        lines.append(f"error    {error.get('kind')}: {message}")
+    lines.append(f"run dir  {result.get('run_dir')}")
+    if not result.get("ok"):
+        lines.append(f"next     fix the cause, then: fsm-runner replay {result.get('run_dir')}")
+    return lines
+
+
+def last_output_line(run_dir: Path, since: float) -> str:
+    """The last non-blank line of the newest command output written at or after ``since`` (epoch)."""
+    newest: tuple[float, Path] | None = None
+    for pattern in _OUTPUT_GLOBS:
+        for path in run_dir.glob(pattern):
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            if mtime >= since and (newest is None or mtime > newest[0]):
+                newest = (mtime, path)
+    if newest is None:
+        return ""
+    try:
+        with newest[1].open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [_CONTROL.sub("", line).strip() for line in tail.splitlines()]
+    return next((line for line in reversed(lines) if line), "")
+
+
+class _Ticker:
+    """Rewrites one status line on a terminal every :data:`TICK_SECONDS`: the running phase, its elapsed
+    time and the last line its command printed, so a long phase visibly is alive."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.phase = "clone"
+        self.since = time.monotonic()
+        self.since_wall = time.time()
+        self.run_dir: Path | None = None
+        self._shown = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fsm-runner-status", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        with self.lock:
+            self._clear()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            self.draw()
+
+    def _width(self) -> int:
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError):
+            columns = 0
+        return max(20, columns - 1) if columns > 0 else 99  # a pty nobody sized reports 0 columns
+
+    def draw(self) -> None:
+        text = f"... {self.phase} {time.monotonic() - self.since:.1f}s"
+        last = last_output_line(self.run_dir, self.since_wall - 0.05) if self.run_dir else ""
+        if last:
+            text += f"  | {last}"
+        with self.lock:
+            if self._stop.is_set():
+                return
+            self.stream.write(_CLEAR_LINE + text[: self._width()])
+            self.stream.flush()
+            self._shown = True
+
+    def _clear(self) -> None:
+        if self._shown:
+            self.stream.write(_CLEAR_LINE)
+            self.stream.flush()
+            self._shown = False
+
+    def moved(self, phase: str, lines: list[str], out: TextIO) -> None:
+        """A transition happened: clear the status line, print ``lines``, time the next phase."""
+        with self.lock:
+            self._clear()
+            if lines:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+            self.phase = phase
+            self.since, self.since_wall = time.monotonic(), time.time()
+
+
+class LiveReport:
+    """The ``on_transition`` hook of ``run`` and ``replay``. Prints each transition (unless ``quiet``) and,
+    when stderr is a terminal, keeps a status line ticking between transitions. Use it as a context
+    manager so the status thread stops and the line is cleared."""
+
+    def __init__(
+        self, *, quiet: bool = False, out: TextIO | None = None, status: TextIO | None = None
+    ) -> None:
+        self.quiet = quiet
+        self.out = out or sys.stdout
+        err = status or sys.stderr
+        self.started = time.monotonic()
+        self.ticker = _Ticker(err) if err.isatty() else None
+
+    def watch(self, run_dir: Path) -> None:
+        """Where the running commands write their output (known only once setup has opened the run)."""
+        if self.ticker is not None:
+            self.ticker.run_dir = run_dir
+
+    def __enter__(self) -> LiveReport:
+        if self.ticker is not None:
+            self.ticker.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.ticker is not None:
+            self.ticker.stop()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        parsed = TransitionRecord.from_json(record, "transition")
+        lines = [] if self.quiet else transition_lines(parsed, time.monotonic() - self.started)
+        if self.ticker is not None:
+            self.ticker.moved(parsed.dest, lines, self.out)
+        elif lines:
+            self.out.write("\n".join(lines) + "\n")
+            self.out.flush()

@@ -1,0 +1,180 @@
+"""The ``fsm-runner`` command line: every command, option and help text (the handlers live in
+:mod:`fsm_runner.cli.commands`, one module per command, imported only when that command runs)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from fsm_runner import __version__
+from fsm_runner.engine import topology
+from fsm_runner.evidence.layout import PIPELINE_REL
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+SCHEMA_FILES = ("pipeline", "bootstrap", "actions")
+RENDER_FORMATS = ("svg", "png", "pdf")
+
+#: Per command: what it does (its --help description) and an example for the epilog.
+HELP: dict[str, tuple[str, str]] = {
+    "run": (
+        "run a target through every phase and report each transition",
+        "fsm-runner run https://github.com/org/bench@v1 --llm deepseek-v3.2 --mode smoke --require-samples\n"
+        "fsm-runner run ./bench --until health --env OPENAI_API_BASE=http://127.0.0.1:8000/v1",
+    ),
+    "validate": (
+        "check pipeline.yml, bootstrap.yml and actions.yml; print every problem with file:line",
+        "fsm-runner validate ./bench",
+    ),
+    "init": ("write a commented skeleton contract that validates", "fsm-runner init ./bench"),
+    "runs": ("list the runs of a repository, newest first", "fsm-runner runs ./bench --limit 5"),
+    "show": (
+        "a run's timeline: transitions, durations, commands with exit codes, evidence",
+        "fsm-runner show latest --repo ./bench",
+    ),
+    "replay": (
+        "continue a failed run from the transition where it failed (same run id)",
+        "fsm-runner replay latest --repo ./bench --repair-cmd 'aider --yes --message-file {prompt_file}'",
+    ),
+    "diagram": (
+        "the state machine as Mermaid or DOT text, optionally with the path a run took",
+        "fsm-runner diagram --run latest --repo ./bench --format dot --output run.dot",
+    ),
+    "schema": (
+        "print the JSON Schema of pipeline.yml v1 (or of another contract file)",
+        "fsm-runner schema > pipeline.schema.json",
+    ),
+}
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    """``--env NAME=VALUE``."""
+    name, sep, value = text.partition("=")
+    if not sep or not _ENV_NAME.match(name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (NAME: letters, digits, _)")
+    return name, value
+
+
+def count(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def _shared_options() -> dict[str, argparse.ArgumentParser]:
+    """Option groups several commands accept, as argparse parent parsers."""
+    groups = {
+        name: argparse.ArgumentParser(add_help=False) for name in ("json", "pipeline", "lookup", "repair")
+    }
+    groups["json"].add_argument("--json", action="store_true", help="print JSON instead of text")
+    groups["pipeline"].add_argument(
+        "--pipeline",
+        default=PIPELINE_REL,
+        metavar="REL",
+        help=f"pipeline file in the repo (default: {PIPELINE_REL})",
+    )
+    lookup = groups["lookup"]
+    lookup.add_argument("--repo", default=".", metavar="DIR", help="repo whose runs RUN names (default: .)")
+    lookup.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="look for runs here instead")
+    repair = groups["repair"]
+    repair.add_argument(
+        "--repair-cmd",
+        metavar="CMD",
+        help="coding agent command line run on failure; {prompt_file}, {request_file}, {repo} are filled in",
+    )
+    repair.add_argument(
+        "--repair-iters",
+        type=count,
+        metavar="N",
+        help="repairs allowed (default: 3 with --repair-cmd, else 0)",
+    )
+    return groups
+
+
+def _env_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--env", action="append", type=env_pair, default=[], metavar="K=V", help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsm-runner",
+        description="Drive a benchmark repository through its own contract (pipeline.yml), step by step.",
+        epilog="example:\n  fsm-runner init . && fsm-runner validate . && fsm-runner run . --llm my-model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fsm-runner {__version__}")
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = _shared_options()
+
+    def command(name: str, groups: str = "") -> argparse.ArgumentParser:
+        text, example = HELP[name]
+        return subs.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog="example:\n  " + example.replace("\n", "\n  "),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[shared[g] for g in groups.split()],
+        )
+
+    run = command("run", "json pipeline repair")
+    run.add_argument("target", metavar="TARGET", help="local directory or git URL (optionally URL@REF)")
+    run.add_argument("--llm", help="model: a local model directory or a remote model name")
+    run.add_argument(
+        "--mode", choices=("smoke", "full"), default="smoke", help="AIDER_EVAL_MODE (default: smoke)"
+    )
+    run.add_argument("--require-samples", action="store_true", help="the rollout must write valid samples")
+    _env_option(run, "variable for every stage (repeatable)")
+    run.add_argument(
+        "--until",
+        choices=topology.PHASES,
+        metavar="PHASE",
+        help="stop after PHASE: " + ", ".join(topology.PHASES),
+    )
+    run.add_argument("--artifacts-dir", metavar="DIR", help="write run evidence here instead of the repo")
+    run.add_argument("--clones-dir", metavar="DIR", help="where git targets are cloned")
+    run.add_argument("--ref", help="git branch, tag or commit to check out")
+    run.add_argument(
+        "--unattended",
+        choices=("strict", "guided"),
+        default="strict",
+        help="strict (default): no stdin, CI=1, interactive-looking commands refused; guided: allows "
+        "auth.interactive steps (see docs/security_model.md)",
+    )
+
+    validate = command("validate", "json pipeline")
+    validate.add_argument("path", nargs="?", default=".", metavar="PATH", help="repository (default: .)")
+
+    init = command("init")
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="repository (default: .)")
+    init.add_argument("--force", action="store_true", help="overwrite existing contract files")
+
+    runs = command("runs", "json pipeline")
+    runs.add_argument("repo", nargs="?", default=".", metavar="REPO", help="repository (default: .)")
+    runs.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="list runs here instead")
+    runs.add_argument("-n", "--limit", type=count, metavar="N", help="show at most N runs")
+
+    show = command("show", "json lookup")
+    show.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
+
+    replay = command("replay", "json lookup repair")
+    replay.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
+    replay.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
+    _env_option(replay, "override again (secret overrides are not stored with the run; repeatable)")
+
+    diagram = command("diagram", "lookup")
+    diagram.add_argument("--run", metavar="RUN", help="mark the path this run took")
+    diagram.add_argument("--format", choices=("mermaid", "dot"), default="mermaid", help="default: mermaid")
+    diagram.add_argument(
+        "--render", choices=RENDER_FORMATS, help="render the DOT text with Graphviz `dot` (needs --output)"
+    )
+    diagram.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    schema = command("schema")
+    schema.add_argument("--file", choices=SCHEMA_FILES, default="pipeline", help="default: pipeline")
+    return parser

@@ -1,0 +1,114 @@
+"""The phase protocol ``states/`` implements, the repair protocol the repair phase calls, and the helper that
+turns a stage run into an outcome."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from attrs import define
+
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.outcome import FAILED, OK, CommandRef, ErrorInfo, Outcome
+from fsm_runner.evidence.layout import SUMMARY
+from fsm_runner.execution.commands import StageRun
+
+
+class Phase(Protocol):
+    """One pipeline phase. ``run`` does the work and reports; the driver decides where to go next."""
+
+    name: str
+
+    def run(self, ctx: RunContext) -> Outcome: ...
+
+
+@define(frozen=True)
+class RepairReport:
+    """What one repair did: the agent's verdict, what it changed, what the guardrails undid."""
+
+    agent_ok: bool
+    summary: str
+    output_path: str | None = None
+    changed: tuple[str, ...] = ()
+    reverted: tuple[str, ...] = ()
+    pipeline_restored: bool = False
+    #: A failure of the repair itself (the agent, its actions.yml, or the guardrails), not of the phase.
+    error: ErrorInfo | None = None
+
+
+class Repairer(Protocol):
+    """Runs one repair of ``failure`` for the repair phase, with ``work_dir`` as its evidence dir.
+
+    :mod:`fsm_runner.repair` provides it; the engine only knows this shape, so the phases never import the
+    agents, the prompt or the guardrails.
+    """
+
+    def repair(self, ctx: RunContext, work_dir: Path, failure: ErrorInfo) -> RepairReport: ...
+
+
+def command_error(phase: str, run: StageRun) -> ErrorInfo:
+    last = run.results[-1] if run.results else None
+    if run.budget_exceeded:
+        kind = "budget"
+    elif last is not None and last.blocked:
+        kind = "blocked"
+    elif last is not None and last.timed_out:
+        kind = "timeout"
+    else:
+        kind = "command"
+    evidence = None
+    if last is not None:
+        evidence = last.stderr_path or last.result_path
+    message = run.error or "a command failed"
+    if message.startswith(f"{phase}: "):  # ErrorInfo prints the phase itself
+        message = message[len(phase) + 2 :]
+    if last is not None and last.tail.strip() and kind in ("command", "timeout"):
+        lines = last.tail.strip().splitlines()
+        start = max(0, len(lines) - 5)
+        if start and not lines[start].strip(" ^~"):  # a caret line means nothing without its source line
+            start -= 1
+        tail = lines[start:]
+        message += "\n  | " + "\n  | ".join(tail)
+    return ErrorInfo(kind=kind, message=message, phase=phase, evidence=evidence)
+
+
+def finish(
+    ctx: RunContext,
+    phase: str,
+    stage_dir: Path,
+    started: float,
+    run: StageRun | None,
+    *,
+    data: dict[str, Any] | None = None,
+    error: ErrorInfo | None = None,
+) -> Outcome:
+    """Turn a stage run into an outcome and write ``<phase>/summary.json``."""
+    commands = tuple(
+        CommandRef(
+            index=r.index,
+            attempt=r.attempt,
+            exit_code=r.exit_code,
+            duration_s=round(r.duration_s, 6),
+            timed_out=r.timed_out,
+            blocked=r.blocked,
+            result=ctx.relpath(r.result_path) if r.result_path else None,
+        )
+        for r in (run.results if run else ())
+    )
+    if error is None and run is not None and not run.ok:
+        error = command_error(phase, run)
+    outcome = Outcome(
+        phase=phase,
+        status=FAILED if error else OK,
+        duration_s=round(time.monotonic() - started, 4),
+        commands=commands,
+        error=error,
+        data=data or {},
+    )
+    summary = outcome.to_json()
+    summary["stage_dir"] = str(stage_dir)
+    if run is not None:
+        summary["budget_exceeded"] = run.budget_exceeded
+    ctx.write_json(stage_dir / SUMMARY, summary)
+    return outcome

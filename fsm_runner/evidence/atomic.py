@@ -1,0 +1,122 @@
+"""Crash-safe evidence writers: run directories, whole JSON documents and JSON lines.
+
+Everything a run leaves behind is written here so that a reader (replay, reports, a human) never finds a
+half-written JSON file: whole documents go through a temp file + fsync + rename, and journal-style records are
+appended one complete line at a time and fsynced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fsm_runner.errors import EvidenceError
+from fsm_runner.evidence.layout import WRITE_PROBE
+
+
+def _explain(exc: OSError) -> str:
+    reason = exc.strerror or exc.__class__.__name__
+    return f"{reason} (errno {exc.errno})" if exc.errno is not None else reason
+
+
+def create_run_dir(artifacts_root: Path, run_id: str) -> Path:
+    """Create ``artifacts_root/run_id`` and prove it can hold data.
+
+    A probe file is written and fsynced, so a read-only mount or a full disk fails here, before any command
+    runs, instead of losing evidence half-way through a run. An existing directory is accepted (replay reuses
+    it).
+    """
+    if not run_id or "/" in run_id or run_id in {".", ".."}:
+        raise EvidenceError(f"invalid run id {run_id!r}: it must be a single path component")
+    run_dir = Path(artifacts_root) / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvidenceError(
+            f"cannot create the run directory {run_dir}: {_explain(exc)}; "
+            "choose a writable artifacts directory (artifacts.out_dir) or fix its permissions"
+        ) from exc
+    probe = run_dir / WRITE_PROBE
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"fsm-runner write probe\n" * 16)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise EvidenceError(
+            f"the run directory {run_dir} is not writable: {_explain(exc)}; "
+            "free disk space or choose another artifacts directory"
+        ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return run_dir
+
+
+def _dumps(data: Any, path: Path, *, indent: int | None) -> str:
+    try:
+        return json.dumps(data, indent=indent, sort_keys=False, default=str, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise EvidenceError(f"cannot serialise evidence for {path} as JSON: {exc}") from exc
+
+
+def write_json_atomic(path: Path, data: Any, *, fsync: bool = True) -> None:
+    """Write ``data`` as indented JSON so that ``path`` holds either the old or the new document, never a mix.
+
+    Values JSON does not know (paths, datetimes) are written with ``str``. ``fsync=False`` keeps the atomic
+    rename (readers and a killed runner never see a partial file) but skips the flush to disk, which only a
+    power loss can notice; use it for high-volume, non-authoritative files.
+    """
+    path = Path(path)
+    write_text_atomic(path, _dumps(data, path, indent=2) + "\n", fsync=fsync)
+
+
+def write_text_atomic(path: Path, text: str, *, fsync: bool = True) -> None:
+    """Temp file in the same directory, then rename: ``path`` is never seen half-written."""
+    path = Path(path)
+    tmp_name: str | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        raise EvidenceError(f"cannot write {path}: {_explain(exc)}") from exc
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any], *, fsync: bool = True) -> None:
+    """Append ``record`` as one JSON line; with ``fsync`` it is on disk when this returns.
+
+    The line is written with a single ``write`` on an ``O_APPEND`` descriptor, so concurrent appenders never
+    interleave inside a line.
+    """
+    path = Path(path)
+    line = (_dumps(dict(record), path, indent=None) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise EvidenceError(f"cannot append to {path}: {_explain(exc)}") from exc

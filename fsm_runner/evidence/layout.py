@@ -1,0 +1,89 @@
+"""Every file name the runner reads or writes, in the target repo and in a run directory.
+
+A run directory (``<repo>/.aider_fsm/artifacts/<run_id>/`` by default)::
+
+    run.json  journal.jsonl  events.jsonl  .lock
+    <phase>[.N]/cmdNN_tryMM.{json,stdout,stderr}  <phase>[.N]/summary.json
+    repair_NN/{request.json,prompt.md,agent_output.log,reply.json,provenance.json}
+
+Nothing else in the package spells these names out, so a reader of this module knows the whole layout.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+# -- the target repository's contract files ------------------------------------------------------------
+
+PIPELINE_REL = "pipeline.yml"
+AIDER_DIR = ".aider_fsm"
+BOOTSTRAP_REL = f"{AIDER_DIR}/bootstrap.yml"
+ACTIONS_REL = f"{AIDER_DIR}/actions.yml"
+ROLLOUT_REL = f"{AIDER_DIR}/rollout.json"
+RUNTIME_ENV_REL = f"{AIDER_DIR}/runtime_env.json"
+DEFAULT_OUT_DIR = f"{AIDER_DIR}/artifacts"
+#: What a repair agent may edit unless told otherwise.
+AGENT_AREA = f"{AIDER_DIR}/**"
+
+# -- a run directory -------------------------------------------------------------------------------------
+
+RUN_JSON = "run.json"
+JOURNAL = "journal.jsonl"
+EVENTS = "events.jsonl"
+LOCK = ".lock"
+WRITE_PROBE = ".fsm-runner-write-probe"
+
+# -- inside a phase's evidence dir -------------------------------------------------------------------------
+
+SUMMARY = "summary.json"
+#: The three files of one command attempt: ``cmdNN_tryMM`` plus these.
+RESULT_SUFFIX, STDOUT_SUFFIX, STDERR_SUFFIX = ".json", ".stdout", ".stderr"
+BOOTSTRAP_SNAPSHOT = "bootstrap.snapshot.json"
+APPLIED_ENV = "applied_env.json"
+ACTIONS_DIR = "actions"
+ACTIONS_SNAPSHOT = "actions.snapshot.json"
+ACTIONS_RECORD = "actions.json"
+ACTIONS_REJECTED = "actions.rejected.yml"
+KUBECTL_DIR = "kubectl"
+
+# -- inside a repair_NN dir ----------------------------------------------------------------------------------
+
+REPAIR_REQUEST = "request.json"
+REPAIR_PROMPT = "prompt.md"
+REPAIR_REPLY = "reply.json"
+REPAIR_PROVENANCE = "provenance.json"
+AGENT_OUTPUT = "agent_output.log"
+
+
+def new_run_id() -> str:
+    """A run id that sorts by creation time: ``20261125T153349Z-a1b2c3``.
+
+    The random suffix keeps two runs started in the same second apart.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{os.urandom(3).hex()}"
+
+
+def attempt_name(index: int, attempt: int) -> str:
+    """``cmdNN_tryMM``: the stem of one attempt's ``.json``, ``.stdout`` and ``.stderr``."""
+    return f"cmd{index:02d}_try{attempt:02d}"
+
+
+def stage_dir_name(phase: str, count: int) -> str:
+    """``<phase>`` for a phase's first execution in a run, then ``<phase>.2``, ``<phase>.3``, ..."""
+    return phase if count == 1 else f"{phase}.{count}"
+
+
+def repair_dir_name(count: int) -> str:
+    return f"repair_{count:02d}"
+
+
+def metrics_copy(phase: str) -> str:
+    """The latest metrics of ``evaluate`` / ``benchmark``, kept at a fixed place in the run dir."""
+    return f"{phase}.metrics.json"
+
+
+def set_aside_name(name: str) -> str:
+    """Where an output left by an earlier run is moved before a phase writes it again."""
+    return f"previous.{name}"

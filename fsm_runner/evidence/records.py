@@ -1,0 +1,416 @@
+"""The typed shapes of the evidence a run leaves: journal records and run.json.
+
+Everything the runner reads back from a run directory goes through these classes, so a file of the wrong
+shape fails in one place, with one message naming the file (and line) and the key that is wrong, whoever
+reads it: replay, the dry run, ``show``, ``runs``, the diagram or a result.
+
+:func:`structure` turns a JSON value into one of these attrs classes by reading the field annotations; it
+knows exactly the forms used here (str, int, float, bool, optional, tuple/list/dict of those, nested
+classes, ``Any`` for free-form JSON). Unknown keys are ignored, so a newer runner's files stay readable.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+from attrs import define, field, validators
+
+from fsm_runner.errors import EvidenceError
+from fsm_runner.evidence.layout import PIPELINE_REL
+from fsm_runner.evidence.redaction import Redactor
+
+T = TypeVar("T")
+
+OK = "ok"
+FAILED = "failed"
+SKIPPED = "skipped"
+#: What a run can be, in run.json: running, finished ok, failed, interrupted by a signal, or closed early.
+RUN_STATUSES = ("running", OK, FAILED, "interrupted", "closed")
+#: How much of the benchmark a run evaluates (AIDER_EVAL_MODE).
+MODES = ("smoke", "full")
+#: strict: never wait for a person; guided: interactive auth steps are allowed.
+UNATTENDED = ("strict", "guided")
+_CREDENTIALS = re.compile(r"(://)[^/\s]*@")
+
+
+# -- generic (de)serialisation ---------------------------------------------------------------------------
+
+
+def structure(cls: type[T], data: Any, where: str) -> T:
+    """Build ``cls`` from a JSON value, or raise :class:`EvidenceError` saying where and what is wrong."""
+    try:
+        convert = _converter(typing.cast(Any, cls))
+        return typing.cast(T, convert(data, ""))
+    except _Invalid as exc:
+        key, problem = exc.args
+        raise EvidenceError(f"{where}: {key + ': ' if key else ''}{problem}") from None
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def unstructure(obj: Any) -> Any:
+    """The JSON form of a record: attrs classes become objects, tuples lists, paths strings."""
+    cls = type(obj)
+    if cls in _JSON_SCALARS:
+        return obj
+    if cls is dict or isinstance(obj, Mapping):
+        return {k: unstructure(v) for k, v in obj.items()}
+    if cls in (list, tuple):
+        return [unstructure(v) for v in obj]
+    names = _field_names(cls)
+    if names:
+        return {name: unstructure(getattr(obj, name)) for name in names}
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    """The fields an attrs class is written with (none for any other type); looked up once per class."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = (
+            tuple(a.name for a in attrs.fields(cls) if a.init) if attrs.has(cls) else ()
+        )
+    return names
+
+
+class _Invalid(Exception):
+    """(key path, problem): turned into one :class:`EvidenceError` by :func:`structure`."""
+
+
+Convert = typing.Callable[[Any, str], Any]
+_NAMES = {str: "a string", int: "a whole number", bool: "true or false", float: "a number"}
+#: Field types whose values are taken as they are once their type matches exactly (a float must still be
+#: checked: JSON readers accept NaN and Infinity).
+_SCALARS: dict[Any, type] = {str: str, int: int, bool: bool}
+_ABSENT = object()
+
+
+def _expected(key: str, what: str, value: Any) -> _Invalid:
+    shown = repr(value)
+    return _Invalid(key, f"expected {what}, got {shown if len(shown) <= 60 else shown[:57] + '...'}")
+
+
+def _join(key: str, name: object) -> str:
+    return f"{key}.{name}" if key else str(name)
+
+
+@functools.cache
+def _converter(tp: Any) -> Convert:  # noqa: C901 - one small closure per supported type form
+    """A function that checks and converts a JSON value to ``tp``; built once per type, then reused."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return lambda value, key: value
+    if origin in (typing.Union, types.UnionType):
+        inner = _converter(next(o for o in typing.get_args(tp) if o is not type(None)))
+        return lambda value, key: None if value is None else inner(value, key)
+    if origin in (tuple, list):
+        item = _converter(typing.get_args(tp)[0])
+        make = tuple if origin is tuple else list
+
+        def sequence(value: Any, key: str) -> Any:
+            if not isinstance(value, list):
+                raise _expected(key, "a list", value)
+            return make(item(v, f"{key}[{i}]") for i, v in enumerate(value))
+
+        return sequence
+    if origin is dict:
+        item_type = typing.get_args(tp)[1]
+        item = _converter(item_type)
+        plain = _plain(item_type)
+
+        def mapping(value: Any, key: str) -> Any:
+            if not isinstance(value, dict):
+                raise _expected(key, "an object", value)
+            if item_type is Any or all(type(v) in plain for v in value.values()):
+                return dict(value)
+            return {k: item(v, _join(key, k)) for k, v in value.items()}
+
+        return mapping
+    if attrs.has(tp):
+        return _record_converter(tp)
+    if tp is Path:
+        return lambda value, key: Path(_converter(str)(value, key))
+    if tp is float:
+
+        def number(value: Any, key: str) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise _expected(key, "a finite number", value)
+            return float(value)
+
+        return number
+
+    def scalar(value: Any, key: str) -> Any:
+        if type(value) is not tp:
+            raise _expected(key, _NAMES.get(tp, str(tp)), value)
+        return value
+
+    return scalar
+
+
+def _plain(tp: Any) -> tuple[type, ...]:
+    """The value types a field takes as they are: its scalar type, and ``None`` when it is optional."""
+    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    if any(o not in _SCALARS and o is not type(None) for o in options):
+        return (type(None),) if type(None) in options else ()
+    return tuple(options)
+
+
+def _record_converter(cls: type[Any]) -> Convert:
+    hints = typing.get_type_hints(cls)
+    fields = [
+        (a.name, _plain(hints[a.name]), _converter(hints[a.name]), a.default is attrs.NOTHING)
+        for a in attrs.fields(cls)
+        if a.init
+    ]
+
+    def record(value: Any, key: str) -> Any:
+        if not isinstance(value, dict):
+            raise _expected(key, "an object", value)
+        kwargs: dict[str, Any] = {}
+        get = value.get
+        for name, plain, convert, required in fields:
+            item = get(name, _ABSENT)
+            if type(item) in plain:  # the common case: a scalar of the right type, taken as it is
+                kwargs[name] = item
+            elif item is not _ABSENT:
+                kwargs[name] = convert(item, _join(key, name))
+            elif required:
+                raise _Invalid(key, f"missing key {name!r}")
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:  # a validator's message is its first argument
+            raise _Invalid(key, str(exc.args[0] if exc.args else exc)) from None
+
+    return record
+
+
+# -- what a phase reports ----------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class ErrorInfo:
+    """Why a phase failed: ``kind`` is a stable word (command, guard, contract, timeout, internal, ...)."""
+
+    kind: str
+    message: str
+    phase: str
+    evidence: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return typing.cast(dict[str, Any], unstructure(self))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "error") -> ErrorInfo:
+        return structure(cls, data, where)
+
+    def __str__(self) -> str:
+        tail = f" (evidence: {self.evidence})" if self.evidence else ""
+        return f"{self.phase}: {self.message}{tail}"
+
+    def redacted(self, redactor: Redactor) -> ErrorInfo:
+        """Secrets masked in the free text; ``kind`` and ``phase`` are vocabulary and stay as they are."""
+        evidence = redactor.mask(self.evidence) if self.evidence else self.evidence
+        return attrs.evolve(self, message=redactor.mask(self.message), evidence=evidence)
+
+
+@define(frozen=True)
+class CommandRef:
+    """One command attempt as the journal remembers it; ``result`` points at its ``cmdNN_tryMM.json``."""
+
+    index: int
+    attempt: int
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    timed_out: bool = False
+    blocked: str | None = None
+    result: str | None = None
+
+
+@define(frozen=True)
+class Outcome:
+    """The result of running one phase once. ``data`` holds the phase's outputs for the run context."""
+
+    phase: str
+    status: str = field(validator=validators.in_((OK, FAILED, SKIPPED)))
+    duration_s: float = 0.0
+    reason: str = ""
+    commands: tuple[CommandRef, ...] = ()
+    error: ErrorInfo | None = None
+    data: dict[str, Any] = field(factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_json(self) -> dict[str, Any]:
+        return typing.cast(dict[str, Any], unstructure(self))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "outcome") -> Outcome:
+        return structure(cls, data, where)
+
+    def redacted(self, redactor: Redactor) -> Outcome:
+        commands = tuple(
+            attrs.evolve(
+                c,
+                blocked=redactor.mask(c.blocked) if c.blocked else c.blocked,
+                result=redactor.mask(c.result) if c.result else c.result,
+            )
+            for c in self.commands
+        )
+        return attrs.evolve(
+            self,
+            reason=redactor.mask(self.reason),
+            commands=commands,
+            error=self.error.redacted(redactor) if self.error else None,
+            data=redactor.scrub(self.data),
+        )
+
+
+# -- journal.jsonl -----------------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class TransitionRecord:
+    """One line of journal.jsonl: a fired trigger, what the guards said, and the phase outcome behind it."""
+
+    seq: int = field(validator=validators.ge(1))
+    ts: str
+    trigger: str
+    source: str
+    dest: str
+    guards: dict[str, bool] = field(factory=dict)
+    outcome: Outcome | None = None
+    reason: str = ""
+    round: int = 1
+    repairs_used: int = 0
+    repair_iters: int = 0
+    redrive_count: int = 0
+    status: str = ""
+    error: ErrorInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return typing.cast(dict[str, Any], unstructure(self))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "journal record") -> TransitionRecord:
+        return structure(cls, data, where)
+
+    def redacted(self, redactor: Redactor) -> TransitionRecord:
+        """Secrets masked in what can carry them (reasons, errors, outputs); names and states untouched."""
+        return attrs.evolve(
+            self,
+            reason=redactor.mask(self.reason),
+            outcome=self.outcome.redacted(redactor) if self.outcome else None,
+            error=self.error.redacted(redactor) if self.error else None,
+        )
+
+    @property
+    def failure(self) -> ErrorInfo | None:
+        """The error this record reports: the run's, else the phase's."""
+        return self.error or (self.outcome.error if self.outcome else None)
+
+
+# -- run.json ----------------------------------------------------------------------------------------------
+
+
+def strip_credentials(text: str) -> str:
+    """``https://user:token@host/x`` -> ``https://***@host/x``: a URL's secret never reaches evidence."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def _absolute(_: object, __: object, path: Path) -> None:
+    if not path.is_absolute():
+        raise ValueError(f"repo_root must be absolute, got {path}")
+
+
+@define(frozen=True)
+class ResolvedTarget:
+    """Where the target repository lives on disk and which commit it is at."""
+
+    spec: str
+    repo_root: Path = field(validator=_absolute)
+    kind: str = field(validator=validators.in_(("local", "git")))
+    url: str | None = None
+    ref: str | None = None
+    commit: str | None = None
+    cache_hit: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = typing.cast(dict[str, Any], unstructure(self))
+        for key in ("spec", "url"):
+            if data[key] is not None:
+                data[key] = strip_credentials(data[key])
+        return data
+
+
+@define(kw_only=True)
+class RunState:
+    """What run.json holds: the part of a run that outlives the process (replay restores it).
+
+    :class:`fsm_runner.engine.context.RunContext` extends it with what only a live run has (the loaded
+    contract, the logger, the redactor, monotonic clocks).
+    """
+
+    run_id: str
+    target: ResolvedTarget
+    status: str = field(default="running", validator=validators.in_(RUN_STATUSES))
+    phase: str = "clone"
+    pipeline_rel: str = PIPELINE_REL
+    contract_sha256: str = ""
+    contract_hashes: list[str] = field(factory=list)
+    unattended: str = field(default="strict", validator=validators.in_(UNATTENDED))
+    require_metrics: bool = True
+    llm: str | None = None
+    mode: str = field(default="smoke", validator=validators.in_(MODES))
+    require_samples: bool = False
+    env_overrides: dict[str, str] = field(factory=dict)
+    repair_iters: int = field(default=0, validator=validators.ge(0))
+    repairs_used: int = field(default=0, validator=validators.ge(0))
+    round: int = field(default=1, validator=validators.ge(1))
+    completed: dict[str, int] = field(factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(factory=dict)
+    runs_of_phase: dict[str, int] = field(factory=dict)
+    deploy_pgids: list[int] = field(factory=list)
+    deploy_leaders: dict[str, int | None] = field(factory=dict)
+    deployed_llm: str | None = None
+    rollout_requested: bool = False
+    skip_rollout_round: int = 0
+    deployed: bool = False
+    failed_phase: str | None = None
+    last_error: ErrorInfo | None = None
+    redrive_count: int = field(default=0, validator=validators.ge(0))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "run.json") -> RunState:
+        return structure(RunState, data, where)
+
+    def state_json(self, redactor: Redactor | None = None) -> dict[str, Any]:
+        """The persisted fields only (a subclass's live-only fields are left out).
+
+        With a ``redactor``, secrets are masked where they can occur (the target, the model name, the error,
+        phase outputs, override values); names, states and counters are left as they are, so the file
+        always reads back.
+        """
+        data = {a.name: unstructure(getattr(self, a.name)) for a in attrs.fields(RunState)}
+        data["target"] = self.target.to_json()
+        if redactor is not None:
+            for key in ("llm", "deployed_llm"):
+                data[key] = redactor.scrub(data[key])
+            data["target"] = {k: v if k == "kind" else redactor.scrub(v) for k, v in data["target"].items()}
+            data["outputs"] = {phase: redactor.scrub(out) for phase, out in data["outputs"].items()}
+            data["last_error"] = self.last_error.redacted(redactor).to_json() if self.last_error else None
+            data["env_overrides"] = redactor.redact_env(self.env_overrides)
+        return data

@@ -1,0 +1,271 @@
+"""The one way the runner starts and stops processes: each child leads a process group of its own, so
+"everything it started" is "every process in that group", and stopping it stops all of them.
+
+Stage commands (:mod:`fsm_runner.execution.commands`), the command repair agent, git and Graphviz all go
+through :func:`spawn_group` / :func:`run_captured` and :func:`kill_group`. Zombies count as gone: a
+reparented child that the container's init never reaps is dead even though ``kill(-pgid, 0)`` finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from attrs import define
+
+_PROC = Path("/proc")
+_POLL_S = 0.02
+_PUMP_CHUNK = 1 << 16
+_MAX_POLL_MS = 2**31 - 1  # poll() takes a C int; longer timeouts loop
+_DEAD_STATES = frozenset({"Z", "X", "x"})
+
+
+def _scan_proc(pgid: int) -> bool | None:
+    """True/False from /proc, or None when /proc cannot be read (not Linux)."""
+    try:
+        entries = os.listdir(_PROC)
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # exited while we were looking
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) < 3:
+            continue
+        if int(fields[2]) == pgid and fields[0].decode("ascii", "replace") not in _DEAD_STATES:
+            return True
+    return False
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None when it does not exist.
+
+    A pid and its start time together name one process for the life of the machine, so a recorded group can
+    be told apart from an unrelated one that later got the same number.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_same_group(pgid: int, leader_start: int | None) -> bool:
+    """True when group ``pgid`` is alive and is still the group whose leader started at ``leader_start``.
+
+    A group whose leader has exited but whose members live on keeps its number reserved (the kernel never
+    hands out a pid that is in use as a group id), so it is the recorded group too.
+    """
+    if pgid <= 1 or not group_alive(pgid):
+        return False
+    started = process_start_time(pgid)
+    return started is None or leader_start is None or started == leader_start
+
+
+def group_alive(pgid: int) -> bool:
+    """Return True while a live (non-zombie) process belongs to process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # no member at all, not even a zombie
+    except PermissionError:
+        pass  # exists, owned by someone else: let /proc decide
+    scanned = _scan_proc(pgid)
+    return True if scanned is None else scanned
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the group; False when the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+def kill_group(pgid: int, *, grace: float = 2.0) -> None:
+    """Stop every process in group ``pgid``: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    Returns once the group is gone (or after a short wait following SIGKILL). Refuses to signal the caller's
+    own group or pgid <= 1, which would take the runner (or the whole system) down with it.
+    """
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise ValueError(f"refusing to kill process group {pgid}: it is not a command's own group")
+    if not group_alive(pgid):
+        return
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    _signal_group(pgid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+    if grace > 0 and _wait_gone(pgid, grace):
+        return
+    if not _signal_group(pgid, signal.SIGKILL):
+        return
+    _wait_gone(pgid, 1.0)
+
+
+def _pump(src: IO[bytes], dst_path: Path, echo_fd: int) -> None:
+    """Copy a pipe to an evidence file and to the runner's terminal (interactive commands only)."""
+    with src, open(dst_path, "ab") as dst:
+        while chunk := os.read(src.fileno(), _PUMP_CHUNK):
+            dst.write(chunk)
+            dst.flush()
+            with contextlib.suppress(OSError):
+                os.write(echo_fd, chunk)
+
+
+def spawn_group(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdout_path: Path,
+    stderr_path: Path | None,
+    interactive: bool = False,
+) -> tuple[subprocess.Popen[bytes], list[threading.Thread]]:
+    """Start ``argv`` as the leader of a new process group, its output going to files (``stderr_path=None``:
+    both streams into ``stdout_path``); also return the threads that tee it to the terminal when
+    ``interactive`` (join them once the command is done)."""
+    if not interactive:
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(open(stdout_path, "wb"))
+            err = files.enter_context(open(stderr_path, "wb")) if stderr_path is not None else out
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        return proc, []
+    # A human is watching: inherit stdin, and tee the output to the terminal and the evidence files.
+    assert stderr_path is not None, "interactive commands keep stdout and stderr apart"
+    stdout_path.write_bytes(b"")
+    stderr_path.write_bytes(b"")
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, stdout_path, 1), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, stderr_path, 2), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    return proc, pumps
+
+
+@define(frozen=True)
+class Captured:
+    """A short helper program's result (git, Graphviz): its exit code and both outputs, in memory."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+
+def run_captured(
+    argv: list[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+) -> Captured:
+    """Run a helper program in its own group with its output captured; on timeout or an interrupt the whole
+    group is killed (a helper's own children included). Raises :class:`OSError` when it cannot start."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except BaseException as exc:
+        kill_group(proc.pid, grace=0)
+        out, err = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            return Captured(proc.returncode, out, err, timed_out=True)
+        raise
+    return Captured(proc.returncode, out, err)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
+    """Wait for the child to exit; False on timeout.
+
+    ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms, which adds latency to every short command. On
+    Linux a pidfd becomes readable the moment the child exits, so waiting costs no polling at all.
+    """
+    if timeout is None:
+        proc.wait()
+        return True
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: fall back to the polling wait
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    deadline = time.monotonic() + timeout
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while not poller.poll(min(_MAX_POLL_MS, max(0, math.ceil((deadline - time.monotonic()) * 1000)))):
+            if time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    return True
+
+
+def stop_and_reap(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Kill the command's whole group and reap its leader."""
+    kill_group(proc.pid, grace=grace)
+    try:
+        proc.wait(timeout=max(grace, 1.0))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

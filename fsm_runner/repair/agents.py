@@ -1,0 +1,216 @@
+"""Repair agents: the request they get, the reply they give, and the adapters for callables and CLIs.
+
+An agent is anything with ``repair(request) -> RepairReply``; :func:`as_agent` adapts a plain callable or an
+external coding-agent command line. Agent failures become ``ok=False`` replies, never exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from attrs import define, field, validators
+
+from fsm_runner.errors import UsageError
+from fsm_runner.evidence.atomic import write_json_atomic, write_text_atomic
+from fsm_runner.evidence.layout import AGENT_OUTPUT, REPAIR_PROMPT, REPAIR_REQUEST
+from fsm_runner.execution.process import kill_group, spawn_group, stop_and_reap, wait_exit
+
+
+def str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
+    """A lone string is one item (one glob, one path), not its characters."""
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+@define(frozen=True)
+class RepairRequest:
+    """Everything an agent needs to fix a failed phase; ``work_dir`` is the ``repair_NN`` evidence dir."""
+
+    repo: Path = field(converter=Path)
+    phase: str = field(validator=validators.instance_of(str))
+    error_kind: str = field(validator=validators.instance_of(str))
+    error_message: str = field(validator=validators.instance_of(str))
+    evidence_paths: tuple[str, ...] = field(converter=str_tuple)
+    attempt: int = field(validator=[validators.instance_of(int), validators.ge(1)])
+    max_attempts: int = field(validator=[validators.instance_of(int), validators.ge(1)])
+    allowed_globs: tuple[str, ...] = field(converter=str_tuple)
+    run_id: str = field(validator=validators.instance_of(str))
+    prompt: str = field(validator=validators.instance_of(str))
+    work_dir: Path = field(converter=Path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo": str(self.repo),
+            "phase": self.phase,
+            "error_kind": self.error_kind,
+            "error_message": self.error_message,
+            "evidence_paths": list(self.evidence_paths),
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "allowed_globs": list(self.allowed_globs),
+            "run_id": self.run_id,
+            "work_dir": str(self.work_dir),
+            "prompt_file": str(self.work_dir / REPAIR_PROMPT),
+        }
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
+
+
+@define(frozen=True)
+class RepairReply:
+    """The agent's answer. ``ok`` only says the agent finished; the re-run phase decides if the fix worked."""
+
+    ok: bool = field(validator=validators.instance_of(bool))
+    summary: str = field(default="", converter=str)
+    output_path: str | None = field(default=None, converter=_optional_path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "summary": self.summary, "output_path": self.output_path}
+
+
+@runtime_checkable
+class RepairAgent(Protocol):
+    def repair(self, request: RepairRequest) -> RepairReply: ...
+
+
+def as_reply(value: object) -> RepairReply:
+    """Read any return value as a reply: a reply as is, a string as its summary, anything else as done."""
+    if isinstance(value, RepairReply):
+        return value
+    if isinstance(value, str):
+        return RepairReply(ok=True, summary=value)
+    return RepairReply(ok=True)
+
+
+def failure_summary(exc: BaseException) -> str:
+    """An agent that raised is a failed repair, described in one line (never an exception for the run)."""
+    return f"repair agent raised {type(exc).__name__}: {exc}"
+
+
+@define(frozen=True)
+class CallableAgent:
+    """Adapts ``fn(request)``: a falsy return still counts as done; an exception becomes ``ok=False``."""
+
+    fn: Callable[[RepairRequest], object] = field(validator=validators.is_callable())
+
+    def repair(self, request: RepairRequest) -> RepairReply:
+        try:
+            return as_reply(self.fn(request))
+        except Exception as exc:
+            return RepairReply(ok=False, summary=failure_summary(exc))
+
+
+def _argv(value: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            argv = tuple(shlex.split(value))
+        except ValueError as exc:
+            raise UsageError(f"repair agent command {value!r} cannot be parsed: {exc}") from None
+    elif isinstance(value, Sequence) and all(isinstance(a, str) for a in value):
+        argv = tuple(value)
+    else:
+        raise UsageError(f"repair agent command must be a string or a list of strings, got {value!r}")
+    if not argv or not argv[0]:
+        raise UsageError(
+            "repair agent command is empty; give the agent's command line, e.g. 'aider --yes ...'"
+        )
+    return argv
+
+
+def _env(value: Mapping[str, str] | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise UsageError(f"repair agent env must map strings to strings, got {value!r}")
+    return dict(value)
+
+
+@define(frozen=True)
+class CommandAgent:
+    """Runs an external coding agent CLI in the repo, in its own process group, with the prompt as a file.
+
+    ``argv`` may use ``{prompt_file}``, ``{request_file}`` and ``{repo}``; output goes to
+    ``agent_output.log`` in the repair directory. On timeout the whole group is killed.
+    """
+
+    argv: tuple[str, ...] = field(converter=_argv)
+    timeout: float = field(default=900, kw_only=True, validator=validators.gt(0))
+    env: Mapping[str, str] = field(default=None, kw_only=True, converter=_env)
+    kill_grace: float = field(default=3.0, kw_only=True, validator=validators.ge(0))
+
+    def repair(self, request: RepairRequest) -> RepairReply:
+        work = request.work_dir.resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        prompt_file, request_file = work / REPAIR_PROMPT, work / REPAIR_REQUEST
+        if not prompt_file.exists():
+            write_text_atomic(prompt_file, request.prompt)
+        if not request_file.exists():
+            write_json_atomic(request_file, request.to_json())
+        values = {
+            "{prompt_file}": str(prompt_file),
+            "{request_file}": str(request_file),
+            "{repo}": str(request.repo),
+        }
+        argv = []
+        for arg in self.argv:
+            for key, val in values.items():
+                arg = arg.replace(key, val)
+            argv.append(arg)
+        env = {
+            **os.environ,
+            **self.env,
+            "FSM_REPAIR_REQUEST": str(request_file),
+            "FSM_REPAIR_PROMPT": str(prompt_file),
+        }
+        log = work / AGENT_OUTPUT
+        start = time.monotonic()
+        try:
+            proc, _ = spawn_group(argv, request.repo, env, log, None)
+        except OSError as exc:
+            return RepairReply(
+                ok=False, summary=f"cannot start repair agent {argv[0]!r}: {exc}", output_path=str(log)
+            )
+        try:
+            if not wait_exit(proc, self.timeout):
+                stop_and_reap(proc, self.kill_grace)
+                return RepairReply(
+                    ok=False,
+                    summary=f"repair agent timed out after {self.timeout:g}s; its process group was killed",
+                    output_path=str(log),
+                )
+        except BaseException:
+            stop_and_reap(proc, self.kill_grace)
+            raise
+        finally:
+            kill_group(proc.pid, grace=0)  # nothing the agent spawned outlives it
+        took = time.monotonic() - start
+        summary = f"repair agent exited with code {proc.returncode} after {took:.1f}s"
+        return RepairReply(ok=proc.returncode == 0, summary=summary, output_path=str(log))
+
+
+#: What ``setup(repair_agent=...)`` and ``replay(repair_agent=...)`` accept.
+AgentLike = RepairAgent | Callable[[RepairRequest], object] | str | Sequence[str] | os.PathLike[str]
+
+
+def as_agent(obj: AgentLike | object) -> RepairAgent:
+    """Accept an agent, a callable, or a command line (string or list of strings)."""
+    if isinstance(obj, RepairAgent) and not isinstance(obj, type):
+        return obj
+    if isinstance(obj, (str, list, tuple)):
+        return CommandAgent(obj)
+    if isinstance(obj, os.PathLike):
+        return CommandAgent([os.fspath(obj)])
+    if callable(obj):
+        return CallableAgent(obj)
+    raise UsageError(
+        f"repair agent {obj!r} is not usable: give an object with repair(request), a callable taking a "
+        "RepairRequest, or a command line such as 'aider --yes --message-file {prompt_file}'"
+    )

@@ -1,0 +1,357 @@
+"""Replay (redrive) a failed or crashed run from the transition where it stopped.
+
+The journal and run.json are the only inputs, read through their typed records. :func:`replay` restores
+the context, ends whatever the old process left running, and continues with the same run_id;
+:func:`check_replay` (the dry run) re-walks the recorded transitions through a fresh machine without
+running anything; :func:`can_replay` answers yes or no, with the reason, and never raises.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import attrs
+from attrs import define
+
+from fsm_runner.contract.bootstrap import load_bootstrap
+from fsm_runner.contract.envexpand import expand_env
+from fsm_runner.contract.pipeline import load_pipeline
+from fsm_runner.engine import topology
+from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.deployment import end_deployment
+from fsm_runner.engine.driver import Driver
+from fsm_runner.errors import ContractError, EvidenceError, FsmRunnerError, ReplayError
+from fsm_runner.evidence.events import run_logger
+from fsm_runner.evidence.journal import Journal
+from fsm_runner.evidence.layout import JOURNAL
+from fsm_runner.evidence.lock import lock_holder
+from fsm_runner.evidence.records import RunState, TransitionRecord
+from fsm_runner.evidence.redaction import MASK, Redactor
+from fsm_runner.evidence.store import read_records, read_run
+from fsm_runner.execution.commands import interrupted_command_groups
+from fsm_runner.execution.process import kill_group
+from fsm_runner.execution.stage_env import check_overrides, env_map
+from fsm_runner.repair import AgentLike, RepairStep, as_agent
+from fsm_runner.results import EvaluationResult
+from fsm_runner.session import Session
+from fsm_runner.states import phases
+from fsm_runner.typing import StrPath, TransitionHook
+
+
+def _load_run(run_dir: Path) -> tuple[RunState, tuple[TransitionRecord, ...]]:
+    """run.json and the journal records, or :class:`ReplayError` saying why they cannot be used."""
+    journal_path = run_dir / JOURNAL
+    try:
+        if not run_dir.is_dir():
+            raise ReplayError(f"{run_dir}: no such run directory")
+        if not journal_path.is_file():
+            raise ReplayError(f"{run_dir}: no {JOURNAL}, so there is nothing to replay from")
+        read = read_records(run_dir)
+        run = read_run(run_dir)
+    except OSError as exc:
+        raise ReplayError(f"{run_dir}: cannot read: {exc.strerror or exc}") from None
+    except EvidenceError as exc:
+        raise ReplayError(f"{exc}; start a new run instead") from None
+    if read.problem:
+        hint = " (the runner crashed while writing it)" if read.torn else ""
+        raise ReplayError(f"{read.problem}{hint}; the journal cannot be trusted for replay")
+    if not read.records:
+        raise ReplayError(f"{journal_path} has no records; start a new run instead")
+    return run, read.records
+
+
+def can_replay(run_dir: StrPath) -> tuple[bool, str]:
+    """Whether :func:`replay` would run, and why not; nothing is executed and nothing raises."""
+    try:
+        path = Path(run_dir)
+        run, records = _load_run(path)
+        return _verdict(path, run, records)
+    except (FsmRunnerError, OSError) as exc:
+        return False, str(exc)
+    except (TypeError, ValueError) as exc:  # not a path at all (None, a NUL byte)
+        return False, f"{run_dir!r} is not a run directory: {exc}"
+
+
+def _verdict(path: Path, run: RunState, records: tuple[TransitionRecord, ...]) -> tuple[bool, str]:
+    for line, record in enumerate(records, start=1):
+        unknown = topology.unknown_names(record.source, record.trigger, record.dest)
+        if unknown:
+            return False, (
+                f"{path / JOURNAL}:{line}: {', '.join(unknown)} not in this machine; the journal was written "
+                "by another version of fsm-runner"
+            )
+    owner = lock_holder(path)
+    if owner:
+        return False, f"{path}: the run is still in progress ({owner} holds its lock)"
+    if run.status == "closed":
+        return False, f"{path}: the session was closed before the pipeline finished; start a new run"
+    if records[-1].dest == topology.DONE or run.status == "ok":
+        return False, f"{path}: the run finished successfully; there is nothing to replay"
+    if records[-1].dest in (topology.FAILED, topology.REPAIR) and not _failed_phase(run, records):
+        return False, f"{path}: the run failed outside a replayable phase"
+    return True, f"continues at {_resume_state(run, records)} (redrive {run.redrive_count + 1})"
+
+
+def _failed_phase(run: RunState, records: tuple[TransitionRecord, ...]) -> str | None:
+    phase = run.failed_phase
+    if not phase:
+        interrupted = [r for r in records if r.trigger == topology.INTERRUPT]
+        phase = interrupted[-1].source if interrupted else None
+    if phase in topology.PHASES and phase not in topology.NOT_REPAIRABLE:
+        return phase
+    return None
+
+
+def _resume_state(run: RunState, records: tuple[TransitionRecord, ...]) -> str:
+    """The phase replay continues at: the failed one, or where a crash stopped the machine."""
+    last = records[-1].dest
+    if last in (topology.FAILED, topology.REPAIR):
+        return _failed_phase(run, records) or last
+    return last
+
+
+# -- the dry run -------------------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class DryRunStep:
+    seq: int
+    trigger: str
+    source: str
+    dest: str
+    accepted: bool
+    note: str = ""
+
+
+@define(frozen=True)
+class DryRunReport:
+    """Whether today's machine and contract still accept a recorded run."""
+
+    run_dir: Path
+    steps: tuple[DryRunStep, ...]
+    contract_problem: str | None
+    contract_changed: bool
+    replayable: bool = True
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """The machine accepts every record, the contract validates, and replay would run."""
+        return self.replayable and self.contract_problem is None and all(s.accepted for s in self.steps)
+
+    def lines(self) -> list[str]:
+        out = []
+        for s in self.steps:
+            verdict = "accepted" if s.accepted else f"REJECTED: {s.note}"
+            out.append(f"{s.seq:>4}  {s.source} --{s.trigger}--> {s.dest}  {verdict}")
+        if self.contract_problem:
+            out.append(f"contract: {self.contract_problem}")
+        elif self.contract_changed:
+            out.append("contract: changed since the run (accepted; it validates)")
+        if not self.replayable:
+            out.append(f"replay: {self.reason}")
+        out.append("replayable" if self.ok else "not replayable with the current machine and contract")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "run_dir": str(self.run_dir),
+            "contract_problem": self.contract_problem,
+            "contract_changed": self.contract_changed,
+            "replayable": self.replayable,
+            "reason": self.reason,
+            "steps": [attrs.asdict(s) for s in self.steps],
+        }
+
+
+class _RecordedGuards:
+    """A machine model whose guards answer what the journal recorded."""
+
+    state: str
+
+    def __init__(self) -> None:
+        self.values: dict[str, bool] = {}
+        for name in topology.GUARD_NAMES:
+            setattr(self, name, lambda name=name: self.values.get(name, False))
+
+
+def _walk(records: tuple[TransitionRecord, ...]) -> list[DryRunStep]:
+    model = _RecordedGuards()
+    start = records[0].source if records[0].source in topology.STATES else topology.PHASES[0]
+    machine = topology.build_machine(model, start)
+    steps = []
+    previous: str | None = None
+    for record in records:
+        source, trigger, dest = record.source, record.trigger, record.dest
+        note = ""
+        if previous is not None and source != previous:
+            note = f"starts in {source} but the previous record ended in {previous}"
+        elif source not in topology.STATES or trigger not in topology.TRIGGERS:
+            note = f"unknown state or trigger ({source}, {trigger})"
+        else:
+            machine.set_state(source)
+            model.values = dict(record.guards)
+            model.values.setdefault(topology.retry_guard(dest), True)
+            try:
+                model.trigger(trigger)  # type: ignore[attr-defined]
+                if model.state != dest:
+                    note = f"the machine now goes to {model.state}"
+            except Exception as exc:  # transitions raises MachineError for an invalid trigger
+                note = str(exc)
+        steps.append(DryRunStep(record.seq, trigger, source, dest, not note, note))
+        previous = dest
+    return steps
+
+
+def check_replay(run_dir: StrPath) -> DryRunReport:
+    """The dry run: every recorded transition fired through a fresh machine with the recorded guards, the
+    contract re-validated, and the :func:`can_replay` verdict; nothing runs."""
+    path = Path(run_dir).resolve()
+    run, records = _load_run(path)
+    problem = None
+    changed = False
+    try:
+        spec = load_pipeline(run.target.repo_root, run.pipeline_rel)
+        changed = spec.sha256 != run.contract_sha256
+    except ContractError as exc:
+        problem = str(exc)
+    replayable, reason = _verdict(path, run, records)
+    return DryRunReport(path, tuple(_walk(records)), problem, changed, replayable, reason)
+
+
+# -- replay ------------------------------------------------------------------------------------------------
+
+
+@overload
+def replay(
+    run_dir: StrPath,
+    *,
+    repair_iters: int = ...,
+    repair_agent: AgentLike | None = ...,
+    dry_run: Literal[False] = ...,
+    env_overrides: Mapping[str, str] | None = ...,
+    console: bool | None = ...,
+    on_transition: TransitionHook | None = ...,
+) -> EvaluationResult: ...
+
+
+@overload
+def replay(
+    run_dir: StrPath,
+    *,
+    repair_iters: int = ...,
+    repair_agent: AgentLike | None = ...,
+    dry_run: Literal[True],
+    env_overrides: Mapping[str, str] | None = ...,
+    console: bool | None = ...,
+    on_transition: TransitionHook | None = ...,
+) -> DryRunReport: ...
+
+
+def replay(
+    run_dir: StrPath,
+    *,
+    repair_iters: int = 0,
+    repair_agent: AgentLike | None = None,
+    dry_run: bool = False,
+    env_overrides: Mapping[str, str] | None = None,
+    console: bool | None = None,
+    on_transition: TransitionHook | None = None,
+) -> EvaluationResult | DryRunReport:
+    """Continue a failed run after a fix: same run_id, ``redrive_count`` + 1, records appended.
+
+    Phases that succeeded are not re-run; a phase that needs the deployment deploys again when the old
+    one is gone. A contract fixed by hand is re-validated and both hashes are recorded. Secret
+    ``env_overrides`` of the original run are not stored; pass them again in ``env_overrides`` (or the
+    environment), or replay refuses and names them. ``dry_run=True`` is :func:`check_replay`.
+    """
+    path = Path(run_dir).resolve()
+    if dry_run:
+        return check_replay(path)
+    ok, reason = can_replay(path)
+    if not ok:
+        raise ReplayError(reason)
+    run, records = _load_run(path)
+    ctx = _restore(path, run, env_map(env_overrides), repair_iters, repair_agent, console)
+    state = _resume_state(run, records)
+    last = records[-1].dest
+    redrive = last in (topology.FAILED, topology.REPAIR)
+    initial = topology.FAILED if redrive else last
+    driver = Driver(ctx, Journal.open(path), phases(), initial=initial, on_transition=on_transition)
+    session = Session._resume(ctx, driver)
+    try:
+
+        def drive() -> None:
+            _end_leftovers(ctx)
+            if redrive:
+                ctx.failed_phase = state
+                driver.fire(topology.REDRIVE, reason=f"replay #{ctx.redrive_count}")
+                ctx.status = "running"
+            driver.run_until(lambda s: False)
+
+        session._call(drive)
+        return session._evaluation_result()
+    finally:
+        session.close()
+
+
+def _restore(
+    run_dir: Path,
+    run: RunState,
+    given: dict[str, str],
+    repair_iters: int,
+    repair_agent: AgentLike | None,
+    console: bool | None,
+) -> RunContext:
+    root = run.target.repo_root
+    pipeline = load_pipeline(root, run.pipeline_rel)
+    bootstrap = load_bootstrap(root)
+    saved = run.env_overrides
+    missing = sorted(k for k, v in saved.items() if v == MASK and k not in given and k not in os.environ)
+    if missing:
+        raise ReplayError(
+            f"the run used secret overrides that are not stored: {', '.join(missing)}; "
+            "set them in the environment or pass them again (replay(env_overrides=...) / --env K=V)"
+        )
+    overrides = {**{k: v for k, v in saved.items() if v != MASK}, **given}
+    check_overrides({**os.environ, **overrides})
+    log, sink = run_logger(run_dir, run.run_id, console=console)
+    hashes = run.contract_hashes or [run.contract_sha256]
+    state = attrs.evolve(
+        run,
+        status="running",
+        contract_sha256=pipeline.sha256,
+        contract_hashes=hashes if pipeline.sha256 in hashes else [*hashes, pipeline.sha256],
+        env_overrides=overrides,
+        repair_iters=repair_iters,
+        redrive_count=run.redrive_count + 1,
+    )
+    ctx = RunContext.from_state(
+        state,
+        run_dir=run_dir,
+        pipeline=pipeline,
+        bootstrap=bootstrap,
+        base_env=dict(os.environ),
+        redactor=Redactor.from_env({**os.environ, **overrides}),
+        log=log.bind(redrive=state.redrive_count),
+        sink=sink,
+        repairer=RepairStep(as_agent(repair_agent)) if repair_agent is not None else None,
+    )
+    if bootstrap is not None:
+        ctx.bootstrap_env = expand_env(bootstrap.env, {**ctx.base_env, **overrides}, root)
+    ctx.refresh_redactor()
+    return ctx
+
+
+def _end_leftovers(ctx: RunContext) -> None:
+    """A killed runner may have left its deployment and its running command behind: end them first."""
+    stray = interrupted_command_groups(ctx.run_dir)
+    for pgid in stray:
+        kill_group(pgid)
+    killed = end_deployment(ctx)
+    if stray or killed:
+        ctx.log.info("replay.ended_leftovers", pgids=[*stray, *killed])

@@ -1,0 +1,122 @@
+"""rollout: the model under test produces samples through the target's own scripts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fsm_runner.engine import guards
+from fsm_runner.engine.outcome import FAILED, OK, SKIPPED
+from tests.conftest import procs_in
+from tests.helpers.phases import SERVICE_FILES, PhaseContexts, deploy_yaml, run_phase, service_url
+
+HEAD = "version: 1\n"
+ROLLOUT_REL = ".aider_fsm/rollout.json"
+SAMPLES_REL = ".aider_fsm/samples.jsonl"
+#: Copies prepared outputs into place, so each case chooses exactly what the rollout leaves behind.
+COPY = "rollout:\n  run_cmds: 'mkdir -p .aider_fsm && cp out/* .aider_fsm/'\n"
+
+
+def sample(completion: str = "a") -> str:
+    return json.dumps({"prompt": "q", "completion": completion, "reward": 1.0})
+
+
+def outputs(lines: list[str], **rollout: object) -> dict[str, str]:
+    body = {"paths": {"samples_jsonl": SAMPLES_REL}, **rollout}
+    return {"out/rollout.json": json.dumps(body), "out/samples.jsonl": "".join(f"{line}\n" for line in lines)}
+
+
+def test_no_rollout_commands_is_a_recorded_skip(make_ctx: PhaseContexts) -> None:
+    run = run_phase(make_ctx, "rollout", HEAD)
+    assert run.outcome.status == SKIPPED
+    assert run.outcome.reason == "pipeline.yml has no rollout commands"
+    assert run.stage_dir is None
+
+
+def test_required_samples_without_rollout_commands_is_a_contract_error(make_ctx: PhaseContexts) -> None:
+    run = run_phase(make_ctx, "rollout", HEAD, require_samples=True)
+    assert run.outcome.status == FAILED and run.outcome.error is not None
+    assert run.outcome.error.kind == "contract"
+    assert run.outcome.error.message == (
+        "require_samples is set but pipeline.yml has no rollout.run_cmds to produce samples"
+    )
+    assert run.outcome.error.evidence == str(run.repo / "pipeline.yml")
+    assert run.outcome.commands == ()
+    assert run.summary()["error"]["kind"] == "contract"
+
+
+@pytest.mark.parametrize("mode, count", [("smoke", 8), ("full", 64)])
+def test_rollout_against_the_deployed_service(make_ctx: PhaseContexts, mode: str, count: int) -> None:
+    pipeline = (
+        HEAD
+        + deploy_yaml()
+        + "rollout:\n  run_cmds:\n    - echo \"$AIDER_LLM_MODEL $AIDER_EVAL_MODE\" > .aider_fsm/seen.txt\n"
+        + "    - python3 rollout.py\n"
+    )
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, files=SERVICE_FILES, llm="model-x", mode=mode)
+    ctx = deploy.ctx
+    try:
+        service_url(deploy.repo)
+        run = run_phase(ctx, "rollout", require_samples=True)
+        assert run.outcome.status == OK, run.outcome.error
+        assert (run.repo / ".aider_fsm/seen.txt").read_text() == f"model-x {mode}\n"
+        assert run.outcome.data == {
+            "rollout": {"paths": {"samples_jsonl": SAMPLES_REL}, "counts": {"samples": count, "errors": 0}},
+            "samples_path": str(run.repo / SAMPLES_REL),
+            "sample_count": count,
+        }
+        assert guards.samples_valid(ctx)
+    finally:
+        run_phase(ctx, "teardown")
+    assert procs_in(deploy.repo) == []
+
+
+def test_rollout_without_the_service_fails_with_the_script_error(make_ctx: PhaseContexts) -> None:
+    run = run_phase(make_ctx, "rollout", HEAD + "rollout:\n  run_cmds: python3 rollout.py\n", files=SERVICE_FILES)
+    error = run.outcome.error
+    assert run.outcome.status == FAILED and error is not None
+    assert error.kind == "command" and error.phase == "rollout"
+    first, *tail = error.message.splitlines()
+    assert first.startswith("command 1/1 `python3 rollout.py` exit code 1")
+    assert tail and tail[-1].startswith("  | FileNotFoundError")  # no runtime env: nothing was deployed
+    assert run.outcome.data == {}
+
+
+@pytest.mark.parametrize("require_samples", [False, True])
+def test_an_earlier_rollout_is_set_aside_and_never_passes(make_ctx: PhaseContexts, require_samples: bool) -> None:
+    earlier = {ROLLOUT_REL: json.dumps({"paths": {"samples_jsonl": SAMPLES_REL}}), SAMPLES_REL: sample() + "\n"}
+    pipeline = HEAD + "rollout:\n  run_cmds: 'echo wrote nothing'\n"
+    run = run_phase(make_ctx, "rollout", pipeline, files=earlier, require_samples=require_samples)
+    assert run.outcome.status == OK
+    assert not (run.repo / ROLLOUT_REL).exists()
+    assert (run.evidence / "previous.rollout.json").read_text() == earlier[ROLLOUT_REL]
+    assert run.outcome.data == {"rollout": None, "samples_path": None, "sample_count": 0}
+    assert guards.samples_valid(run.ctx) is not require_samples
+    if require_samples:
+        message, where = guards.explain("samples_valid", run.ctx)
+        assert message.startswith("guard samples_valid failed: .aider_fsm/rollout.json: file not found")
+        assert where == str(run.repo / ROLLOUT_REL)
+
+
+@pytest.mark.parametrize(
+    "lines, rollout, require_samples, count, valid",
+    [
+        ([sample(), "", sample("b")], {}, False, 2, True),
+        ([sample(), "not json", sample("b")], {}, False, 3, True),  # unchecked: every non-blank line counts
+        ([sample(), "not json", sample("b")], {}, True, 2, False),
+        ([sample(), sample("b")], {"counts": {"samples": 2, "errors": 2}}, True, 2, False),
+        ([sample("")], {}, True, 1, False),
+    ],
+    ids=["blank-lines", "unchecked", "invalid-line", "mostly-errors", "blank-completions"],
+)
+def test_samples_are_counted_and_checked_by_the_guard(
+    make_ctx: PhaseContexts, lines: list[str], rollout: dict[str, object], require_samples: bool, count: int,
+    valid: bool,
+) -> None:
+    run = run_phase(make_ctx, "rollout", HEAD + COPY, files=outputs(lines, **rollout),
+                    require_samples=require_samples)
+    assert run.outcome.status == OK
+    assert run.outcome.data["sample_count"] == count
+    assert run.outcome.data["samples_path"] == str(run.repo / SAMPLES_REL)
+    assert guards.samples_valid(run.ctx) is valid
