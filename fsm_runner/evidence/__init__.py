@@ -1,8 +1,9 @@
 """Evidence: everything a run leaves in its run directory, and the one way each file is written and read.
 
-``layout`` names every file; ``atomic`` writes them whole; ``records`` gives journal lines and run.json their
-types; ``journal``, ``events`` and ``lock`` are the run's durable record, its log and its liveness;
-``redaction`` keeps secrets out of all of it; ``store`` finds runs and reads them back.
+``layout`` names every file; ``atomic`` writes them whole; ``records`` gives journal lines and run.json
+their types (``structure`` reads and writes them as JSON); ``journal``, ``events`` and ``lock`` are the
+run's durable record, its log and its liveness; ``redaction`` keeps secrets out of all of it; ``store``
+finds runs and reads them back.
 """
 
 from __future__ import annotations
