@@ -68,8 +68,8 @@ def setup(
     :class:`ContractError` with what to fix.
     """
     _check_legacy(legacy)
-    if repair_agent is not None:
-        as_agent(repair_agent)  # a value that cannot be an agent fails now, not at the first repair
+    # A value that cannot be an agent fails now, not at the first repair.
+    agent = as_agent(repair_agent) if repair_agent is not None else None
     if unattended not in UNATTENDED:
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
     overrides = env_map(env_overrides)
@@ -79,9 +79,9 @@ def setup(
     try:
         pipeline = load_pipeline(resolved.repo_root, pipeline_rel)
     except ContractError:
-        if repair_agent is None or (resolved.repo_root / pipeline_rel).exists():
+        if agent is None or (resolved.repo_root / pipeline_rel).exists():
             raise
-        scaffold_contract(resolved.repo_root, pipeline_rel, repair_agent, redactor)
+        scaffold_contract(resolved.repo_root, pipeline_rel, agent, redactor)
         pipeline = load_pipeline(resolved.repo_root, pipeline_rel)
     bootstrap = load_bootstrap(resolved.repo_root)
     session = Session._open(
@@ -92,7 +92,7 @@ def setup(
         artifacts_dir=Path(artifacts_dir) if artifacts_dir else None,
         unattended=unattended,
         require_metrics=require_metrics,
-        repairer=RepairStep(as_agent(repair_agent)) if repair_agent is not None else None,
+        repairer=RepairStep(agent) if agent is not None else None,
         env_overrides=overrides,
         redactor=redactor,
         console=console,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fsm_runner.contract.pipeline import artifacts_root
+from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.store import resolve_run
 
 
@@ -26,11 +27,11 @@ def note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
-def runs_root(repo: Path, artifacts_dir: Path | None, pipeline_rel: str | None = None) -> Path:
+def runs_root(repo: Path, artifacts_dir: Path | None, pipeline_rel: str = PIPELINE_REL) -> Path:
     """Where a repository keeps its runs: ``--artifacts-dir``, else its contract's ``artifacts.out_dir``."""
     if artifacts_dir is not None:
         return Path(artifacts_dir).resolve()
-    return artifacts_root(repo.resolve(), pipeline_rel) if pipeline_rel else artifacts_root(repo.resolve())
+    return artifacts_root(repo.resolve(), pipeline_rel)
 
 
 def find_run(args: argparse.Namespace, spec: str) -> Path:

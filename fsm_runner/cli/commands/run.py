@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from fsm_runner.api import setup
 from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
 from fsm_runner.cli.live import LiveReport, summary_lines
-from fsm_runner.cli.output import emit_json, print_lines
+from fsm_runner.cli.output import emit_json, note, print_lines
 from fsm_runner.engine import topology
 from fsm_runner.repair import CommandAgent
 
@@ -18,7 +17,7 @@ def repair_options(args: argparse.Namespace) -> tuple[CommandAgent | None, int]:
     """The agent ``--repair-cmd`` names and the repair budget (3 with an agent, 0 without, unless given)."""
     agent = CommandAgent(args.repair_cmd) if args.repair_cmd else None
     if agent is None and args.repair_iters:
-        print("note: --repair-iters has no effect without --repair-cmd", file=sys.stderr)
+        note("--repair-iters has no effect without --repair-cmd")
     iters = args.repair_iters if args.repair_iters is not None else (3 if agent else 0)
     return agent, iters
 
