@@ -333,7 +333,7 @@ def load_records(run: str | os.PathLike[str]) -> tuple[TransitionRecord, ...]:
         raise UsageError(f"{path}: no such run directory (expected {DEFAULT_OUT_DIR}/<run_id>)")
     journal = path if path.is_file() else path / JOURNAL
     if not journal.is_file():
-        raise UsageError(f"{journal}: no journal here; pass a run directory ({DEFAULT_OUT_DIR}/<run_id>)")
+        raise EvidenceError(f"{journal} does not exist: this run has no journal to draw")
     read = read_journal(journal)
     if read.problem and not read.torn:
         raise EvidenceError(f"{read.problem}; the diagram needs every record, repair or remove that line")

@@ -136,6 +136,8 @@ class DryRunReport:
     contract_changed: bool
     replayable: bool = True
     reason: str = ""
+    #: Secret overrides the run used, which are not stored: replay needs them again.
+    secrets_needed: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -153,6 +155,9 @@ class DryRunReport:
             out.append("contract: changed since the run (accepted; it validates)")
         if not self.replayable:
             out.append(f"replay: {self.reason}")
+        if self.secrets_needed:
+            names = ", ".join(self.secrets_needed)
+            out.append(f"replay: set {names} in the environment or pass it again with --env (not stored)")
         out.append("replayable" if self.ok else "not replayable with the current machine and contract")
         return out
 
@@ -164,6 +169,7 @@ class DryRunReport:
             "contract_changed": self.contract_changed,
             "replayable": self.replayable,
             "reason": self.reason,
+            "secrets_needed": list(self.secrets_needed),
             "steps": [attrs.asdict(s) for s in self.steps],
         }
 
@@ -220,7 +226,15 @@ def check_replay(run_dir: StrPath) -> DryRunReport:
     except ContractError as exc:
         problem = str(exc)
     replayable, reason = _verdict(path, run, records)
-    return DryRunReport(path, tuple(_walk(records)), problem, changed, replayable, reason)
+    needed = tuple(_secrets_missing(run, {}))
+    return DryRunReport(path, tuple(_walk(records)), problem, changed, replayable, reason, needed)
+
+
+def _secrets_missing(run: RunState, given: Mapping[str, str]) -> list[str]:
+    """Secret overrides of the run (stored masked) that neither ``given`` nor the environment supplies."""
+    return sorted(
+        k for k, v in run.env_overrides.items() if v == MASK and k not in given and k not in os.environ
+    )
 
 
 # -- replay ------------------------------------------------------------------------------------------------
@@ -311,7 +325,7 @@ def _restore(
     pipeline = load_pipeline(root, run.pipeline_rel)
     bootstrap = load_bootstrap(root)
     saved = run.env_overrides
-    missing = sorted(k for k, v in saved.items() if v == MASK and k not in given and k not in os.environ)
+    missing = _secrets_missing(run, given)
     if missing:
         raise ReplayError(
             f"the run used secret overrides that are not stored: {', '.join(missing)}; "

@@ -362,7 +362,7 @@ def test_unknown_format_is_a_usage_error() -> None:
 def test_missing_run_dir_and_missing_journal(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"nope: no such run directory"):
         diagram("mermaid", tmp_path / "nope")
-    with pytest.raises(UsageError, match=rf"{JOURNAL}: no journal here"):
+    with pytest.raises(EvidenceError, match=rf"{JOURNAL} does not exist: this run has no journal to draw"):
         diagram("mermaid", tmp_path)
 
 

@@ -164,3 +164,26 @@ def test_sigkill_mid_evaluation_then_replay_finishes(make_target: TargetFactory)
     new = [r for r in records(run_dir) if r.redrive_count == 1]
     assert [(r.trigger, r.source) for r in new[:2]] == [("redeploy", "evaluate"), ("phase_done", "deploy_setup")]
     assert not procs_in(repo)
+
+
+def test_secret_overrides_are_asked_for_again_and_the_dry_run_says_so(
+    make_target: TargetFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BENCH_API_KEY", raising=False)
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    with fsm_runner.setup(repo, env_overrides={"BENCH_API_KEY": "sk-test-123456789"}) as sess:
+        sess.rollout(llm="m")
+        assert not sess.evaluate().ok
+    report = fsm_runner.check_replay(sess.run_dir)
+    assert report.ok and report.secrets_needed == ("BENCH_API_KEY",)
+    assert report.lines()[-2] == (
+        "replay: set BENCH_API_KEY in the environment or pass it again with --env (not stored)"
+    )
+    assert report.to_json()["secrets_needed"] == ["BENCH_API_KEY"]
+    with pytest.raises(fsm_runner.ReplayError, match="secret overrides that are not stored: BENCH_API_KEY"):
+        replay(sess.run_dir)
+    (repo / ".aider_fsm" / "scoring.py").write_text(files.SCORING_GOOD)
+    result = replay(sess.run_dir, env_overrides={"BENCH_API_KEY": "sk-test-123456789"})
+    assert result.ok
+    monkeypatch.setenv("BENCH_API_KEY", "from-the-environment")
+    assert fsm_runner.check_replay(sess.run_dir).secrets_needed == ()

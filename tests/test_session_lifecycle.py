@@ -62,6 +62,29 @@ BETWEEN_CALLS = textwrap.dedent(
 )
 
 
+def test_a_failing_teardown_does_not_hide_why_the_run_failed(tmp_path: Path) -> None:
+    """The run failed in evaluate; a teardown that fails too is recorded, but the run stays an evaluate
+    failure, replayable from there."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pipeline.yml").write_text(
+        "version: 1\n"
+        "deploy:\n  setup_cmds: 'sleep 30 &'\n  teardown_cmds: 'echo cannot stop; false'\n"
+        "evaluation:\n  run_cmds: 'echo scorer crashed >&2; exit 3'\n  metrics_path: m.json\n"
+    )
+    with fsm_runner.setup(repo) as sess:
+        result = sess.evaluate()
+    assert not result.ok and result.phase == "evaluate"
+    assert result.error is not None and "exit code 3" in result.error.message
+    cleanup = [r for r in read_journal(result.run_dir / "journal.jsonl").records if r.trigger == "cleanup"]
+    assert len(cleanup) == 1 and cleanup[0].outcome is not None and cleanup[0].outcome.status == "failed"
+    assert cleanup[0].error is not None and cleanup[0].error.phase == "evaluate"
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert run["failed_phase"] == "evaluate" and run["last_error"]["phase"] == "evaluate"
+    assert can_replay(result.run_dir) == (True, "continues at evaluate (redrive 1)")
+    assert procs_in(repo) == []
+
+
 def test_sigterm_between_calls_tears_down(make_target: TargetFactory) -> None:
     repo = make_target()
     proc = subprocess.Popen([sys.executable, "-c", BETWEEN_CALLS, str(repo)], stdout=subprocess.PIPE, text=True)

@@ -50,8 +50,8 @@ HELP: dict[str, tuple[str, str]] = {
 def env_pair(text: str) -> tuple[str, str]:
     """``--env NAME=VALUE``."""
     name, sep, value = text.partition("=")
-    if not sep or not _ENV_NAME.match(name):
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (NAME: letters, digits, _)")
+    if not sep or not _ENV_NAME.match(name):  # the value may be a secret: never echo it
+        raise argparse.ArgumentTypeError(f"{name!r}: expected NAME=VALUE (NAME: letters, digits, _)")
     return name, value
 
 

@@ -98,10 +98,11 @@ def _error_block(error: ErrorInfo, label: str, indent: str) -> list[str]:
 
 
 def _error_lines(record: TransitionRecord) -> list[str]:
+    if record.trigger == topology.CLEANUP:  # the run's own error was shown when it failed
+        error = record.outcome.error if record.outcome else None
+        return _error_block(error, "teardown failed: ", _INDENT) if error else []
     error = record.failure
-    if error is None or record.trigger == topology.CLEANUP:
-        return []
-    return _error_block(error, "error: ", _INDENT)
+    return _error_block(error, "error: ", _INDENT) if error else []
 
 
 def transition_lines(record: TransitionRecord, elapsed: float) -> list[str]:

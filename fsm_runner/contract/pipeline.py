@@ -12,7 +12,7 @@ from fsm_runner.contract.fields import meta, to_env, to_str_tuple
 from fsm_runner.contract.reader import parse_model
 from fsm_runner.contract.yamlload import RawFile, present, read_file
 from fsm_runner.errors import ContractError
-from fsm_runner.evidence.layout import DEFAULT_OUT_DIR, PIPELINE_REL
+from fsm_runner.evidence.layout import DEFAULT_OUT_DIR, PIPELINE_REL, contract_rel_problem
 
 SECURITY_MODES = ("safe", "system")
 TEARDOWN_POLICIES = ("always", "on_success", "on_failure", "never")
@@ -184,6 +184,9 @@ def _with_origin(spec: PipelineSpec, raw: RawFile) -> PipelineSpec:
 
 
 def read_pipeline(repo_root: Path, rel: str = PIPELINE_REL) -> RawFile:
+    problem = contract_rel_problem(rel)
+    if problem:  # the pipeline is the repository's own file: never one elsewhere
+        raise ContractError(f"the pipeline file {problem}", key="pipeline_rel")
     root = Path(repo_root).resolve()
     path = root / rel
     if not present(path):

@@ -144,7 +144,8 @@ class Driver:
     def fire(self, trigger: str, outcome: Outcome | None = None, *, reason: str = "") -> TransitionRecord:
         ctx = self.ctx
         source = self.state
-        if outcome is not None:
+        if outcome is not None and trigger != topology.CLEANUP:
+            # A cleanup teardown is journaled with its own outcome; the run keeps the failure that ended it.
             self._absorb(outcome)
         guards = {name: bool(GUARDS[name](ctx)) for name in topology.guards_of(source, trigger)}
         success_guard = topology.SUCCESS_GUARDS.get(source)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fsm_runner.errors import EvidenceError
-from fsm_runner.evidence.layout import WRITE_PROBE
+from fsm_runner.evidence.layout import WRITE_PROBE, single_name_problem
 
 
 def _explain(exc: OSError) -> str:
@@ -31,8 +31,9 @@ def create_run_dir(artifacts_root: Path, run_id: str) -> Path:
     runs, instead of losing evidence half-way through a run. An existing directory is accepted (replay reuses
     it).
     """
-    if not run_id or "/" in run_id or run_id in {".", ".."}:
-        raise EvidenceError(f"invalid run id {run_id!r}: it must be a single path component")
+    problem = single_name_problem(run_id)
+    if problem:
+        raise EvidenceError(f"invalid run id: {problem}")
     run_dir = Path(artifacts_root) / run_id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -77,12 +77,17 @@ def read_journal(path: Path) -> JournalRead:
         where = f"{path}:{number}"
         try:
             data = json.loads(raw)
+        except RecursionError:
+            return JournalRead(tuple(records), problem=f"{where}: nested too deeply to be a journal record")
         except ValueError:
             if number == len(lines):
                 return JournalRead(tuple(records), torn=True, problem=f"{where}: last line is truncated")
             return JournalRead(tuple(records), problem=f"{where}: unreadable journal record (not JSON)")
         try:
-            records.append(TransitionRecord.from_json(data, where))
+            record = TransitionRecord.from_json(data, where)
         except EvidenceError as exc:
             return JournalRead(tuple(records), problem=str(exc))
+        if records and record.seq <= records[-1].seq:
+            return JournalRead(tuple(records), problem=f"{where}: seq {record.seq} after {records[-1].seq}")
+        records.append(record)
     return JournalRead(tuple(records))

@@ -56,6 +56,21 @@ REPAIR_PROVENANCE = "provenance.json"
 AGENT_OUTPUT = "agent_output.log"
 
 
+def contract_rel_problem(rel: str) -> str | None:
+    """Why ``rel`` cannot name a contract file inside the repository (None when it can)."""
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith("/") or ".." in parts:
+        return f"{rel!r} must be a path inside the repository, relative to its root, without '..'"
+    return None
+
+
+def single_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one path component (a run id), or None."""
+    if not name or "/" in name or name in (".", ".."):
+        return f"{name!r} must be a single path component"
+    return None
+
+
 def new_run_id() -> str:
     """A run id that sorts by creation time: ``20261125T153349Z-a1b2c3``.
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 from attrs import define, field, validators
 
-from fsm_runner.evidence.layout import PIPELINE_REL
+from fsm_runner.evidence.layout import PIPELINE_REL, contract_rel_problem, single_name_problem
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.evidence.structure import structure, unstructure
 
@@ -167,6 +168,17 @@ def strip_credentials(text: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
+def _named(problem_of: Callable[[str], str | None]) -> Callable[[object, object, str], None]:
+    """An attrs validator from a function that says what is wrong with a value (or None)."""
+
+    def check(_: object, __: object, value: str) -> None:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+
+    return check
+
+
 def _absolute(_: object, __: object, path: Path) -> None:
     if not path.is_absolute():
         raise ValueError(f"repo_root must be absolute, got {path}")
@@ -200,11 +212,11 @@ class RunState:
     contract, the logger, the redactor, monotonic clocks).
     """
 
-    run_id: str
+    run_id: str = field(validator=_named(single_name_problem))
     target: ResolvedTarget
     status: str = field(default="running", validator=validators.in_(RUN_STATUSES))
     phase: str = "clone"
-    pipeline_rel: str = PIPELINE_REL
+    pipeline_rel: str = field(default=PIPELINE_REL, validator=_named(contract_rel_problem))
     contract_sha256: str = ""
     contract_hashes: list[str] = field(factory=list)
     unattended: str = field(default="strict", validator=validators.in_(UNATTENDED))

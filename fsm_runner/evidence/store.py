@@ -92,6 +92,8 @@ def read_run(run_dir: Path) -> RunState:
         raise EvidenceError(f"{path}: cannot read: {detail}") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise EvidenceError(f"{path}: nested too deeply to be a run.json") from None
     except ValueError as exc:
         raise EvidenceError(f"{path}: not valid JSON ({exc})") from None
     return RunState.from_json(data, str(path))

@@ -23,6 +23,10 @@ from fsm_runner.errors import EvidenceError
 T = TypeVar("T")
 
 
+#: Deeper JSON than any record the runner writes; refused before anything recurses into it.
+MAX_DEPTH = 64
+
+
 def structure(cls: type[T], data: Any, where: str) -> T:
     """Build ``cls`` from a JSON value, or raise :class:`EvidenceError` saying where and what is wrong."""
     try:
@@ -34,6 +38,24 @@ def structure(cls: type[T], data: Any, where: str) -> T:
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _depth(value: Any) -> int:
+    """How deeply a JSON value nests, measured without recursion (stops counting past the limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)) and level <= MAX_DEPTH + 1:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _free(value: Any, key: str) -> Any:
+    """Free-form JSON (phase outputs, metrics) is taken as it is, unless it nests deeper than any record."""
+    if _depth(value) > MAX_DEPTH:
+        raise _Invalid(key, f"nested deeper than {MAX_DEPTH} levels")
+    return dict(value) if type(value) is dict else value
 
 
 def unstructure(obj: Any) -> Any:
@@ -90,7 +112,7 @@ def _converter(tp: Any) -> Convert:  # noqa: C901 - one small closure per suppor
     """A function that checks and converts a JSON value to ``tp``; built once per type, then reused."""
     origin = typing.get_origin(tp)
     if tp is Any:
-        return lambda value, key: value
+        return _free
     if origin in (typing.Union, types.UnionType):
         inner = _converter(next(o for o in typing.get_args(tp) if o is not type(None)))
         return lambda value, key: None if value is None else inner(value, key)
@@ -112,7 +134,9 @@ def _converter(tp: Any) -> Convert:  # noqa: C901 - one small closure per suppor
         def mapping(value: Any, key: str) -> Any:
             if not isinstance(value, dict):
                 raise _expected(key, "an object", value)
-            if item_type is Any or all(type(v) in plain for v in value.values()):
+            if item_type is Any:
+                return _free(value, key)
+            if all(type(v) in plain for v in value.values()):
                 return dict(value)
             return {k: item(v, _join(key, k)) for k, v in value.items()}
 

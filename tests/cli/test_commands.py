@@ -424,7 +424,7 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
     ("argv", "message"),
     [
         ([], "the following arguments are required: COMMAND"),
-        (["run", "x", "--env", "NO_EQUALS"], "'NO_EQUALS' is not NAME=VALUE"),
+        (["run", "x", "--env", "NO_EQUALS"], "'NO_EQUALS': expected NAME=VALUE"),
         (["run", "x", "--repair-iters", "-1"], "'-1' is not a whole number >= 0"),
         (["run", "x", "--until", "lunch"], "invalid choice: 'lunch'"),
         (["run", "x", "--mode", "huge"], "invalid choice: 'huge'"),
@@ -437,6 +437,12 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
 def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_env_option_never_echoes_its_value(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "x", "--env", "BAD-NAME=sk-test-123456789"]) == 2
+    err = capsys.readouterr().err
+    assert "'BAD-NAME': expected NAME=VALUE" in err and "sk-test-123456789" not in err
 
 
 def test_run_json_reports_a_contract_error_as_json(tmp_path: Path) -> None:

@@ -148,3 +148,21 @@ def test_a_cleanup_transition_does_not_repeat_the_error() -> None:
     )
     (line,) = transition_lines(cleanup, 1.0)
     assert "failed -> teardown" in line
+
+
+def test_a_failed_cleanup_says_teardown_failed_without_repeating_the_runs_error() -> None:
+    teardown_error = ErrorInfo("command", "command 1/1 `false` exit code 1", "teardown", "teardown/cmd01.stderr")
+    cleanup = TransitionRecord(
+        seq=9,
+        ts="2026-01-01T00:00:09Z",
+        trigger="cleanup",
+        source="failed",
+        dest="failed",
+        error=FAILED_RECORD.error,
+        outcome=Outcome(phase="teardown", status="failed", error=teardown_error),
+    )
+    _, *rest = transition_lines(cleanup, 1.0)
+    assert rest == [
+        "          teardown failed: command: command 1/1 `false` exit code 1",
+        "          evidence: teardown/cmd01.stderr",
+    ]

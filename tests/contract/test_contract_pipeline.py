@@ -336,6 +336,13 @@ def test_custom_relative_name(tmp_path: Path) -> None:
     assert spec.path.endswith("ci/pipe.yml") and isinstance(spec, PipelineSpec)
 
 
+@pytest.mark.parametrize("rel", ["../pipeline.yml", "/etc/passwd", "ci/../../x.yml", ""])
+def test_the_pipeline_file_must_be_inside_the_repository(tmp_path: Path, rel: str) -> None:
+    with pytest.raises(ContractError, match="must be a path inside the repository") as info:
+        load_pipeline(tmp_path, rel)
+    assert info.value.key == "pipeline_rel"
+
+
 def test_models_validate_direct_construction() -> None:
     assert TestsSpec(cmds="make").cmds == ("make",)  # type: ignore[arg-type]
     with pytest.raises(ValueError):

@@ -56,6 +56,34 @@ def test_append_serialises_values_json_cannot(tmp_path: Path) -> None:
     assert data == {"path": str(tmp_path), "when": "frozenset()"}
 
 
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ('{"seq": 1, "ts": "t", "trigger": "t", "source": "a", "dest": "b"}', ":2: seq 1 after 1"),
+        ("[" * 100_000 + "]" * 100_000, ":2: nested too deeply to be a journal record"),
+        (
+            '{"seq": 2, "ts": "t", "trigger": "t", "source": "a", "dest": "b", "outcome": {"phase": "p", '
+            '"status": "ok", "data": ' + '{"x": ' * 80 + "1" + "}" * 80 + "}}",
+            ":2: outcome.data: nested deeper than 64",
+        ),
+    ],
+)
+def test_records_out_of_order_or_nested_too_deeply_are_damage(
+    tmp_path: Path, extra: str, problem: str
+) -> None:
+    journal = Journal.open(tmp_path)
+    journal.append(**step(1))
+    with (tmp_path / JOURNAL).open("a") as handle:
+        handle.write(extra + "\n" + json.dumps({**step(3), "seq": 3, "ts": "t"}) + "\n")
+    read = read_journal(tmp_path / JOURNAL)
+    assert [r.seq for r in read.records] == [1]
+    assert (
+        read.problem is not None
+        and read.problem.startswith(str(tmp_path / JOURNAL))
+        and problem in read.problem
+    )
+
+
 def test_the_redactor_masks_the_line_and_the_returned_record(tmp_path: Path) -> None:
     record = Journal.open(tmp_path).append(Redactor(["hunter2"]), **step(), reason="token hunter2 rejected")
     assert record.reason == "token *** rejected"
@@ -65,7 +93,9 @@ def test_the_redactor_masks_the_line_and_the_returned_record(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("secret", ["skip", "phase", "auth", "tests", "running"])
-def test_a_secret_that_is_also_a_name_or_a_state_keeps_the_record_readable(tmp_path: Path, secret: str) -> None:
+def test_a_secret_that_is_also_a_name_or_a_state_keeps_the_record_readable(
+    tmp_path: Path, secret: str
+) -> None:
     """Only free text is masked: a password that happens to be ``skip`` must not corrupt the journal."""
     outcome = Outcome(phase="auth", status="skipped", reason=f"no {secret} here", data={"note": secret})
     fields = {"trigger": "phase_skipped", "source": "auth", "dest": "tests", "status": "running"}

@@ -92,9 +92,7 @@ def test_the_holder_is_named_while_it_lives_and_forgotten_once_killed(
     release_lock(hold_lock(tmp_path))  # and the run dir can be taken again
 
 
-def test_a_holder_that_wrote_no_pid_is_still_reported(
-    tmp_path: Path, holders: LockHolders
-) -> None:
+def test_a_holder_that_wrote_no_pid_is_still_reported(tmp_path: Path, holders: LockHolders) -> None:
     holders.start(tmp_path / LOCK, bare=True)
     assert lock_holder(tmp_path) == "another process"
 

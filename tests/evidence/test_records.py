@@ -290,8 +290,14 @@ BAD_RECORDS: list[tuple[Any, str]] = [
     (damaged(("seq",), True), "seq: expected a whole number, got True"),
     (damaged(("round",), 2.0), "round: expected a whole number, got 2.0"),
     (damaged(("outcome", "duration_s"), False), "outcome.duration_s: expected a finite number, got False"),
-    (damaged(("outcome", "duration_s"), float("inf")), "outcome.duration_s: expected a finite number, got inf"),
-    (damaged(("outcome", "duration_s"), float("nan")), "outcome.duration_s: expected a finite number, got nan"),
+    (
+        damaged(("outcome", "duration_s"), float("inf")),
+        "outcome.duration_s: expected a finite number, got inf",
+    ),
+    (
+        damaged(("outcome", "duration_s"), float("nan")),
+        "outcome.duration_s: expected a finite number, got nan",
+    ),
     (damaged(("outcome", "commands"), {"index": 1}), "outcome.commands: expected a list, got {'index': 1}"),
     (damaged(("outcome", "error"), "boom"), "outcome.error: expected an object, got 'boom'"),
     (damaged(("guards", "can_repair"), "no"), "guards.can_repair: expected true or false, got 'no'"),
@@ -348,6 +354,16 @@ def test_a_long_bad_value_is_shortened_in_the_message() -> None:
         ({"status": "done-ish"}, "run.json: 'status' must be in"),
         ({"redrive_count": -5}, "run.json: 'redrive_count' must be >= 0"),
         ({"round": 0}, "run.json: 'round' must be >= 1"),
+        ({"run_id": "../../etc"}, "run.json: '../../etc' must be a single path component"),
+        (
+            {"pipeline_rel": "../evil/pipe.yml"},
+            "run.json: '../evil/pipe.yml' must be a path inside the repository",
+        ),
+        ({"pipeline_rel": "/etc/passwd"}, "run.json: '/etc/passwd' must be a path inside the repository"),
+        (
+            {"outputs": {"evaluate": {"m": json.loads('{"x": ' * 70 + "1" + "}" * 70)}}},
+            "run.json: outputs.evaluate: nested deeper than 64 levels",
+        ),
     ],
 )
 def test_a_bad_run_json_names_the_key(patch: dict[str, Any], message: str) -> None:

@@ -207,6 +207,7 @@ def test_a_run_killed_before_its_run_json_says_so(tmp_path: Path) -> None:
         (b'{"target": "x"}', r"{path}: missing key 'run_id'"),
         (b'{"run_id": "r1", "target": "x"}', r"{path}: target: expected an object, got 'x'"),
         (b'{"run_id": "r1"}', r"{path}: missing key 'target'"),
+        (b"[" * 100_000 + b"]" * 100_000, r"{path}: nested too deeply to be a run.json"),
     ],
 )
 def test_read_run_errors_name_the_file(tmp_path: Path, content: bytes | None, message: str) -> None:
@@ -333,9 +334,7 @@ def test_a_running_run_is_running_while_its_lock_is_held(tmp_path: Path) -> None
     assert run_info(run_dir).status == "stale"
 
 
-def test_a_running_run_is_stale_once_its_process_was_killed(
-    tmp_path: Path, holders: LockHolders
-) -> None:
+def test_a_running_run_is_stale_once_its_process_was_killed(tmp_path: Path, holders: LockHolders) -> None:
     run_dir = make_run(tmp_path, "r1", status="running")
     proc = holders.start(run_dir)
     assert run_info(run_dir).status == "running"
