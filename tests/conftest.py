@@ -93,6 +93,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, _SLOW_SUITES[first]))
 
 
+#: Variables a CI machine or a user's shell may set that the runner or its stage environment reads.
+#: Tests start from none of them, so the suite means the same on a laptop and in CI (where ``CI=true``).
+_AMBIENT = ("CI", "GIT_TERMINAL_PROMPT", "DEBIAN_FRONTEND", "PIP_NO_INPUT")
+_AMBIENT_PREFIXES = ("AIDER_", "FSM_RUNNER_")
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name in _AMBIENT or name.startswith(_AMBIENT_PREFIXES):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_services(tmp_path: Path) -> Iterator[None]:
     """A test that leaves the fixture service running fails, and the process is still cleaned up."""
