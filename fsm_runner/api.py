@@ -12,7 +12,7 @@ from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.pipeline import load_pipeline
 from fsm_runner.engine import topology
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
-from fsm_runner.evidence.layout import PIPELINE_REL
+from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
 from fsm_runner.evidence.records import UNATTENDED
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.stage_env import check_overrides, env_map
@@ -74,6 +74,8 @@ def setup(
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
     overrides = env_map(env_overrides)
     check_overrides({**os.environ, **overrides})
+    # Chosen first: a git target's private checkout and an isolated copy are named after the run.
+    run_id = new_run_id()
     resolved = resolve_target(target, clones_dir=Path(clones_dir) if clones_dir else None, ref=ref)
     redactor = Redactor.from_env({**os.environ, **overrides})
     try:
@@ -87,6 +89,7 @@ def setup(
     session = Session._open(
         resolved,
         pipeline,
+        run_id=run_id,
         pipeline_rel=pipeline_rel,
         bootstrap=bootstrap,
         artifacts_dir=Path(artifacts_dir) if artifacts_dir else None,

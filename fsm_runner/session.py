@@ -26,7 +26,7 @@ from fsm_runner.errors import UsageError
 from fsm_runner.evidence.atomic import create_run_dir
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
-from fsm_runner.evidence.layout import ROLLOUT_REL, new_run_id
+from fsm_runner.evidence.layout import ROLLOUT_REL
 from fsm_runner.evidence.lock import hold_lock, release_lock
 from fsm_runner.evidence.records import MODES
 from fsm_runner.evidence.redaction import Redactor
@@ -55,6 +55,7 @@ class Session:
         resolved: ResolvedTarget,
         pipeline: PipelineSpec,
         *,
+        run_id: str,
         pipeline_rel: str,
         bootstrap: BootstrapSpec | None,
         artifacts_dir: Path | None,
@@ -68,7 +69,6 @@ class Session:
     ) -> Session:
         self = object.__new__(cls)
         root = artifacts_dir or resolved.repo_root / pipeline.artifacts.out_dir
-        run_id = new_run_id()
         run_dir = create_run_dir(root, run_id)
         self._lock = hold_lock(run_dir)
         log, sink = run_logger(run_dir, run_id, console=console)
