@@ -324,9 +324,9 @@ def test_runs_lists_newest_first(
     header, *rows = proc.stdout.splitlines()
     assert header.split()[:2] == ["RUN", "ID"] and "FAILED PHASE" in header and "DURATION" in header
     newest, oldest = (row.split() for row in rows)
-    assert newest[:4] == [runs["ok"].name, "ok", "-", "1.0"]
-    assert oldest[:4] == [runs["failed"].name, "failed", "evaluate", "-"]
-    assert all(re.fullmatch(r"\d+\.\d\ds", cells[4]) for cells in (newest, oldest))
+    assert newest[:5] == [runs["ok"].name, "ok", "-", "1", "1.0"]
+    assert oldest[:5] == [runs["failed"].name, "failed", "evaluate", "1", "-"]
+    assert all(re.fullmatch(r"\d+\.\d\ds", cells[5]) for cells in (newest, oldest))
 
     assert main(["runs", str(repo), "--json", "--limit", "1"]) == 0
     (only,) = json.loads(capsys.readouterr().out)
