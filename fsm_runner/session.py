@@ -183,7 +183,9 @@ class Session:
                 "evaluate() has no model to roll out: pass evaluate(llm=...) or call rollout(llm=...) first "
                 "(the evaluation only scores samples of this session's own rollouts)"
             )
-        self._configure(llm=model, mode=mode or ctx.mode, repair_iters=repair_iters, env_overrides=env_overrides)
+        self._configure(
+            llm=model, mode=mode or ctx.mode, repair_iters=repair_iters, env_overrides=env_overrides
+        )
         if new_round:
             self._restart("evaluate() called again" if given is None else f"evaluate(llm={given!r})")
         self._call(lambda: self.driver.run_until(lambda s: False))
@@ -272,7 +274,7 @@ class Session:
         ctx.status = "running"
 
     def _restart(self, reason: str) -> None:
-        """A new round: its rollout, evaluation and outputs are its own (run.json ``rounds``, ``round_N/``)."""
+        """A new round: its rollout, evaluation and outputs are its own (``round_N/``, ``rounds``)."""
         self.ctx.round += 1
         self.ctx.redeploys = 0
         self.ctx.failed_phase = None

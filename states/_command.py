@@ -36,7 +36,7 @@ class CommandPhase(Generic[Section]):
         return None
 
     def outputs(self, ctx: RunContext, section: Section) -> tuple[str, ...]:
-        """Files (relative to the repo) the commands write; a leftover one is moved into the evidence first."""
+        """Files the commands write (relative to the repo); one left there is moved to the evidence first."""
         return ()
 
     def prepare(self, ctx: RunContext, section: Section, stage_dir: Path) -> ErrorInfo | None:

@@ -23,7 +23,9 @@ def set_aside(path: Path, stage_dir: Path) -> Path | None:
     return dest
 
 
-def set_aside_all(ctx: RunContext, phase: str, rels: tuple[str, ...], stage_dir: Path) -> list[dict[str, str]]:
+def set_aside_all(
+    ctx: RunContext, phase: str, rels: tuple[str, ...], stage_dir: Path
+) -> list[dict[str, str]]:
     """Set aside every leftover output in ``rels`` (relative to the repo); each move is logged as an
     ``output.set_aside`` event and returned for the phase's outcome (``path``, ``moved_to``)."""
     moved = []

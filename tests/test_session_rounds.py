@@ -42,8 +42,8 @@ def sample_llms(path: Path) -> set[str]:
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True)
+    ident = ("-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false")
+    subprocess.run(["git", *ident, *args], cwd=repo, check=True, capture_output=True)
 
 
 # -- the evaluation scores this run's own rollout ------------------------------------------------------------

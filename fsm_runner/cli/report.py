@@ -151,8 +151,14 @@ def _guard_text(record: TransitionRecord) -> str:
 _SHOWN_JSON = 100
 
 
-def _short_json(value: Any) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
+def _short_metrics(metrics: dict[str, Any]) -> str:
+    """The top-level numbers and words of a metrics object (``ok=true score=0.75``); the file has the rest."""
+    shown = [
+        f"{key}={json.dumps(value, ensure_ascii=False)}"
+        for key, value in metrics.items()
+        if value is None or isinstance(value, (bool, int, float, str))
+    ]
+    text = " ".join(shown)
     return text if len(text) <= _SHOWN_JSON else text[: _SHOWN_JSON - 3] + "..."
 
 
@@ -168,7 +174,9 @@ def round_lines(record: RoundRecord) -> list[str]:
     for phase, metrics in (("evaluate", record.metrics), ("benchmark", record.benchmark)):
         if metrics is not None:
             label = "metrics " if phase == "evaluate" else "bench   "
-            lines.append(f"{pad}{label} {round_file(record.round, ROUND_METRICS[phase])}  {_short_json(metrics)}")
+            lines.append(
+                f"{pad}{label} {round_file(record.round, ROUND_METRICS[phase])}  {_short_metrics(metrics)}"
+            )
     lines.append(f"{pad}time     {record.started} -> {record.finished or '...'}")
     return lines
 
@@ -192,8 +200,8 @@ def timeline_lines(run_dir: Path) -> list[str]:
     if run.last_error and info.status != "ok":
         lines += _error_block(run.last_error, "error    ", "")
     lines.append(f"run dir  {run_dir}")
-    for record in run.rounds:
-        lines += ["", *round_lines(record)]
+    for one in run.rounds:
+        lines += ["", *round_lines(one)]
     lines += [
         "",
         f"{'#':>3}  {'time':<8}  {'transition':<28} {'status':<8} {'duration':>8}",

@@ -56,7 +56,7 @@ REPAIR_REPLY = "reply.json"
 REPAIR_PROVENANCE = "provenance.json"
 AGENT_OUTPUT = "agent_output.log"
 
-# -- inside a round_N dir: what one rollout + evaluate round produced, kept after the checkout is gone --------
+# -- inside a round_N dir: what one rollout + evaluate round produced, kept after the checkout is gone ---
 
 ROUND_ROLLOUT = "rollout.json"
 ROUND_SAMPLES = "samples.jsonl"

@@ -207,7 +207,6 @@ class RoundRecord:
         )
 
 
-
 def strip_credentials(text: str) -> str:
     """``https://user:token@host/x`` -> ``https://***@host/x``: a URL's secret never reaches evidence."""
     return _CREDENTIALS.sub(r"\1***@", text)

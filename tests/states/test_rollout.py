@@ -136,3 +136,13 @@ def test_samples_are_counted_and_checked_by_the_guard(
     assert run.outcome.data["sample_count"] == count
     assert run.outcome.data["samples_path"] == str(run.repo / SAMPLES_REL)
     assert guards.samples_valid(run.ctx) is valid
+
+
+def test_the_rounds_copy_of_the_samples_masks_secrets(make_ctx: PhaseContexts) -> None:
+    secret = "sk-live-0123456789"
+    lines = [sample(f"the key is {secret}"), sample("b")]
+    run = run_phase(make_ctx, "rollout", HEAD + COPY, files=outputs(lines), secrets={"OPENAI_API_KEY": secret})
+    assert run.outcome.status == OK and run.outcome.data["samples_copy"] == "round_1/samples.jsonl"
+    kept = (run.ctx.run_dir / "round_1" / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(line)["completion"] for line in kept] == ["the key is ***", "b"]
+    assert secret in (run.repo / SAMPLES_REL).read_text()  # the repository's file is the target's own
