@@ -19,7 +19,7 @@ from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
 from fsm_runner.repair.scaffold import scaffold_contract
 from fsm_runner.session import Session
-from fsm_runner.targets import resolve_target
+from fsm_runner.targets import refuse_committed_outputs, resolve_target
 from fsm_runner.typing import TransitionHook
 
 #: Keywords of the older API that configured its built-in coding agent; accepted and ignored.
@@ -65,7 +65,8 @@ def setup(
     ``repair_agent`` is anything :func:`fsm_runner.repair.as_agent` accepts: an object with
     ``repair(request)``, a callable, or a command line with ``{prompt_file}``/``{request_file}``/``{repo}``.
     ``console=True`` prints one line per transition on stderr. Raises :class:`TargetError` or
-    :class:`ContractError` with what to fix.
+    :class:`ContractError` with what to fix (also when a file the run writes, such as the metrics file,
+    is committed to git).
     """
     _check_legacy(legacy)
     # A value that cannot be an agent fails now, not at the first repair.
@@ -86,6 +87,7 @@ def setup(
         scaffold_contract(resolved.repo_root, pipeline_rel, agent, redactor)
         pipeline = load_pipeline(resolved.repo_root, pipeline_rel)
     bootstrap = load_bootstrap(resolved.repo_root)
+    refuse_committed_outputs(resolved.repo_root, pipeline, pipeline_rel)
     session = Session._open(
         resolved,
         pipeline,

@@ -42,6 +42,8 @@ class _Result:
     error: ErrorInfo | None = None
     phases: tuple[PhaseSummary, ...] = ()
     repairs_used: int = 0
+    #: The session's round this call ran in (run.json ``rounds``; its outputs are in ``round_N/``).
+    round: int = 1
 
     def _base_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +54,7 @@ class _Result:
             "error": self.error.to_json() if self.error else None,
             "phases": [p.to_json() for p in self.phases],
             "repairs_used": self.repairs_used,
+            "round": self.round,
         }
 
 
@@ -108,6 +111,7 @@ def _common(ctx: RunContext, state: str, journal_path: Path, since: int) -> dict
         "error": ctx.last_error if failed else None,
         "phases": _summaries(journal_path, since),
         "repairs_used": ctx.repairs_used,
+        "round": ctx.round,
     }
 
 

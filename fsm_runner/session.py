@@ -148,7 +148,6 @@ class Session:
         """
         self._configure(llm=_model(llm), mode=mode, repair_iters=repair_iters, env_overrides=env_overrides)
         self.ctx.require_samples = require_samples
-        self.ctx.rollout_requested = True
         if self.state in ("evaluate", "benchmark", "verify", "teardown", topology.DONE, topology.FAILED):
             self._restart("rollout() called again")
         self._call(lambda: self.driver.run_until(lambda s: topology.is_past("rollout", s)))
@@ -167,20 +166,28 @@ class Session:
     ) -> EvaluationResult:
         """Run evaluate, benchmark, verify and teardown (deploying first if nothing is deployed).
 
-        ``llm`` and ``mode`` default to the last rollout's. Without a prior ``rollout()`` the rollout
-        phase is skipped. ``repair_iters`` only matters when a repair agent is configured.
+        The evaluation scores this round's rollout and nothing else. Right after ``rollout()`` it continues
+        that round. Otherwise, when the pipeline has a rollout, the round rolls out first, with ``llm``
+        (default: the last round's model; with none known this is a :class:`UsageError`). A pipeline without
+        a rollout just evaluates. ``mode`` defaults to the last call's. ``repair_iters`` only matters when a
+        repair agent is configured.
         """
+        ctx = self.ctx
+        given = _model(llm) if llm is not None else None
+        self._check_args(mode or ctx.mode, repair_iters, env_overrides)
+        rolled_out = ctx.completed.get("rollout") == ctx.round and self.state not in topology.FINAL_STATES
+        new_round = self.state in topology.FINAL_STATES or (rolled_out and given not in (None, ctx.llm))
+        model = given if given is not None else ctx.llm
+        if self._has_rollout() and (new_round or not rolled_out) and not model:
+            raise UsageError(
+                "evaluate() has no model to roll out: pass evaluate(llm=...) or call rollout(llm=...) first "
+                "(the evaluation only scores samples of this session's own rollouts)"
+            )
         self._configure(
-            llm=_model(llm) if llm is not None else self.ctx.llm,
-            mode=mode or self.ctx.mode,
-            repair_iters=repair_iters,
-            env_overrides=env_overrides,
+            llm=model, mode=mode or ctx.mode, repair_iters=repair_iters, env_overrides=env_overrides
         )
-        if self.state in (topology.DONE, topology.FAILED):
-            self._restart("evaluate() called again")
-        rollout = self.ctx.pipeline.rollout
-        if not self.ctx.rollout_requested and rollout is not None and rollout.run_cmds:
-            self.ctx.skip_rollout_round = self.ctx.round
+        if new_round:
+            self._restart("evaluate() called again" if given is None else f"evaluate(llm={given!r})")
         self._call(lambda: self.driver.run_until(lambda s: False))
         return self._evaluation_result()
 
@@ -235,15 +242,24 @@ class Session:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _configure(
-        self, *, llm: str | None, mode: str, repair_iters: int, env_overrides: Mapping[str, str] | None
-    ) -> None:
+    def _check_args(self, mode: str, repair_iters: int, env_overrides: Mapping[str, str] | None) -> None:
+        """Refuse a call's arguments before anything changes."""
         if self._closed:
             raise UsageError("this session is closed; call fsm_runner.setup() again")
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if isinstance(repair_iters, bool) or not isinstance(repair_iters, int) or repair_iters < 0:
             raise UsageError(f"repair_iters must be a whole number >= 0, got {repair_iters!r}")
+        env_map(env_overrides)
+
+    def _has_rollout(self) -> bool:
+        rollout = self.ctx.pipeline.rollout
+        return rollout is not None and bool(rollout.run_cmds)
+
+    def _configure(
+        self, *, llm: str | None, mode: str, repair_iters: int, env_overrides: Mapping[str, str] | None
+    ) -> None:
+        self._check_args(mode, repair_iters, env_overrides)
         env_overrides = env_map(env_overrides)
         self._mark = self.driver.journal.seq
         ctx = self.ctx
@@ -258,6 +274,7 @@ class Session:
         ctx.status = "running"
 
     def _restart(self, reason: str) -> None:
+        """A new round: its rollout, evaluation and outputs are its own (``round_N/``, ``rounds``)."""
         self.ctx.round += 1
         self.ctx.redeploys = 0
         self.ctx.failed_phase = None

@@ -9,17 +9,27 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from fsm_runner.errors import TargetError, UsageError
+from fsm_runner.contract.outputs import run_outputs
+from fsm_runner.contract.pipeline import PipelineSpec
+from fsm_runner.errors import ContractError, TargetError, UsageError
 from fsm_runner.evidence.records import ResolvedTarget, strip_credentials
 from fsm_runner.execution.process import run_captured
 
-__all__ = ["ResolvedTarget", "default_clones_dir", "resolve_target", "split_ref"]
+__all__ = [
+    "ResolvedTarget",
+    "default_clones_dir",
+    "refuse_committed_outputs",
+    "resolve_target",
+    "split_ref",
+    "tracked_files",
+]
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SCP_RE = re.compile(r"^(?:[^@/:]+@)?[^@/:]+:(?!//)")
@@ -233,3 +243,44 @@ def resolve_target(
     except TargetError as exc:  # never echo a password or token embedded in the URL
         raise TargetError(strip_credentials(str(exc))) from None
     return ResolvedTarget(spec, root, "git", url=url, ref=ref, commit=commit, cache_hit=hit)
+
+
+# -- outputs that must not be committed --------------------------------------------------------------------
+
+
+def tracked_files(repo_root: Path, rels: list[str], *, timeout: float = 30) -> set[str]:
+    """Which of ``rels`` (relative to ``repo_root``) git tracks there; none when git is missing or
+    ``repo_root`` is not inside a work tree."""
+    if not rels:
+        return set()
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    try:
+        done = run_captured(["git", "ls-files", "-z", "--", *rels], cwd=repo_root, env=env, timeout=timeout)
+    except OSError:
+        return set()
+    if done.returncode != 0 or done.timed_out:
+        return set()
+    return {posixpath.normpath(name) for name in done.stdout.decode("utf-8", "replace").split("\0") if name}
+
+
+def refuse_committed_outputs(repo_root: Path, pipeline: PipelineSpec, pipeline_rel: str) -> None:
+    """A file a run writes must not be committed: a leftover output is moved into the evidence before its
+    phase runs, which would take a tracked file out of the work tree. Raises :class:`ContractError` naming
+    the file and the key that makes it an output."""
+    outputs = run_outputs(pipeline, repo_root)
+    tracked = tracked_files(repo_root, [out.rel for out in outputs])
+    for out in outputs:
+        if posixpath.normpath(out.rel) not in tracked:
+            continue
+        if out.key.endswith(".metrics_path"):
+            instead = f", or point {out.key} at a file that is not committed"
+        elif out.named_in:
+            instead = f", or delete the leftover {out.named_in}"
+        else:
+            instead = ""
+        raise ContractError(
+            f"{out.rel} is committed to git, but every run writes it (and first moves a leftover copy into "
+            f"its evidence); untrack it with `git rm --cached {out.rel}` and add it to .gitignore{instead}",
+            path=out.named_in or pipeline_rel,
+            key=out.key,
+        )

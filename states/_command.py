@@ -10,6 +10,7 @@ from fsm_runner.contract.pipeline import StageCommon
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.outcome import ErrorInfo, Outcome, skipped
 from fsm_runner.engine.phase import finish
+from fsm_runner.states._outputs import set_aside_all
 
 Section = TypeVar("Section", bound=StageCommon)
 
@@ -34,6 +35,10 @@ class CommandPhase(Generic[Section]):
         """Why this phase may not be skipped when its section is absent (None: skipping is fine)."""
         return None
 
+    def outputs(self, ctx: RunContext, section: Section) -> tuple[str, ...]:
+        """Files the commands write (relative to the repo); one left there is moved to the evidence first."""
+        return ()
+
     def prepare(self, ctx: RunContext, section: Section, stage_dir: Path) -> ErrorInfo | None:
         """Work before the commands run; a returned error fails the phase without running them."""
         return None
@@ -56,6 +61,7 @@ class CommandPhase(Generic[Section]):
         problem = self.prepare(ctx, section, stage_dir)
         if problem is not None:
             return finish(ctx, self.name, stage_dir, started, None, error=problem)
+        moved = set_aside_all(ctx, self.name, self.outputs(ctx, section), stage_dir)
         run = ctx.run_stage(
             self.name,
             cmds,
@@ -68,4 +74,6 @@ class CommandPhase(Generic[Section]):
             keep_background=self.keep_background,
         )
         data = self.after(ctx, section) if run.ok else {}
+        if moved:
+            data = {**data, "set_aside": moved}
         return finish(ctx, self.name, stage_dir, started, run, data=data)

@@ -9,9 +9,8 @@ from fsm_runner.contract.outputs import check_metrics
 from fsm_runner.contract.pipeline import EvaluationSpec
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.outcome import ErrorInfo
-from fsm_runner.evidence.layout import metrics_copy
+from fsm_runner.evidence.layout import ROUND_METRICS, metrics_copy
 from fsm_runner.states._command import CommandPhase
-from fsm_runner.states._outputs import set_aside
 
 
 class EvaluatePhase(CommandPhase[EvaluationSpec]):
@@ -29,18 +28,18 @@ class EvaluatePhase(CommandPhase[EvaluationSpec]):
             )
         return None
 
+    def outputs(self, ctx: RunContext, section: EvaluationSpec) -> tuple[str, ...]:
+        return (section.metrics_path,) if section.metrics_path else ()
+
     def prepare(self, ctx: RunContext, section: EvaluationSpec, stage_dir: Path) -> ErrorInfo | None:
-        if not section.metrics_path:
-            if self.name == "evaluate" and ctx.require_metrics:
-                return ErrorInfo(
-                    "contract",
-                    "evaluation.metrics_path is not set but metrics are required; declare where the "
-                    "evaluation writes its metrics JSON (or pass require_metrics=False)",
-                    self.name,
-                    str(ctx.pipeline_path),
-                )
-            return None
-        set_aside(Path(ctx.repo_root, section.metrics_path), stage_dir)
+        if not section.metrics_path and self.name == "evaluate" and ctx.require_metrics:
+            return ErrorInfo(
+                "contract",
+                "evaluation.metrics_path is not set but metrics are required; declare where the "
+                "evaluation writes its metrics JSON (or pass require_metrics=False)",
+                self.name,
+                str(ctx.pipeline_path),
+            )
         return None
 
     def after(self, ctx: RunContext, section: EvaluationSpec) -> dict[str, Any]:
@@ -48,7 +47,9 @@ class EvaluatePhase(CommandPhase[EvaluationSpec]):
             return {}
         path = Path(ctx.repo_root, section.metrics_path)
         check = check_metrics(path, section.required_keys)
+        data: dict[str, Any] = {"metrics": check.metrics, "metrics_path": str(path)}
         if check.metrics is not None:
-            # The latest metrics at a fixed path; every round's are also in its summary.json.
+            # The latest metrics at a fixed path, and this round's in round_N/.
             ctx.write_json(ctx.run_dir / metrics_copy(self.name), check.metrics)
-        return {"metrics": check.metrics, "metrics_path": str(path)}
+            data["metrics_copy"] = ctx.keep_in_round(ROUND_METRICS[self.name], data=check.metrics)
+        return data

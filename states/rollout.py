@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsm_runner.contract.outputs import check_rollout
+from fsm_runner.contract.outputs import check_rollout, rollout_outputs
 from fsm_runner.contract.pipeline import RolloutSpec
 from fsm_runner.engine.context import RunContext
-from fsm_runner.engine.outcome import ErrorInfo
-from fsm_runner.evidence.layout import ROLLOUT_REL
+from fsm_runner.evidence.layout import ROUND_ROLLOUT, ROUND_SAMPLES
 from fsm_runner.states._command import CommandPhase
-from fsm_runner.states._outputs import set_aside
 
 
 class RolloutPhase(CommandPhase[RolloutSpec]):
@@ -26,20 +24,26 @@ class RolloutPhase(CommandPhase[RolloutSpec]):
             return "require_samples is set but pipeline.yml has no rollout.run_cmds to produce samples"
         return None
 
-    def prepare(self, ctx: RunContext, section: RolloutSpec, stage_dir: Path) -> ErrorInfo | None:
-        set_aside(ctx.repo_root / ROLLOUT_REL, stage_dir)
-        return None
+    def outputs(self, ctx: RunContext, section: RolloutSpec) -> tuple[str, ...]:
+        # rollout.json, and the samples file an earlier rollout.json names: evaluate reads only this round's.
+        return tuple(out.rel for out in rollout_outputs(ctx.repo_root))
 
     def after(self, ctx: RunContext, section: RolloutSpec) -> dict[str, Any]:
         check = check_rollout(ctx.repo_root, require_samples=ctx.require_samples)
         count = check.sample_count
         if not count and check.samples_path is not None and check.samples_path.is_file():
             count = _count_lines(check.samples_path)
-        return {
+        data: dict[str, Any] = {
             "rollout": check.rollout,
             "samples_path": str(check.samples_path) if check.samples_path else None,
             "sample_count": count,
         }
+        # The round keeps its own copies: the next round (or the end of a git checkout) removes the originals.
+        if check.rollout is not None:
+            ctx.keep_in_round(ROUND_ROLLOUT, data=check.rollout)
+        if check.samples_path is not None and check.samples_path.is_file():
+            data["samples_copy"] = ctx.keep_in_round(ROUND_SAMPLES, source=check.samples_path)
+        return data
 
 
 def _count_lines(path: Path) -> int:

@@ -338,7 +338,7 @@ def test_an_edge_the_machine_lacks_is_drawn_and_flagged() -> None:
 def test_a_real_failed_run_is_marked(make_target: TargetFactory) -> None:
     target = make_target(scoring=files.SCORING_BROKEN)
     with fsm_runner.setup(str(target)) as session:
-        result = session.evaluate(repair_iters=0)
+        result = session.evaluate(llm="m", repair_iters=0)
         run_dir = session.run_dir
     assert not result.ok
     text = diagram("mermaid", run_dir)

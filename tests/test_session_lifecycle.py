@@ -111,10 +111,10 @@ def test_a_repaired_deploy_runs_again(make_target: TargetFactory, tmp_path: Path
 def test_metrics_left_by_an_earlier_run_do_not_pass(make_target: TargetFactory) -> None:
     repo = make_target()
     with fsm_runner.setup(repo) as sess:
-        assert sess.evaluate().ok
+        assert sess.evaluate(llm="m").ok
     (repo / "evaluate.py").write_text("print('forgot to write metrics')\n")
     with fsm_runner.setup(repo) as sess:
-        result = sess.evaluate()
+        result = sess.evaluate(llm="m")
     assert not result.ok and result.error is not None
     assert "metrics.json" in result.error.message and result.error.kind == "guard"
     assert (sess.run_dir / "evaluate" / "previous.metrics.json").is_file()
@@ -128,7 +128,7 @@ def test_secrets_from_bootstrap_and_stage_env_never_reach_evidence(make_target: 
     )
     repo = make_target(pipeline=pipeline, bootstrap=bootstrap)
     with fsm_runner.setup(repo) as sess:
-        assert sess.evaluate().ok
+        assert sess.evaluate(llm="m").ok
     assert (sess.run_dir / "tests" / "cmd01_try01.stdout").read_text().strip() == "*** ***"
     for path in sess.run_dir.rglob("*"):
         if path.is_file():
@@ -150,7 +150,7 @@ def test_required_outputs_without_a_section_fail(make_target: TargetFactory, cal
     end = text.index("\n", text.index("required_keys", start) if call == "evaluate" else text.index("rollout.py", start))
     repo = make_target(pipeline=text[:start] + text[end + 1 :])
     with fsm_runner.setup(repo) as sess:
-        result = sess.rollout(llm="m", require_samples=True) if call == "rollout" else sess.evaluate()
+        result = sess.rollout(llm="m", require_samples=True) if call == "rollout" else sess.evaluate(llm="m")
     assert not result.ok and result.error is not None and message in result.error.message
 
 
@@ -195,7 +195,7 @@ def test_replay_names_secret_overrides_it_needs_again(make_target: TargetFactory
 def test_dry_run_of_a_finished_run_is_not_replayable(make_target: TargetFactory) -> None:
     repo = make_target()
     with fsm_runner.setup(repo) as sess:
-        assert sess.evaluate().ok
+        assert sess.evaluate(llm="m").ok
     report = replay(sess.run_dir, dry_run=True)
     assert not report.ok and all(step.accepted for step in report.steps)
     assert "finished successfully" in report.lines()[-2]

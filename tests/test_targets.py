@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 from fsm_runner.errors import TargetError, UsageError
-from fsm_runner.targets import ResolvedTarget, default_clones_dir, resolve_target, split_ref
+from fsm_runner.targets import ResolvedTarget, default_clones_dir, resolve_target, split_ref, tracked_files
 
 GIT_ID = ("-c", "user.email=fsm@example.invalid", "-c", "user.name=fsm test", "-c", "commit.gpgsign=false")
 
@@ -348,3 +348,30 @@ def test_errors_do_not_echo_url_passwords(clones: Path) -> None:
     with pytest.raises(TargetError, match=r"cannot clone http://\*\*\*@127\.0\.0\.1:9/") as info:
         resolve_target("http://bob:s3cret-token@127.0.0.1:9/org/repo.git", clones_dir=clones, timeout=30)
     assert "s3cret-token" not in str(info.value) and "bob" not in str(info.value)
+
+
+# -- tracked outputs -------------------------------------------------------------------------------------
+
+
+def test_tracked_files_are_relative_to_the_target_even_inside_a_larger_repo(upstream: Upstream) -> None:
+    work = upstream.work
+    (work / "bench" / "out").mkdir(parents=True)
+    commit(work, "bench/out/metrics.json", "{}")
+    (work / "bench" / "out" / "untracked.json").write_text("{}")
+    assert tracked_files(work, ["app.txt", "./app.txt", "missing.txt"]) == {"app.txt"}
+    # A target in a subdirectory of a repository (examples/arith_bench in this one) names paths from there.
+    sub = work / "bench"
+    assert tracked_files(sub, ["out/metrics.json", "out/untracked.json"]) == {"out/metrics.json"}
+    assert tracked_files(sub, []) == set()
+
+
+def test_no_tracked_files_outside_a_repo_or_without_git(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "m.json").write_text("{}")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    assert tracked_files(plain, ["m.json"]) == set()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert tracked_files(upstream.work, ["app.txt"]) == set()

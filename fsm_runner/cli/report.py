@@ -5,13 +5,14 @@ transition. Finding and reading runs is :mod:`fsm_runner.evidence.store`; the li
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fsm_runner.engine import topology
-from fsm_runner.evidence.layout import RESULT_SUFFIX
-from fsm_runner.evidence.records import ErrorInfo, Outcome, TransitionRecord
+from fsm_runner.evidence.layout import RESULT_SUFFIX, ROUND_METRICS, round_file
+from fsm_runner.evidence.records import ErrorInfo, Outcome, RoundRecord, TransitionRecord
 from fsm_runner.evidence.store import RunInfo, read_run, run_info, whole_journal
 
 _PHASE_TRIGGERS = (topology.PHASE_DONE, topology.PHASE_SKIPPED, topology.PHASE_FAILED)
@@ -51,12 +52,13 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str
 
 
 def runs_table(infos: list[RunInfo]) -> list[str]:
-    header = ("RUN ID", "STATUS", "FAILED PHASE", "SCORE", "DURATION", "LLM", "REDRIVES")
+    header = ("RUN ID", "STATUS", "FAILED PHASE", "ROUNDS", "SCORE", "DURATION", "LLM", "REDRIVES")
     rows = [
         (
             i.run_id,
             i.status,
             i.failed_phase or "-",
+            str(i.rounds) if i.rounds else "-",
             fmt_score(i.score),
             fmt_seconds(i.duration_s) if i.status != "unreadable" else "-",
             i.llm or "-",
@@ -146,6 +148,39 @@ def _guard_text(record: TransitionRecord) -> str:
     return ", ".join(f"{name}={'yes' if value else 'no'}" for name, value in shown.items())
 
 
+_SHOWN_JSON = 100
+
+
+def _short_metrics(metrics: dict[str, Any]) -> str:
+    """The top-level numbers and words of a metrics object (``ok=true score=0.75``); the file has the rest."""
+    shown = [
+        f"{key}={json.dumps(value, ensure_ascii=False)}"
+        for key, value in metrics.items()
+        if value is None or isinstance(value, (bool, int, float, str))
+    ]
+    text = " ".join(shown)
+    return text if len(text) <= _SHOWN_JSON else text[: _SHOWN_JSON - 3] + "..."
+
+
+def round_lines(record: RoundRecord) -> list[str]:
+    """One round of a session: its model, how it ended, its phases and the outputs it kept."""
+    head = f"round {record.round:<3} {record.status:<8} llm {record.llm or '-'}  mode {record.mode}"
+    if record.score is not None:
+        head += f"  score {fmt_score(record.score)}"
+    pad = " " * 10
+    lines = [head, f"{pad}phases   {', '.join(record.phases) or '-'}"]
+    if record.samples:
+        lines.append(f"{pad}samples  {record.samples}  ({record.sample_count} samples)")
+    for phase, metrics in (("evaluate", record.metrics), ("benchmark", record.benchmark)):
+        if metrics is not None:
+            label = "metrics " if phase == "evaluate" else "bench   "
+            lines.append(
+                f"{pad}{label} {round_file(record.round, ROUND_METRICS[phase])}  {_short_metrics(metrics)}"
+            )
+    lines.append(f"{pad}time     {record.started} -> {record.finished or '...'}")
+    return lines
+
+
 def timeline_lines(run_dir: Path) -> list[str]:
     """``fsm-runner show``: the run's header, then every transition with its commands and evidence."""
     run = read_run(run_dir)
@@ -164,8 +199,10 @@ def timeline_lines(run_dir: Path) -> list[str]:
         lines.append(f"score    {fmt_score(info.score)}")
     if run.last_error and info.status != "ok":
         lines += _error_block(run.last_error, "error    ", "")
+    lines.append(f"run dir  {run_dir}")
+    for one in run.rounds:
+        lines += ["", *round_lines(one)]
     lines += [
-        f"run dir  {run_dir}",
         "",
         f"{'#':>3}  {'time':<8}  {'transition':<28} {'status':<8} {'duration':>8}",
     ]
@@ -187,5 +224,6 @@ def timeline_json(run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "run": run.state_json(),
         "summary": run_info(run_dir).to_json(),
+        "rounds": [r.to_json() for r in run.rounds],
         "journal": [r.to_json() for r in records],
     }

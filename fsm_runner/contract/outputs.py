@@ -14,6 +14,7 @@ from typing import Any
 
 from attrs import define
 
+from fsm_runner.contract.pipeline import PipelineSpec
 from fsm_runner.evidence.layout import ROLLOUT_REL
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -252,3 +253,40 @@ def check_rollout(repo_root: Path, *, require_samples: bool, rollout_rel: str = 
     if problem:
         problems.append(f"{rollout_rel}: {problem}")
     return RolloutCheck(not problems, rollout, samples_path, count or 0, tuple(problems))
+
+
+# -- which files a run writes in the repository ------------------------------------------------------------
+
+
+@define(frozen=True)
+class OutputFile:
+    """A file a run writes in the repository: ``rel`` to the repo root, and the ``key`` that names it, in
+    ``named_in`` (a file relative to the repo) or, when that is None, in the pipeline contract."""
+
+    rel: str
+    key: str
+    named_in: str | None = None
+
+
+def rollout_outputs(repo_root: Path) -> tuple[OutputFile, ...]:
+    """rollout.json (its path is fixed, the rollout commands write it) and the samples file that a
+    rollout.json already in the repository names: the outputs a new rollout replaces."""
+    found = [OutputFile(ROLLOUT_REL, "rollout.run_cmds")]
+    samples = check_rollout(repo_root, require_samples=False).samples_path
+    if samples is not None:
+        rel = samples.relative_to(Path(repo_root).resolve()).as_posix()
+        found.append(OutputFile(rel, "paths.samples_jsonl", ROLLOUT_REL))
+    return tuple(found)
+
+
+def run_outputs(pipeline: PipelineSpec, repo_root: Path) -> tuple[OutputFile, ...]:
+    """Every file in the repository a run of ``pipeline`` writes (and so moves into its evidence when one
+    is already there)."""
+    found: list[OutputFile] = []
+    if pipeline.rollout is not None and pipeline.rollout.run_cmds:
+        found.extend(rollout_outputs(repo_root))
+    for key in ("evaluation", "benchmark"):
+        section = getattr(pipeline, key)
+        if section is not None and section.run_cmds and section.metrics_path:
+            found.append(OutputFile(section.metrics_path, f"{key}.metrics_path"))
+    return tuple(found)

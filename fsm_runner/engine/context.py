@@ -13,10 +13,10 @@ from attrs import define, field
 
 from fsm_runner.contract.bootstrap import BootstrapSpec
 from fsm_runner.contract.pipeline import PipelineSpec
-from fsm_runner.evidence.atomic import write_json_atomic
+from fsm_runner.evidence.atomic import copy_file_atomic, write_json_atomic
 from fsm_runner.evidence.events import RunSink
-from fsm_runner.evidence.layout import RUN_JSON, RUNTIME_ENV_REL, repair_dir_name, stage_dir_name
-from fsm_runner.evidence.records import RunState
+from fsm_runner.evidence.layout import RUN_JSON, RUNTIME_ENV_REL, repair_dir_name, round_file, stage_dir_name
+from fsm_runner.evidence.records import RoundRecord, RunState
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.commands import CommandResult, StageRun, run_commands
 from fsm_runner.execution.policy import SecurityPolicy
@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from fsm_runner.engine.phase import Repairer
 
 DEFAULT_CMD_SECONDS = 3600.0
+#: The phases whose outputs a round keeps.
+_ROUND_OUTPUTS = ("rollout", "evaluate", "benchmark")
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def file_sha256(path: Path) -> str | None:
@@ -108,6 +114,7 @@ class RunContext(RunState):
             self.sink.redactor = self.redactor
 
     def save(self) -> None:
+        self.sync_round()
         write_json_atomic(self.run_dir / RUN_JSON, self.to_json())
 
     def write_json(self, path: Path, data: Any) -> None:
@@ -215,6 +222,62 @@ class RunContext(RunState):
             on_end=lambda result: self.command_ended(stage, result),
         )
 
+    # -- rounds ------------------------------------------------------------------------------------------
+
+    def keep_in_round(self, name: str, *, source: Path | None = None, data: Any = None) -> str:
+        """Keep an output of the current round as ``round_N/<name>``: a copy of ``source``, or ``data`` as
+        JSON, secrets masked. Returns the path relative to the run dir, which outlives the checkout."""
+        rel = round_file(self.round, name)
+        path = self.run_dir / rel
+        path.parent.mkdir(exist_ok=True)
+        if source is not None:
+            copy_file_atomic(source, path)
+            self.redactor.mask_file(path)
+        else:
+            self.write_json(path, data)
+        return rel
+
+    def round_ran(self, phase: str) -> None:
+        """Note that ``phase`` was executed (not skipped) in the current round."""
+        record = self._current_round()
+        if phase not in record.phases:
+            self.rounds[-1] = attrs.evolve(record, phases=(*record.phases, phase))
+
+    def _current_round(self) -> RoundRecord:
+        if self.rounds and self.rounds[-1].round == self.round:
+            return self.rounds[-1]
+        now = _utc_now()
+        if self.rounds and self.rounds[-1].status == "running":
+            # Left before it finished: rollout() called again before evaluate(), say.
+            self.rounds[-1] = attrs.evolve(self.rounds[-1], status="closed", finished=now)
+        record = RoundRecord(round=self.round, started=now, llm=self.llm, mode=self.mode)
+        self.rounds.append(record)
+        return record
+
+    def sync_round(self) -> None:
+        """Bring the current round's record in line with the run; run.json is never written without it.
+
+        Outputs count only when their phase passed in this round, so a round never shows another round's
+        samples or metrics. A replay of a failed round reopens it.
+        """
+        record = self._current_round()
+        passed = {p: self.outputs.get(p, {}) for p in _ROUND_OUTPUTS if self.completed.get(p) == self.round}
+        metrics = passed.get("evaluate", {}).get("metrics")
+        benchmark = passed.get("benchmark", {}).get("metrics")
+        rollout = passed.get("rollout", {})
+        changes: dict[str, Any] = {
+            "metrics": metrics if isinstance(metrics, dict) else None,
+            "score": metrics.get("score") if isinstance(metrics, dict) else None,
+            "benchmark": benchmark if isinstance(benchmark, dict) else None,
+            "samples": rollout.get("samples_copy"),
+            "sample_count": rollout.get("sample_count") or 0,
+        }
+        if self.status == "running":
+            changes.update(llm=self.llm, mode=self.mode, status="running", finished=None)
+        elif record.status == "running":
+            changes.update(status=self.status, finished=_utc_now())
+        self.rounds[-1] = attrs.evolve(record, **changes)
+
     # -- bookkeeping -------------------------------------------------------------------------------------
 
     def contract_now(self) -> str | None:
@@ -223,5 +286,5 @@ class RunContext(RunState):
     def to_json(self) -> dict[str, Any]:
         """run.json: the persisted state with secrets masked, stamped with the time of the write."""
         data = self.state_json(self.redactor)
-        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        data["updated"] = _utc_now()
         return data

@@ -105,8 +105,6 @@ class Driver:
         ctx = self.ctx
         if phase in ONCE_PER_SESSION and phase in ctx.completed:
             return "already succeeded in this session"
-        if phase == "rollout" and ctx.skip_rollout_round == ctx.round:
-            return "evaluate() was called without rollout()"
         if phase in PER_ROUND and ctx.completed.get(phase) == ctx.round:
             return "already succeeded in this round"
         if (
@@ -147,6 +145,8 @@ class Driver:
         if outcome is not None and trigger != topology.CLEANUP:
             # A cleanup teardown is journaled with its own outcome; the run keeps the failure that ended it.
             self._absorb(outcome)
+        if outcome is not None and outcome.status != SKIPPED:
+            ctx.round_ran(outcome.phase)
         guards = {name: bool(GUARDS[name](ctx)) for name in topology.guards_of(source, trigger)}
         success_guard = topology.SUCCESS_GUARDS.get(source)
         if trigger == topology.PHASE_DONE and success_guard and not guards.get(success_guard, True):
@@ -205,8 +205,11 @@ class Driver:
         ctx = self.ctx
         if outcome.status == OK and outcome.phase != "repair":
             ctx.completed[outcome.phase] = ctx.round
+            # Outputs are the latest run of the phase's: an earlier round's never stand in for this one's.
             if outcome.data:
                 ctx.outputs[outcome.phase] = outcome.data
+            else:
+                ctx.outputs.pop(outcome.phase, None)
             if ctx.failed_phase == outcome.phase:
                 ctx.failed_phase = None
         elif outcome.status == FAILED:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,6 +95,26 @@ def write_text_atomic(path: Path, text: str, *, fsync: bool = True) -> None:
         tmp_name = None
     except OSError as exc:
         raise EvidenceError(f"cannot write {path}: {_explain(exc)}") from exc
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def copy_file_atomic(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` (streamed: a samples file may be large) through a temp file and rename."""
+    dest = Path(dest)
+    tmp_name: str | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as source:
+            shutil.copyfileobj(source, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, dest)
+        tmp_name = None
+    except OSError as exc:
+        raise EvidenceError(f"cannot copy {src} to {dest}: {_explain(exc)}") from exc
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):

@@ -5,6 +5,7 @@ A run directory (``<repo>/.aider_fsm/artifacts/<run_id>/`` by default)::
     run.json  journal.jsonl  events.jsonl  .lock
     <phase>[.N]/cmdNN_tryMM.{json,stdout,stderr}  <phase>[.N]/summary.json
     repair_NN/{request.json,prompt.md,agent_output.log,reply.json,provenance.json}
+    round_N/{rollout.json,samples.jsonl,metrics.json,benchmark.json}
 
 Nothing else in the package spells these names out, so a reader of this module knows the whole layout.
 """
@@ -55,6 +56,13 @@ REPAIR_REPLY = "reply.json"
 REPAIR_PROVENANCE = "provenance.json"
 AGENT_OUTPUT = "agent_output.log"
 
+# -- inside a round_N dir: what one rollout + evaluate round produced, kept after the checkout is gone ---
+
+ROUND_ROLLOUT = "rollout.json"
+ROUND_SAMPLES = "samples.jsonl"
+#: The metrics of ``evaluate`` and ``benchmark`` in a round.
+ROUND_METRICS = {"evaluate": "metrics.json", "benchmark": "benchmark.json"}
+
 
 def contract_rel_problem(rel: str) -> str | None:
     """Why ``rel`` cannot name a contract file inside the repository (None when it can)."""
@@ -92,6 +100,16 @@ def stage_dir_name(phase: str, count: int) -> str:
 
 def repair_dir_name(count: int) -> str:
     return f"repair_{count:02d}"
+
+
+def round_dir_name(number: int) -> str:
+    """``round_1``, ``round_2``, ...: one per rollout + evaluate round of a session."""
+    return f"round_{number}"
+
+
+def round_file(number: int, name: str) -> str:
+    """A file of round ``number``, relative to the run dir (``round_2/samples.jsonl``)."""
+    return f"{round_dir_name(number)}/{name}"
 
 
 def metrics_copy(phase: str) -> str:

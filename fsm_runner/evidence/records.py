@@ -163,6 +163,50 @@ class TransitionRecord:
 # -- run.json ----------------------------------------------------------------------------------------------
 
 
+@define(frozen=True)
+class RoundRecord:
+    """One rollout + evaluate round of a session (run.json ``rounds``): which model, how it ended, what it
+    produced. ``samples`` is the round's copy of the samples file, relative to the run dir; ``metrics`` and
+    ``benchmark`` are the metrics of the phases that passed in this round (their files are in ``round_N/``).
+    """
+
+    round: int = field(validator=validators.ge(1))
+    started: str
+    llm: str | None = None
+    mode: str = field(default="smoke", validator=validators.in_(MODES))
+    status: str = field(default="running", validator=validators.in_(RUN_STATUSES))
+    finished: str | None = None
+    phases: tuple[str, ...] = ()
+    metrics: dict[str, Any] | None = None
+    score: Any = None
+    benchmark: dict[str, Any] | None = None
+    samples: str | None = None
+    sample_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_json(self) -> dict[str, Any]:
+        """The record with ``ok`` spelled out (``show --json``)."""
+        data = typing.cast(dict[str, Any], unstructure(self))
+        return {"round": self.round, "llm": self.llm, "ok": self.ok, **data}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "round") -> RoundRecord:
+        return structure(cls, data, where)
+
+    def redacted(self, redactor: Redactor) -> RoundRecord:
+        """Secrets masked in the model name and the metrics; the status, mode and phase names stay."""
+        return attrs.evolve(
+            self,
+            llm=redactor.scrub(self.llm),
+            metrics=redactor.scrub(self.metrics),
+            score=redactor.scrub(self.score),
+            benchmark=redactor.scrub(self.benchmark),
+        )
+
+
 def strip_credentials(text: str) -> str:
     """``https://user:token@host/x`` -> ``https://***@host/x``: a URL's secret never reaches evidence."""
     return _CREDENTIALS.sub(r"\1***@", text)
@@ -234,12 +278,12 @@ class RunState:
     deploy_pgids: list[int] = field(factory=list)
     deploy_leaders: dict[str, int | None] = field(factory=dict)
     deployed_llm: str | None = None
-    rollout_requested: bool = False
-    skip_rollout_round: int = 0
     deployed: bool = False
     failed_phase: str | None = None
     last_error: ErrorInfo | None = None
     redrive_count: int = field(default=0, validator=validators.ge(0))
+    #: One record per round, oldest first (absent in run.json written before rounds were recorded).
+    rounds: list[RoundRecord] = field(factory=list)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "run.json") -> RunState:
@@ -259,6 +303,7 @@ class RunState:
                 data[key] = redactor.scrub(data[key])
             data["target"] = {k: v if k == "kind" else redactor.scrub(v) for k, v in data["target"].items()}
             data["outputs"] = {phase: redactor.scrub(out) for phase, out in data["outputs"].items()}
+            data["rounds"] = [unstructure(r.redacted(redactor)) for r in self.rounds]
             data["last_error"] = self.last_error.redacted(redactor).to_json() if self.last_error else None
             data["env_overrides"] = redactor.redact_env(self.env_overrides)
         return data

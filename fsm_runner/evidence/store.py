@@ -124,13 +124,17 @@ def whole_journal(run_dir: Path) -> tuple[TransitionRecord, ...]:
 
 
 def _score(run: RunState) -> Any:
+    """The last round's score (a run.json from before rounds were recorded: the last evaluation's)."""
+    if run.rounds:
+        return run.rounds[-1].score
     metrics = (run.outputs.get("evaluate") or {}).get("metrics")
     return metrics.get("score") if isinstance(metrics, dict) else None
 
 
 @define(frozen=True)
 class RunInfo:
-    """A run at a glance; ``duration_s`` is the time spent in phases (replays add to it)."""
+    """A run at a glance; ``duration_s`` is the time spent in phases (replays add to it). ``score`` and
+    ``llm`` are the last round's; ``rounds`` counts the session's rounds."""
 
     run_id: str
     run_dir: Path
@@ -142,6 +146,7 @@ class RunInfo:
     mode: str | None = None
     redrive_count: int = 0
     problem: str | None = None
+    rounds: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +160,7 @@ class RunInfo:
             "mode": self.mode,
             "redrive_count": self.redrive_count,
             "problem": self.problem,
+            "rounds": self.rounds,
         }
 
 
@@ -183,4 +189,5 @@ def run_info(run_dir: Path) -> RunInfo:
         mode=run.mode,
         redrive_count=run.redrive_count,
         problem=problem,
+        rounds=len(run.rounds),
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import fsm_runner
 from fsm_runner.cli import main
 from tests.conftest import TargetFactory, pid_alive, service_pid, write_target
 from tests.helpers import target_files as files
@@ -324,9 +325,9 @@ def test_runs_lists_newest_first(
     header, *rows = proc.stdout.splitlines()
     assert header.split()[:2] == ["RUN", "ID"] and "FAILED PHASE" in header and "DURATION" in header
     newest, oldest = (row.split() for row in rows)
-    assert newest[:4] == [runs["ok"].name, "ok", "-", "1.0"]
-    assert oldest[:4] == [runs["failed"].name, "failed", "evaluate", "-"]
-    assert all(re.fullmatch(r"\d+\.\d\ds", cells[4]) for cells in (newest, oldest))
+    assert newest[:5] == [runs["ok"].name, "ok", "-", "1", "1.0"]
+    assert oldest[:5] == [runs["failed"].name, "failed", "evaluate", "1", "-"]
+    assert all(re.fullmatch(r"\d+\.\d\ds", cells[5]) for cells in (newest, oldest))
 
     assert main(["runs", str(repo), "--json", "--limit", "1"]) == 0
     (only,) = json.loads(capsys.readouterr().out)
@@ -358,6 +359,36 @@ def test_show_gives_the_timeline_with_commands_and_evidence(
 
     missing = cli("show", "20000101T000000Z-000000", "--repo", repo)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no run") and no_traceback(missing)
+
+
+def test_show_and_runs_list_every_round_of_a_session(make_target: TargetFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_target()
+    checkpoints = ("ckpt-1", "ckpt-2", "ckpt-3")
+    with fsm_runner.setup(repo) as sess:
+        for llm in checkpoints:
+            assert sess.evaluate(llm=llm).ok
+
+    assert main(["show", str(sess.run_dir), "--json"]) == 0
+    rounds = json.loads(capsys.readouterr().out)["rounds"]
+    assert [(r["round"], r["llm"], r["ok"]) for r in rounds] == [(1, "ckpt-1", True), (2, "ckpt-2", True), (3, "ckpt-3", True)]
+    for entry in rounds:
+        assert entry["metrics"]["llms"] == [entry["llm"]] and entry["score"] == 1.0
+        assert entry["phases"][-5:] == ["rollout", "evaluate", "benchmark", "verify", "teardown"]
+        samples = sess.run_dir / entry["samples"]
+        assert {json.loads(line)["meta"]["llm"] for line in samples.read_text().splitlines()} == {entry["llm"]}
+
+    shown = cli("show", sess.run_dir)
+    assert shown.returncode == 0, shown.stderr
+    blocks = re.findall(r"^round (\d+)\s+(\S+)\s+llm (\S+)  mode smoke  score (\S+)$", shown.stdout, re.M)
+    assert blocks == [("1", "ok", "ckpt-1", "1.0"), ("2", "ok", "ckpt-2", "1.0"), ("3", "ok", "ckpt-3", "1.0")]
+    for n in (1, 2, 3):
+        assert f"samples  round_{n}/samples.jsonl  (8 samples)" in shown.stdout
+        assert f"metrics  round_{n}/metrics.json  ok=true score=1.0 run_id=\"{sess.run_id}\"" in shown.stdout
+
+    listed = cli("runs", repo)
+    header, row = listed.stdout.splitlines()
+    assert header.split()[4:7] == ["PHASE", "ROUNDS", "SCORE"]
+    assert row.split()[:5] == [sess.run_id, "ok", "-", "3", "1.0"] and row.split()[6] == "ckpt-3"
 
 
 def test_a_damaged_run_is_an_evidence_error_for_show_and_unreadable_for_runs(

@@ -38,13 +38,14 @@ def test_runs_table_lines_up_every_column(tmp_path: Path) -> None:
             duration_s=1.75,
             llm="toy",
             redrive_count=2,
+            rounds=3,
         ),
         RunInfo("r2", tmp_path, "ok", score=1.0, duration_s=3725),
     ]
     header, first, second = runs_table(infos)
-    assert header.split("  ")[0] == "RUN ID" and "FAILED PHASE" in header
-    assert first.split() == ["20260101T000000Z-aaaaaa", "interrupted", "rollout", "0.25", "1.75s", "toy", "2"]
-    assert second.split() == ["r2", "ok", "-", "1.0", "1h02m", "-", "0"]
+    assert header.split("  ")[0] == "RUN ID" and "FAILED PHASE" in header and "ROUNDS" in header
+    assert first.split() == ["20260101T000000Z-aaaaaa", "interrupted", "rollout", "3", "0.25", "1.75s", "toy", "2"]
+    assert second.split() == ["r2", "ok", "-", "-", "1.0", "1h02m", "-", "0"]
     assert header.index("STATUS") == first.index("interrupted") == second.index("ok")
 
 

@@ -17,6 +17,7 @@ from fsm_runner.evidence.records import (
     ErrorInfo,
     Outcome,
     ResolvedTarget,
+    RoundRecord,
     RunState,
     TransitionRecord,
     strip_credentials,
@@ -54,6 +55,21 @@ RECORD = TransitionRecord(
     status="failed",
     error=ERROR,
 )
+ROUND_ONE = RoundRecord(
+    round=1,
+    started="2026-01-01T00:00:01Z",
+    llm="model-a",
+    mode="full",
+    status="ok",
+    finished="2026-01-01T00:00:09Z",
+    phases=("bootstrap", "rollout", "evaluate", "teardown"),
+    metrics={"ok": True, "score": 0.5},
+    score=0.5,
+    benchmark={"ok": True, "rps": 2},
+    samples="round_1/samples.jsonl",
+    sample_count=8,
+)
+ROUND_TWO = RoundRecord(round=2, started="2026-01-01T00:00:10Z", llm="model-x", status="failed")
 TARGET = ResolvedTarget(
     spec="https://example.com/org/repo.git",
     repo_root=Path("/srv/cache/repo"),
@@ -90,12 +106,11 @@ def full_run_state() -> RunState:
         deploy_pgids=[1234, 5678],
         deploy_leaders={"web": 1234, "worker": None},
         deployed_llm="model-x",
-        rollout_requested=True,
-        skip_rollout_round=2,
         deployed=True,
         failed_phase="tests",
         last_error=ERROR,
         redrive_count=1,
+        rounds=[ROUND_ONE, ROUND_TWO],
     )
 
 
@@ -189,13 +204,33 @@ def test_a_redacted_run_json_masks_free_text_and_still_reads_back(secret: str) -
 def test_run_state_defaults_fill_in_what_an_older_file_lacks() -> None:
     data = {"run_id": "r1", "target": {"spec": ".", "repo_root": "/r", "kind": "local"}}
     run = RunState.from_json(data)
-    assert (run.status, run.phase, run.round, run.completed, run.last_error) == (
+    assert (run.status, run.phase, run.round, run.completed, run.last_error, run.rounds) == (
         "running",
         "clone",
         1,
         {},
         None,
+        [],
     )
+
+
+def test_a_round_says_whether_it_passed_and_reads_back_from_show_json() -> None:
+    assert ROUND_ONE.ok and not ROUND_TWO.ok
+    data = through_json(ROUND_ONE.to_json())
+    assert {k: data[k] for k in ("round", "llm", "ok", "score", "samples")} == {
+        "round": 1, "llm": "model-a", "ok": True, "score": 0.5, "samples": "round_1/samples.jsonl"
+    }
+    assert data["phases"] == ["bootstrap", "rollout", "evaluate", "teardown"]
+    assert RoundRecord.from_json(data) == ROUND_ONE
+
+
+def test_a_redacted_run_json_masks_secrets_in_rounds() -> None:
+    secret = "hunter2-long-secret"
+    leaky = attrs.evolve(ROUND_ONE, llm=f"m-{secret}", metrics={"note": secret, "score": 1})
+    data = through_json(attrs.evolve(full_run_state(), rounds=[leaky]).state_json(Redactor([secret])))
+    back = RunState.from_json(data).rounds[0]
+    assert back.llm == "m-***" and back.metrics == {"note": "***", "score": 1}
+    assert secret not in json.dumps(data)
 
 
 def test_state_json_leaves_out_the_fields_of_a_subclass() -> None:
@@ -364,6 +399,15 @@ def test_a_long_bad_value_is_shortened_in_the_message() -> None:
             {"outputs": {"evaluate": {"m": json.loads('{"x": ' * 70 + "1" + "}" * 70)}}},
             "run.json: outputs.evaluate: nested deeper than 64 levels",
         ),
+        ({"rounds": {"round": 1}}, "run.json: rounds: expected a list, got {'round': 1}"),
+        ({"rounds": [{"round": 1}]}, "run.json: rounds[0]: missing key 'started'"),
+        (
+            {"rounds": [{"round": "2", "started": "t"}]},
+            "run.json: rounds[0].round: expected a whole number, got '2'",
+        ),
+        ({"rounds": [{"round": 1, "started": "t", "phases": "rollout"}]}, "run.json: rounds[0].phases: expected a list"),
+        ({"rounds": [{"round": 1, "started": "t", "status": "done-ish"}]}, "run.json: rounds[0]: 'status' must be in"),
+        ({"rounds": [{"round": 0, "started": "t"}]}, "run.json: rounds[0]: 'round' must be >= 1"),
     ],
 )
 def test_a_bad_run_json_names_the_key(patch: dict[str, Any], message: str) -> None:

@@ -39,10 +39,16 @@ def test_benchmark_and_evaluate_keep_their_own_metrics(make_ctx: PhaseContexts) 
     evaluate = run_phase(make_ctx, "evaluate", HEAD + EVALUATION + benchmark(), files=files)
     run = run_phase(evaluate.ctx, "benchmark")
     assert run.outcome.status == OK
-    assert run.outcome.data == {"metrics": {"ok": True, "rps": 12.5}, "metrics_path": str(run.repo / "bench.json")}
+    assert run.outcome.data == {
+        "metrics": {"ok": True, "rps": 12.5},
+        "metrics_path": str(run.repo / "bench.json"),
+        "metrics_copy": "round_1/benchmark.json",
+    }
     run_dir = run.ctx.run_dir
     assert json.loads((run_dir / "benchmark.metrics.json").read_text()) == {"ok": True, "rps": 12.5}
     assert json.loads((run_dir / "evaluate.metrics.json").read_text()) == {"ok": True, "score": 0.5}
+    assert json.loads((run_dir / "round_1" / "benchmark.json").read_text()) == {"ok": True, "rps": 12.5}
+    assert json.loads((run_dir / "round_1" / "metrics.json").read_text()) == {"ok": True, "score": 0.5}
     assert run.evidence.name == "benchmark"
     assert guards.has_required_keys(run.ctx)  # checked against the benchmark's own keys
 

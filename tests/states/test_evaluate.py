@@ -62,8 +62,13 @@ def test_metrics_are_reported_and_copied_into_the_run_dir(make_ctx: PhaseContext
     metrics = {"ok": True, "score": 0.75, "details": {"n": 4}}
     run = run_phase(make_ctx, "evaluate", HEAD + evaluation(), files=with_metrics(metrics))
     assert run.outcome.status == OK and run.outcome.error is None
-    assert run.outcome.data == {"metrics": metrics, "metrics_path": str(run.repo / METRICS_REL)}
+    assert run.outcome.data == {
+        "metrics": metrics,
+        "metrics_path": str(run.repo / METRICS_REL),
+        "metrics_copy": "round_1/metrics.json",
+    }
     assert json.loads((run.ctx.run_dir / "evaluate.metrics.json").read_text()) == metrics
+    assert json.loads((run.ctx.run_dir / "round_1" / "metrics.json").read_text()) == metrics
     assert run.summary()["data"]["metrics"] == metrics
     assert guards.has_required_keys(run.ctx)
 
@@ -92,12 +97,20 @@ def test_the_phase_reports_what_it_found_and_the_guard_refuses_it(
     assert evidence == str(run.repo / METRICS_REL)
 
 
-def test_earlier_metrics_are_set_aside_and_never_pass(make_ctx: PhaseContexts) -> None:
+@pytest.mark.parametrize("cmd", ["echo wrote nothing", "echo broke; exit 3"])
+def test_earlier_metrics_are_set_aside_reported_and_never_pass(make_ctx: PhaseContexts, cmd: str) -> None:
     stale = json.dumps({"ok": True, "score": 1.0})
-    run = run_phase(make_ctx, "evaluate", HEAD + evaluation("echo wrote nothing"), files={METRICS_REL: stale})
-    assert run.outcome.status == OK
+    run = run_phase(make_ctx, "evaluate", HEAD + evaluation(cmd), files={METRICS_REL: stale})
     assert (run.evidence / "previous.metrics.json").read_text() == stale
     assert not (run.repo / METRICS_REL).exists()
+    # The move is reported where a person looks (the outcome in the journal, events.jsonl), failed or not.
+    moved = [{"path": METRICS_REL, "moved_to": "evaluate/previous.metrics.json"}]
+    assert run.outcome.data["set_aside"] == moved and run.summary()["data"]["set_aside"] == moved
+    events = [json.loads(line) for line in (run.ctx.run_dir / "events.jsonl").read_text().splitlines()]
+    (event,) = [e for e in events if e["event"] == "output.set_aside"]
+    assert (event["phase"], event["path"], event["moved_to"]) == ("evaluate", METRICS_REL, moved[0]["moved_to"])
+    if run.outcome.status == FAILED:
+        return
     assert run.outcome.data["metrics"] is None
     assert not (run.ctx.run_dir / "evaluate.metrics.json").exists()
     message, _ = guards.explain("has_required_keys", run.ctx)
@@ -138,7 +151,7 @@ def test_evaluate_scores_the_samples_of_a_rollout_against_the_service(make_ctx: 
         assert run_phase(ctx, "rollout").outcome.data["sample_count"] == 3
         run = run_phase(ctx, "evaluate")
         assert run.outcome.status == OK, run.outcome.error
-        assert run.outcome.data["metrics"] == {"ok": True, "score": 1.0, "run_id": ctx.run_id}
+        assert run.outcome.data["metrics"] == {"ok": True, "score": 1.0, "run_id": ctx.run_id, "llms": [""]}
         assert guards.has_required_keys(ctx)
     finally:
         run_phase(ctx, "teardown")

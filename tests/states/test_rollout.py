@@ -61,12 +61,18 @@ def test_rollout_against_the_deployed_service(make_ctx: PhaseContexts, mode: str
         run = run_phase(ctx, "rollout", require_samples=True)
         assert run.outcome.status == OK, run.outcome.error
         assert (run.repo / ".aider_fsm/seen.txt").read_text() == f"model-x {mode}\n"
+        rollout = {"paths": {"samples_jsonl": SAMPLES_REL}, "counts": {"samples": count, "errors": 0}}
         assert run.outcome.data == {
-            "rollout": {"paths": {"samples_jsonl": SAMPLES_REL}, "counts": {"samples": count, "errors": 0}},
+            "rollout": rollout,
             "samples_path": str(run.repo / SAMPLES_REL),
             "sample_count": count,
+            "samples_copy": "round_1/samples.jsonl",
         }
         assert guards.samples_valid(ctx)
+        # The round keeps its own copies, which outlive the files in the repository.
+        kept = ctx.run_dir / "round_1"
+        assert (kept / "samples.jsonl").read_bytes() == (run.repo / SAMPLES_REL).read_bytes()
+        assert json.loads((kept / "rollout.json").read_text()) == rollout
     finally:
         run_phase(ctx, "teardown")
     assert procs_in(deploy.repo) == []
@@ -89,9 +95,19 @@ def test_an_earlier_rollout_is_set_aside_and_never_passes(make_ctx: PhaseContext
     pipeline = HEAD + "rollout:\n  run_cmds: 'echo wrote nothing'\n"
     run = run_phase(make_ctx, "rollout", pipeline, files=earlier, require_samples=require_samples)
     assert run.outcome.status == OK
-    assert not (run.repo / ROLLOUT_REL).exists()
+    # rollout.json and the samples it named are both out of the way: nothing of the earlier rollout is read.
+    assert not (run.repo / ROLLOUT_REL).exists() and not (run.repo / SAMPLES_REL).exists()
     assert (run.evidence / "previous.rollout.json").read_text() == earlier[ROLLOUT_REL]
-    assert run.outcome.data == {"rollout": None, "samples_path": None, "sample_count": 0}
+    assert (run.evidence / "previous.samples.jsonl").read_text() == earlier[SAMPLES_REL]
+    moved = [
+        {"path": ROLLOUT_REL, "moved_to": "rollout/previous.rollout.json"},
+        {"path": SAMPLES_REL, "moved_to": "rollout/previous.samples.jsonl"},
+    ]
+    assert run.outcome.data == {"rollout": None, "samples_path": None, "sample_count": 0, "set_aside": moved}
+    assert run.summary()["data"]["set_aside"] == moved
+    events = [json.loads(line) for line in (run.ctx.run_dir / "events.jsonl").read_text().splitlines()]
+    reported = [{"path": e["path"], "moved_to": e["moved_to"]} for e in events if e["event"] == "output.set_aside"]
+    assert reported == moved and not (run.ctx.run_dir / "round_1").exists()
     assert guards.samples_valid(run.ctx) is not require_samples
     if require_samples:
         message, where = guards.explain("samples_valid", run.ctx)
@@ -120,3 +136,13 @@ def test_samples_are_counted_and_checked_by_the_guard(
     assert run.outcome.data["sample_count"] == count
     assert run.outcome.data["samples_path"] == str(run.repo / SAMPLES_REL)
     assert guards.samples_valid(run.ctx) is valid
+
+
+def test_the_rounds_copy_of_the_samples_masks_secrets(make_ctx: PhaseContexts) -> None:
+    secret = "sk-live-0123456789"
+    lines = [sample(f"the key is {secret}"), sample("b")]
+    run = run_phase(make_ctx, "rollout", HEAD + COPY, files=outputs(lines), secrets={"OPENAI_API_KEY": secret})
+    assert run.outcome.status == OK and run.outcome.data["samples_copy"] == "round_1/samples.jsonl"
+    kept = (run.ctx.run_dir / "round_1" / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(line)["completion"] for line in kept] == ["the key is ***", "b"]
+    assert secret in (run.repo / SAMPLES_REL).read_text()  # the repository's file is the target's own
