@@ -14,8 +14,16 @@ import attrs
 import pytest
 
 from fsm_runner.errors import TargetError, UsageError
-from fsm_runner.evidence.layout import clone_checkouts_dir, clone_lock
-from fsm_runner.targets import ResolvedTarget, default_clones_dir, resolve_target, split_ref
+from fsm_runner.evidence.layout import checkout_owner, clone_checkouts_dir, clone_lock, clone_runs_dir
+from fsm_runner.targets import (
+    ResolvedTarget,
+    default_clones_dir,
+    remove_checkout,
+    resolve_target,
+    restore_checkout,
+    split_ref,
+    url_runs_root,
+)
 
 GIT_ID = ("-c", "user.email=fsm@example.invalid", "-c", "user.name=fsm test", "-c", "commit.gpgsign=false")
 
@@ -361,3 +369,91 @@ def test_errors_do_not_echo_url_passwords(clones: Path) -> None:
     with pytest.raises(TargetError, match=r"cannot clone http://\*\*\*@127\.0\.0\.1:9/") as info:
         resolve_target("http://bob:s3cret-token@127.0.0.1:9/org/repo.git", clones_dir=clones, timeout=30)
     assert "s3cret-token" not in str(info.value) and "bob" not in str(info.value)
+
+
+# -- one checkout per run --------------------------------------------------------------------------------
+
+RUN_ID = "20260101T000000Z-abcdef"
+
+
+def test_a_run_checkout_is_named_after_the_run_and_names_its_run_dir(
+    upstream: Upstream, clones: Path, tmp_path: Path
+) -> None:
+    resolved = resolve_target(f"{upstream.file_url}@v1", clones_dir=clones, run_id=RUN_ID)
+    assert resolved.clone is not None and resolved.runs_root == clone_runs_dir(resolved.clone)
+    assert resolved.repo_root == clone_checkouts_dir(resolved.clone) / RUN_ID
+    assert (resolved.repo_root / "app.txt").read_text() == "one"
+    assert (resolved.runs_root / RUN_ID).is_dir()  # made before the checkout, so a pruner sees its run
+    assert checkout_owner(resolved.repo_root).read_text().strip() == str(resolved.runs_root / RUN_ID)
+    elsewhere = resolve_target(upstream.file_url, clones_dir=clones, run_id="r2", artifacts_dir=tmp_path / "ev")
+    assert checkout_owner(elsewhere.repo_root).read_text().strip() == str(tmp_path / "ev" / "r2")
+    with pytest.raises(UsageError, match="invalid run id"):
+        resolve_target(upstream.file_url, clones_dir=clones, run_id="a/b")
+
+
+def test_remove_and_restore_a_checkout(upstream: Upstream, clones: Path, tmp_path: Path) -> None:
+    resolved = resolve_target(f"{upstream.file_url}@feature", clones_dir=clones, run_id=RUN_ID)
+    clone, checkout = resolved.clone, resolved.repo_root
+    assert clone is not None
+    remove_checkout(resolved)
+    assert not checkout.exists() and not checkout_owner(checkout).exists()
+    assert str(checkout) not in git(clone, "worktree", "list")
+    assert restore_checkout(resolved, tmp_path / "run") is True
+    assert git(checkout, "rev-parse", "HEAD") == upstream.shas["c2"] and str(checkout) in git(clone, "worktree", "list")
+    assert checkout_owner(checkout).read_text().strip() == str(tmp_path / "run")
+    (checkout / "app.txt").write_text("fixed by hand")
+    assert restore_checkout(resolved, tmp_path / "run") is False  # there already, fixes and all
+    assert (checkout / "app.txt").read_text() == "fixed by hand"
+    local = resolve_target(upstream.work)
+    assert restore_checkout(local, tmp_path / "run") is False
+    remove_checkout(local)
+    assert (upstream.work / "app.txt").exists()
+
+
+def test_checkout_paths_outside_the_clone_are_never_removed_or_made(
+    upstream: Upstream, clones: Path, tmp_path: Path
+) -> None:
+    """A hand-edited run.json cannot point removal or re-creation at another directory."""
+    resolved = resolve_target(upstream.file_url, clones_dir=clones, run_id=RUN_ID)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("x")
+    hostile = attrs.evolve(resolved, repo_root=victim)
+    with pytest.raises(TargetError, match="not a checkout of the clone cache"):
+        remove_checkout(hostile)
+    assert (victim / "keep.txt").exists()
+    with pytest.raises(TargetError, match="not a checkout of the clone cache"):
+        restore_checkout(attrs.evolve(resolved, repo_root=tmp_path / "new"), tmp_path / "run")
+    assert not (tmp_path / "new").exists()
+
+
+def test_restore_says_what_to_do_when_the_cache_cannot(upstream: Upstream, clones: Path, tmp_path: Path) -> None:
+    resolved = resolve_target(upstream.file_url, clones_dir=clones, run_id=RUN_ID)
+    remove_checkout(resolved)
+    unknown = attrs.evolve(resolved, commit="0" * 40)
+    with pytest.raises(TargetError, match=r"commit 000000000000 is no longer in the clone cache .*fsm-runner run"):
+        restore_checkout(unknown, tmp_path / "run")
+    assert resolved.clone is not None
+    shutil.rmtree(resolved.clone)
+    with pytest.raises(TargetError, match=rf"clone cache entry .*fsm-runner run {upstream.file_url}@"):
+        restore_checkout(resolved, tmp_path / "run")
+
+
+def test_url_runs_root_needs_neither_git_nor_the_network(
+    upstream: Upstream, clones: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    by_url = resolve_target(upstream.file_url, clones_dir=clones).clone
+    by_path = resolve_target(upstream.bare, clones_dir=clones).clone
+    assert by_url is not None and by_path is not None
+    monkeypatch.setenv("PATH", "/nonexistent")  # no git to run
+    for spec in (upstream.file_url, f"{upstream.file_url}@v1", f"{upstream.file_url}@{upstream.shas['c2']}"):
+        assert url_runs_root(spec, clones) == clone_runs_dir(by_url)
+    for spec in (str(upstream.bare), f"{upstream.bare}@feature"):
+        assert url_runs_root(spec, clones) == clone_runs_dir(by_path)
+    remote = url_runs_root("https://git.example.invalid/org/bench.git@v1", clones)
+    assert remote is not None and remote.parent == clones
+    assert remote.name.startswith("bench-") and remote.name.endswith(".runs")
+    assert url_runs_root("https://git.example.invalid/org/bench.git", clones) == remote
+    assert url_runs_root(str(upstream.work), clones) is None  # a work tree keeps its runs itself
+    assert url_runs_root("no/such/dir", clones) is None
+    assert url_runs_root(upstream.file_url) == clone_runs_dir(default_clones_dir() / by_url.name)
