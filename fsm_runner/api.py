@@ -91,7 +91,7 @@ def setup(
     runs_dir = runs_dir or resolved.runs_root
     redactor = Redactor.from_env({**os.environ, **overrides})
     try:
-        pipeline = _load_contract(resolved, pipeline_rel, agent, redactor)
+        pipeline = _load_contract(resolved, pipeline_rel, agent, redactor, runs_dir)
         session = Session._open(
             resolved,
             pipeline,
@@ -119,15 +119,21 @@ def setup(
 
 
 def _load_contract(
-    resolved: ResolvedTarget, pipeline_rel: str, agent: RepairAgent | None, redactor: Redactor
+    resolved: ResolvedTarget,
+    pipeline_rel: str,
+    agent: RepairAgent | None,
+    redactor: Redactor,
+    runs_dir: Path | None,
 ) -> PipelineSpec:
-    """The target's pipeline; with a repair agent, a missing one is scaffolded first."""
+    """The target's pipeline; with a repair agent, a missing one is scaffolded first (a git target's
+    scaffold evidence goes beside its runs, not into the checkout that is removed later)."""
     try:
         return load_pipeline(resolved.repo_root, pipeline_rel)
     except ContractError:
         if agent is None or (resolved.repo_root / pipeline_rel).exists():
             raise
-        scaffold_contract(resolved.repo_root, pipeline_rel, agent, redactor)
+        evidence_root = runs_dir if resolved.clone is not None else None
+        scaffold_contract(resolved.repo_root, pipeline_rel, agent, redactor, evidence_root)
         return load_pipeline(resolved.repo_root, pipeline_rel)
 
 

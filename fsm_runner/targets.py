@@ -280,13 +280,17 @@ def _prune_checkouts(git: _Git, clone: Path) -> None:
         entries = sorted(root.iterdir())
     except OSError:
         return
+    dropped = False
     for path in entries:
         if path.name.endswith(CHECKOUT_OWNER_SUFFIX):
             if not path.with_name(path.name.removesuffix(CHECKOUT_OWNER_SUFFIX)).exists():
                 path.unlink(missing_ok=True)  # its checkout was never made, or was deleted by hand
+                dropped = True
         elif not _owner_needs(checkout_owner(path)):
             _drop(git, clone, path)
-    git("worktree", "prune", cwd=clone, what="prune checkouts", check=False)
+            dropped = True
+    if dropped:  # also forgets checkouts deleted by hand
+        git("worktree", "prune", cwd=clone, what="prune checkouts", check=False)
 
 
 def remove_checkout(target: ResolvedTarget, *, timeout: float = 60) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import pytest
 
-from fsm_runner import ContractError, ReplayError, check_replay, replay, setup
+from fsm_runner import ContractError, RepairRequest, ReplayError, check_replay, replay, setup
 from fsm_runner.evidence.layout import clone_checkouts_dir, clone_runs_dir
 
 GIT_ID = ("-c", "user.email=fsm@example.invalid", "-c", "user.name=fsm test", "-c", "commit.gpgsign=false")
@@ -293,3 +293,17 @@ def test_setup_that_fails_before_the_session_leaves_no_checkout_and_no_run(upstr
         setup(f"{upstream.url}@nocontract")
     assert upstream.checkouts() == []
     assert not upstream.runs_dir.exists() or list(upstream.runs_dir.iterdir()) == []
+
+
+def test_a_contract_scaffolded_for_a_git_target_keeps_its_evidence_beside_the_runs(upstream: Upstream) -> None:
+    def agent(request: RepairRequest) -> str:
+        (request.repo / "pipeline.yml").write_text(PIPELINE)
+        return "wrote pipeline.yml"
+
+    with setup(f"{upstream.url}@nocontract", repair_agent=agent) as session:
+        result = session.run()
+        checkout = session.repo_root
+    assert result.ok and result.score == 2.0
+    (scaffold,) = upstream.runs_dir.glob("scaffold-*")
+    assert json.loads((scaffold / "reply.json").read_text())["summary"] == "wrote pipeline.yml"
+    assert not checkout.exists() and upstream.checkouts() == []
