@@ -232,7 +232,7 @@ class Session:
             return
         try:
             remove_checkout(self.ctx.target)
-        except FsmRunnerError as exc:
+        except (FsmRunnerError, OSError) as exc:  # the next setup() of the URL prunes it
             self.ctx.log.warning("checkout.kept", checkout=str(self.ctx.repo_root), error=str(exc))
 
     def __enter__(self) -> Session:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fsm_runner.errors import TargetError, UsageError
+from fsm_runner.errors import EvidenceError, TargetError, UsageError
 from fsm_runner.evidence.atomic import create_run_dir, write_text_atomic
 from fsm_runner.evidence.layout import (
     CHECKOUT_OWNER_SUFFIX,
@@ -34,7 +34,7 @@ from fsm_runner.evidence.layout import (
 )
 from fsm_runner.evidence.lock import lock_holder
 from fsm_runner.evidence.records import ResolvedTarget, strip_credentials
-from fsm_runner.evidence.store import run_info
+from fsm_runner.evidence.store import read_run
 from fsm_runner.execution.process import run_captured
 
 __all__ = [
@@ -216,7 +216,7 @@ def _clone(
 # -- one checkout per run ------------------------------------------------------------------------------------
 
 #: Run statuses whose checkout is kept after the run ends, so that replay can continue in it.
-_RESUMABLE = frozenset({"failed", "interrupted", "stale"})
+_RESUMABLE = frozenset({"failed", "interrupted", "running"})
 
 
 def _add_checkout(git: _Git, clone: Path, sha: str, run_id: str | None, artifacts_dir: Path | None) -> Path:
@@ -257,7 +257,11 @@ def _owner_needs(owner: Path) -> bool:
         return True
     if not (run_dir / RUN_JSON).exists() and not (run_dir / JOURNAL).exists():
         return True  # set up a moment ago: its session has not started yet
-    return run_info(run_dir).status in _RESUMABLE
+    try:
+        status = read_run(run_dir).status
+    except EvidenceError:
+        return False  # no run.json to replay from
+    return status in _RESUMABLE  # "running" without its lock: the runner died; replay continues it
 
 
 def _drop(git: _Git, clone: Path, path: Path) -> None:

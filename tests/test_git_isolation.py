@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,27 @@ def test_a_contract_scaffolded_for_a_git_target_keeps_its_evidence_beside_the_ru
     (scaffold,) = upstream.runs_dir.glob("scaffold-*")
     assert json.loads((scaffold / "reply.json").read_text())["summary"] == "wrote pipeline.yml"
     assert not checkout.exists() and upstream.checkouts() == []
+
+
+def test_an_interrupted_run_keeps_its_checkout_through_later_setups(upstream: Upstream, tmp_path: Path) -> None:
+    env = [arg for k, v in barrier(tmp_path, 2).items() for arg in ("--env", f"{k}={v}")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsm_runner", "run", f"{upstream.url}@v1", *env],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "barrier").is_dir() or not os.listdir(tmp_path / "barrier"):  # evaluating, alone
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    (run_dir,) = upstream.runs_dir.iterdir()
+    run = run_json(run_dir)
+    checkout = Path(run["target"]["repo_root"])
+    assert run["status"] == "interrupted" and upstream.checkouts() == [checkout]
+    with setup(f"{upstream.url}@v2") as session:
+        assert session.run().ok
+    assert upstream.checkouts() == [checkout] and (checkout / "VERSION").read_text() == "1\n"
