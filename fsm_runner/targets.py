@@ -126,7 +126,7 @@ def _file_opts(url: str) -> tuple[str, ...]:
 
 
 def _entry_name(url: str) -> str:
-    tail = re.split(r"[/:]", url.rstrip("/"))[-1]
+    tail = re.split(r"[/:@]", url.rstrip("/"))[-1]  # never a password of a URL without a path
     name = re.sub(r"[^A-Za-z0-9._-]", "_", tail.removesuffix(".git")).strip("._") or "repo"
     return f"{name[:60]}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
 
@@ -178,7 +178,7 @@ def _cache_lock(entry: Path, git: _Git) -> Iterator[None]:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                git.remaining(f"wait for lock on {entry} (another run is cloning it)")
+                git.remaining(f"wait for lock on {entry} (another run is fetching or checking it out)")
                 time.sleep(0.05)
         yield
 

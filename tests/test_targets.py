@@ -457,3 +457,9 @@ def test_url_runs_root_needs_neither_git_nor_the_network(
     assert url_runs_root(str(upstream.work), clones) is None  # a work tree keeps its runs itself
     assert url_runs_root("no/such/dir", clones) is None
     assert url_runs_root(upstream.file_url) == clone_runs_dir(default_clones_dir() / by_url.name)
+
+
+def test_cache_names_do_not_carry_url_passwords(clones: Path) -> None:
+    """The entry's name appears in run.json (clone, repo_root) and on disk."""
+    runs = url_runs_root("https://bob:s3cret-token@git.example.invalid", clones)
+    assert runs is not None and "s3cret" not in str(runs) and runs.name.startswith("git.example.invalid-")
