@@ -23,7 +23,7 @@ from fsm_runner.engine import topology
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.driver import Driver
-from fsm_runner.errors import ContractError, EvidenceError, FsmRunnerError, ReplayError
+from fsm_runner.errors import ContractError, EvidenceError, FsmRunnerError, ReplayError, TargetError
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
 from fsm_runner.evidence.layout import JOURNAL
@@ -38,6 +38,7 @@ from fsm_runner.repair import AgentLike, RepairStep, as_agent
 from fsm_runner.results import EvaluationResult
 from fsm_runner.session import Session
 from fsm_runner.states import phases
+from fsm_runner.targets import restore_checkout
 from fsm_runner.typing import StrPath, TransitionHook
 
 
@@ -221,8 +222,10 @@ def check_replay(run_dir: StrPath) -> DryRunReport:
     problem = None
     changed = False
     try:
-        spec = load_pipeline(run.target.repo_root, run.pipeline_rel)
-        changed = spec.sha256 != run.contract_sha256
+        # A git run's removed checkout is re-created at the recorded commit: its contract is the recorded one.
+        if run.target.clone is None or run.target.repo_root.exists():
+            spec = load_pipeline(run.target.repo_root, run.pipeline_rel)
+            changed = spec.sha256 != run.contract_sha256
     except ContractError as exc:
         problem = str(exc)
     replayable, reason = _verdict(path, run, records)
@@ -290,6 +293,10 @@ def replay(
     if not ok:
         raise ReplayError(reason)
     run, records = _load_run(path)
+    try:
+        restore_checkout(run.target, path)
+    except TargetError as exc:
+        raise ReplayError(f"cannot re-create the run's checkout: {exc}") from None
     ctx = _restore(path, run, env_map(env_overrides), repair_iters, repair_agent, console)
     state = _resume_state(run, records)
     last = records[-1].dest

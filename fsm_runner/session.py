@@ -22,7 +22,7 @@ from fsm_runner.engine.driver import Driver
 from fsm_runner.engine.lifecycle import Interrupted, register_live, sigterm_raises, unregister_live
 from fsm_runner.engine.outcome import ErrorInfo
 from fsm_runner.engine.phase import Repairer
-from fsm_runner.errors import UsageError
+from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import create_run_dir
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
@@ -33,7 +33,7 @@ from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.results import EvaluationResult, RolloutResult, evaluation_result, rollout_result
 from fsm_runner.states import phases
-from fsm_runner.targets import ResolvedTarget
+from fsm_runner.targets import ResolvedTarget, remove_checkout
 from fsm_runner.typing import TransitionHook
 
 
@@ -228,9 +228,19 @@ class Session:
             if self.ctx.status == "running":
                 self.ctx.status = "closed"
                 self.driver.save()
+            self._drop_checkout()
             if self.ctx.sink is not None:
                 self.ctx.sink.close()
             release_lock(self._lock)
+
+    def _drop_checkout(self) -> None:
+        """A git target's own checkout goes once nothing can continue the run; a failed run keeps it."""
+        if self.ctx.target.clone is None or self.ctx.status not in ("ok", "closed"):
+            return
+        try:
+            remove_checkout(self.ctx.target)
+        except (FsmRunnerError, OSError) as exc:  # the next setup() of the URL prunes it
+            self.ctx.log.warning("checkout.kept", checkout=str(self.ctx.repo_root), error=str(exc))
 
     def __enter__(self) -> Session:
         return self

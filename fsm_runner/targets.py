@@ -1,11 +1,14 @@
 """Resolve the target the user names (a local directory or a git URL) to a checked-out repository root.
 
-Local work trees are used in place so the user's edits are what runs; remote or bare repositories are cloned
-once into a cache and refreshed on later runs, so repeat runs are cheap and still reflect the requested ref.
+Local work trees are used in place so the user's edits are what runs. Remote or bare repositories are cloned
+once into a cache and fetched on later runs, so repeat runs are cheap and still reflect the requested ref;
+each run then gets its own checkout of the resolved commit (a ``git worktree`` of the cached clone), so runs
+of one URL at different refs never share files. The cache's layout is in :mod:`fsm_runner.evidence.layout`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -14,21 +17,39 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from fsm_runner.contract.outputs import run_outputs
 from fsm_runner.contract.pipeline import PipelineSpec
-from fsm_runner.errors import ContractError, TargetError, UsageError
+from fsm_runner.errors import ContractError, EvidenceError, TargetError, UsageError
+from fsm_runner.evidence.atomic import create_run_dir, write_text_atomic
+from fsm_runner.evidence.layout import (
+    CHECKOUT_OWNER_SUFFIX,
+    JOURNAL,
+    RUN_JSON,
+    checkout_owner,
+    clone_checkouts_dir,
+    clone_lock,
+    clone_runs_dir,
+    new_run_id,
+    single_name_problem,
+)
+from fsm_runner.evidence.lock import lock_holder
 from fsm_runner.evidence.records import ResolvedTarget, strip_credentials
+from fsm_runner.evidence.store import read_run
 from fsm_runner.execution.process import run_captured
 
 __all__ = [
     "ResolvedTarget",
     "default_clones_dir",
     "refuse_committed_outputs",
+    "remove_checkout",
     "resolve_target",
+    "restore_checkout",
     "split_ref",
     "tracked_files",
+    "url_runs_root",
 ]
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -110,7 +131,7 @@ def _file_opts(url: str) -> tuple[str, ...]:
 
 
 def _entry_name(url: str) -> str:
-    tail = re.split(r"[/:]", url.rstrip("/"))[-1]
+    tail = re.split(r"[/:@]", url.rstrip("/"))[-1]  # never a password of a URL without a path
     name = re.sub(r"[^A-Za-z0-9._-]", "_", tail.removesuffix(".git")).strip("._") or "repo"
     return f"{name[:60]}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
 
@@ -119,9 +140,8 @@ def _verify(git: _Git, repo: Path, rev: str) -> str:
     return git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", cwd=repo, what="resolve", check=False)
 
 
-def _checkout(git: _Git, repo: Path, url: str, ref: str | None) -> str:
-    """Check out ``ref`` (branch, tag, sha, any fetchable ref) or the default branch; return its sha."""
-    branch: str | None = None
+def _resolve(git: _Git, repo: Path, url: str, ref: str | None) -> str:
+    """The commit ``ref`` (branch, tag, sha, any fetchable ref) or the default branch names."""
     opts = _file_opts(url)
     if ref is None:
         git(*opts, "remote", "set-head", "origin", "-a", cwd=repo, what="set-head", check=False)
@@ -129,28 +149,20 @@ def _checkout(git: _Git, repo: Path, url: str, ref: str | None) -> str:
         sha = _verify(git, repo, head) if head else ""
         if not sha:
             raise TargetError(f"{url} has no default branch with commits; pass a ref (URL@REF or ref=)")
-        branch = head.removeprefix("refs/remotes/origin/")
-    elif sha := _verify(git, repo, f"refs/remotes/origin/{ref}"):
-        branch = ref
-    else:
-        sha = _verify(git, repo, f"refs/tags/{ref}")
-        if not sha and re.fullmatch(r"[0-9a-fA-F]{4,64}", ref):
-            sha = _verify(git, repo, ref)
-        if not sha:
-            try:
-                git(*opts, "fetch", "-q", "origin", ref, cwd=repo, what=f"cannot fetch ref {ref!r}")
-            except TargetError as exc:
-                raise TargetError(f"ref {ref!r} not found in {url}: {exc}") from None
-            sha = _verify(git, repo, "FETCH_HEAD")
-    if branch:
-        git("checkout", "--quiet", "--force", "-B", branch, sha, cwd=repo, what=f"cannot check out {branch}")
-    else:
-        git("checkout", "--quiet", "--force", "--detach", sha, cwd=repo, what=f"cannot check out {ref}")
-    git("reset", "--quiet", "--hard", sha, cwd=repo, what=f"cannot reset to {sha[:12]}")
+        return sha
+    sha = _verify(git, repo, f"refs/remotes/origin/{ref}") or _verify(git, repo, f"refs/tags/{ref}")
+    if not sha and re.fullmatch(r"[0-9a-fA-F]{4,64}", ref):
+        sha = _verify(git, repo, ref)
+    if not sha:
+        try:
+            git(*opts, "fetch", "-q", "origin", ref, cwd=repo, what=f"cannot fetch ref {ref!r}")
+        except TargetError as exc:
+            raise TargetError(f"ref {ref!r} not found in {url}: {exc}") from None
+        sha = _verify(git, repo, "FETCH_HEAD")
     return sha
 
 
-def _is_clone_of(git: _Git, entry: Path, url: str) -> bool:
+def _is_clone_of(git: _Git, entry: Path, url: str | None) -> bool:
     if not (entry / ".git").is_dir():
         return False
     top = git("rev-parse", "--show-toplevel", cwd=entry, what="inspect cache", check=False)
@@ -158,14 +170,11 @@ def _is_clone_of(git: _Git, entry: Path, url: str) -> bool:
     return bool(top) and Path(top).resolve() == entry.resolve() and origin == url
 
 
-def _clone(url: str, ref: str | None, clones_dir: Path, git: _Git) -> tuple[Path, str, bool]:
+@contextlib.contextmanager
+def _cache_lock(entry: Path, git: _Git) -> Iterator[None]:
+    """The clone entry's lock: fetching, adding and removing checkouts happen one process at a time."""
     try:
-        clones_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TargetError(f"cannot create clone cache {clones_dir}: {exc.strerror}") from None
-    entry, opts = clones_dir / _entry_name(url), _file_opts(url)
-    try:
-        lock = open(entry.with_name(entry.name + ".lock"), "w")  # noqa: SIM115 - held for the whole block below
+        lock = open(clone_lock(entry), "w")  # noqa: SIM115 - held for the whole block below
     except OSError as exc:
         raise TargetError(f"cannot open lock file for {entry}: {exc.strerror}") from None
     with lock:
@@ -174,45 +183,173 @@ def _clone(url: str, ref: str | None, clones_dir: Path, git: _Git) -> tuple[Path
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                git.remaining(f"wait for lock on {entry} (another run is cloning it)")
+                git.remaining(f"wait for lock on {entry} (another run is fetching or checking it out)")
                 time.sleep(0.05)
-        if entry.exists() and _is_clone_of(git, entry, url):
-            git(
-                *opts,
-                "fetch",
-                "-q",
-                "--prune",
-                "--tags",
-                "--force",
-                "origin",
-                cwd=entry,
-                what=f"cannot fetch {url}",
-            )
-            return entry, _checkout(git, entry, url, ref), True
-        if entry.exists() or entry.is_symlink():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=clones_dir))
-        try:
-            git(*opts, "clone", "-q", "--no-checkout", "--", url, str(tmp), what=f"cannot clone {url}")
-            sha = _checkout(git, tmp, url, ref)
-            tmp.rename(entry)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return entry, sha, False
+        yield
 
 
-def resolve_target(
-    target: str | os.PathLike[str],
-    *,
-    clones_dir: Path | None = None,
-    ref: str | None = None,
-    timeout: float = 300,
-) -> ResolvedTarget:
-    """Resolve ``target`` to a repository root; clone or refresh git targets in the cache (see module doc)."""
+def _clone(
+    url: str, ref: str | None, entry: Path, git: _Git, run_id: str | None, artifacts_dir: Path | None
+) -> tuple[Path, str, bool]:
+    """Clone or fetch ``url`` into ``entry``, add a checkout of ``ref`` for one run: (checkout, sha, hit)."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TargetError(f"cannot create clone cache {entry.parent}: {exc.strerror}") from None
+    opts = _file_opts(url)
+    with _cache_lock(entry, git):
+        hit = entry.exists() and _is_clone_of(git, entry, url)
+        if hit:
+            fetch = ("fetch", "-q", "--prune", "--tags", "--force", "origin")
+            git(*opts, *fetch, cwd=entry, what=f"cannot fetch {url}")
+            sha = _resolve(git, entry, url, ref)
+        else:
+            if entry.exists() or entry.is_symlink():
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+            try:
+                git(*opts, "clone", "-q", "--no-checkout", "--", url, str(tmp), what=f"cannot clone {url}")
+                sha = _resolve(git, tmp, url, ref)
+                tmp.rename(entry)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        _prune_checkouts(git, entry)
+        checkout = _add_checkout(git, entry, sha, run_id, artifacts_dir)
+    return checkout, sha, hit
+
+
+# -- one checkout per run ------------------------------------------------------------------------------------
+
+#: Run statuses whose checkout is kept after the run ends, so that replay can continue in it.
+_RESUMABLE = frozenset({"failed", "interrupted", "running"})
+
+
+def _add_checkout(git: _Git, clone: Path, sha: str, run_id: str | None, artifacts_dir: Path | None) -> Path:
+    """A detached worktree of ``clone`` at ``sha``, named after the run; the run directory is created first
+    and named beside the checkout, so that a pruner never takes a checkout whose run is still starting."""
+    path = clone_checkouts_dir(clone) / (run_id or new_run_id())
+    owner = checkout_owner(path)
+    try:
+        path.parent.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise TargetError(f"cannot create {path.parent}: {exc.strerror}") from None
+    run_dir = None
+    if run_id is not None:
+        run_dir = create_run_dir((artifacts_dir or clone_runs_dir(clone)).absolute(), run_id)
+        write_text_atomic(owner, f"{run_dir}\n")
+    try:
+        git("worktree", "add", "--detach", str(path), sha, cwd=clone, what=f"cannot check out {sha[:12]}")
+    except TargetError:
+        owner.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if run_dir is not None:
+                run_dir.rmdir()
+        raise
+    return path
+
+
+def _owner_needs(owner: Path) -> bool:
+    """Whether the run a checkout belongs to may still use it: live, starting, or resumable by replay."""
+    try:
+        run_dir = Path(owner.read_text(encoding="utf-8").strip())
+    except FileNotFoundError:
+        return True  # made without a run (resolve_target without run_id): its caller removes it
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not run_dir.is_absolute() or not run_dir.is_dir():
+        return False  # the run is gone
+    if lock_holder(run_dir) is not None:
+        return True
+    if not (run_dir / RUN_JSON).exists() and not (run_dir / JOURNAL).exists():
+        return True  # set up a moment ago: its session has not started yet
+    try:
+        status = read_run(run_dir).status
+    except EvidenceError:
+        return False  # no run.json to replay from
+    return status in _RESUMABLE  # "running" without its lock: the runner died; replay continues it
+
+
+def _drop(git: _Git, clone: Path, path: Path) -> None:
+    """Remove one checkout of ``clone`` (only ever a path in the clone's checkouts dir)."""
+    if path.parent != clone_checkouts_dir(clone):
+        raise TargetError(f"{path} is not a checkout of the clone cache {clone}; not removing it")
+    if path.exists() and clone.is_dir():
+        git("worktree", "remove", "--force", str(path), cwd=clone, what=f"remove {path}", check=False)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)  # not (or no longer) registered with the clone
+    elif path.is_symlink():
+        path.unlink()
+    checkout_owner(path).unlink(missing_ok=True)
+
+
+def _prune_checkouts(git: _Git, clone: Path) -> None:
+    """Remove the checkouts whose run is gone, finished ok or was closed (nothing can continue it)."""
+    root = clone_checkouts_dir(clone)
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return
+    dropped = False
+    for path in entries:
+        if path.name.endswith(CHECKOUT_OWNER_SUFFIX):
+            if not path.with_name(path.name.removesuffix(CHECKOUT_OWNER_SUFFIX)).exists():
+                path.unlink(missing_ok=True)  # its checkout was never made, or was deleted by hand
+                dropped = True
+        elif not _owner_needs(checkout_owner(path)):
+            _drop(git, clone, path)
+            dropped = True
+    if dropped:  # also forgets checkouts deleted by hand
+        git("worktree", "prune", cwd=clone, what="prune checkouts", check=False)
+
+
+def remove_checkout(target: ResolvedTarget, *, timeout: float = 60) -> None:
+    """Remove a git target's private checkout, under the clone's lock; the run's evidence lives elsewhere."""
+    if target.clone is None:
+        return
+    git = _Git(timeout)
+    with _cache_lock(target.clone, git):
+        _drop(git, target.clone, target.repo_root)
+        if target.clone.is_dir():
+            git("worktree", "prune", cwd=target.clone, what="prune checkouts", check=False)
+
+
+def restore_checkout(target: ResolvedTarget, run_dir: Path, *, timeout: float = 300) -> bool:
+    """Re-create a git run's removed checkout at its recorded commit from the clone cache (no network).
+
+    Returns False when there is nothing to do (a local target, or the checkout is still there, with
+    whatever fixes were made in it); raises :class:`TargetError` saying what to do when the cache cannot.
+    """
+    path, clone = target.repo_root, target.clone
+    if clone is None or path.exists():
+        return False
+    url = strip_credentials(target.url or target.spec)
+    hint = f"start a new run instead: fsm-runner run {url}@{target.commit}"
+    if not target.commit or path.parent != clone_checkouts_dir(clone):
+        raise TargetError(f"{path} is not a checkout of the clone cache {clone}; not re-creating it; {hint}")
+    git = _Git(timeout)
+    if not _is_clone_of(git, clone, target.url):
+        raise TargetError(f"the checkout {path} was removed and so was its clone cache entry {clone}; {hint}")
+    with _cache_lock(clone, git):
+        if not _verify(git, clone, target.commit):
+            raise TargetError(f"commit {target.commit[:12]} is no longer in the clone cache {clone}; {hint}")
+        git("worktree", "prune", cwd=clone, what="prune checkouts", check=False)
+        write_text_atomic(checkout_owner(path), f"{run_dir.absolute()}\n")
+        add = ("worktree", "add", "--detach", str(path), target.commit)
+        git(*add, cwd=clone, what=f"cannot re-create {path}")
+    return True
+
+
+# -- naming a target -----------------------------------------------------------------------------------------
+
+
+def _split_target(target: str | os.PathLike[str], ref: str | None) -> tuple[str, str | None, Path | None]:
+    """``(url, ref, None)`` for a git target, ``(spec, None, directory)`` for a work tree used in place.
+
+    Reads the file system only: no git and no network.
+    """
     spec = os.fspath(target)
     if not spec.strip():
         raise UsageError("target is empty; pass a directory or a git URL")
-    git = _Git(timeout)
     whole = not isinstance(target, str) or Path(spec).expanduser().exists()
     url, spec_ref = (spec, None) if whole else split_ref(spec)
     if spec_ref is not None and ref is not None and spec_ref != ref:
@@ -231,18 +368,59 @@ def resolve_target(
             if ref is not None:
                 raise UsageError(f"ref {ref!r} given for local directory {path}, which is used in place; "
                                  "check the ref out there yourself or pass a git URL")  # fmt: skip
-            commit = git("rev-parse", "--verify", "--quiet", "HEAD", cwd=path, what="read HEAD", check=False)
-            return ResolvedTarget(spec=spec, repo_root=path, kind="local", commit=commit or None)
-        url = str(path)
-    else:
-        scheme = _SCHEME_RE.match(url)
-        if scheme and scheme[1].lower() not in _SUPPORTED_SCHEMES:
-            raise TargetError(f"target {url!r}: unsupported URL scheme {scheme[1]!r}; use https, ssh or file")
+            return spec, None, path
+        return str(path), ref, None
+    scheme = _SCHEME_RE.match(url)
+    if scheme and scheme[1].lower() not in _SUPPORTED_SCHEMES:
+        raise TargetError(f"target {url!r}: unsupported URL scheme {scheme[1]!r}; use https, ssh or file")
+    return url, ref, None
+
+
+def _entry(url: str, clones_dir: Path | None) -> Path:
+    return (clones_dir or default_clones_dir()).absolute() / _entry_name(url)
+
+
+def url_runs_root(spec: str, clones_dir: Path | None = None) -> Path | None:
+    """Where the runs of the git target ``spec`` (``URL`` or ``URL@REF``, any ref) live unless they were
+    given an ``artifacts_dir``; None when ``spec`` is a local work tree. Needs no git and no network."""
     try:
-        root, commit, hit = _clone(url, ref, (clones_dir or default_clones_dir()).absolute(), git)
+        url, _, local = _split_target(spec, None)
+    except TargetError:  # a path that does not exist, or not a URL this runner clones
+        return None
+    return None if local is not None else clone_runs_dir(_entry(url, clones_dir))
+
+
+def resolve_target(
+    target: str | os.PathLike[str],
+    *,
+    clones_dir: Path | None = None,
+    ref: str | None = None,
+    timeout: float = 300,
+    run_id: str | None = None,
+    artifacts_dir: Path | None = None,
+) -> ResolvedTarget:
+    """Resolve ``target`` to a repository root: a local work tree in place, or, for a git URL, a fresh
+    checkout of the clone cache named after ``run_id``.
+
+    With ``run_id``, the run's directory (under ``artifacts_dir``, else beside the clone) is created and
+    the checkout belongs to that run: it is removed when the run ends well (:func:`remove_checkout`, which
+    ``Session.close`` calls) or by a later resolve once the run is gone. Without it, the checkout is the
+    caller's to remove.
+    """
+    if run_id is not None and (problem := single_name_problem(run_id)):
+        raise UsageError(f"invalid run id: {problem}")
+    git = _Git(timeout)
+    spec = os.fspath(target)
+    url, ref, local = _split_target(target, ref)
+    if local is not None:
+        commit = git("rev-parse", "--verify", "--quiet", "HEAD", cwd=local, what="read HEAD", check=False)
+        return ResolvedTarget(spec=spec, repo_root=local, kind="local", commit=commit or None)
+    entry = _entry(url, clones_dir)
+    try:
+        checkout, commit, hit = _clone(url, ref, entry, git, run_id, artifacts_dir)
     except TargetError as exc:  # never echo a password or token embedded in the URL
         raise TargetError(strip_credentials(str(exc))) from None
-    return ResolvedTarget(spec, root, "git", url=url, ref=ref, commit=commit, cache_hit=hit)
+    return ResolvedTarget(spec, checkout, "git", url=url, ref=ref, commit=commit, cache_hit=hit, clone=entry)
 
 
 # -- outputs that must not be committed --------------------------------------------------------------------

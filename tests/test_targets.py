@@ -14,7 +14,17 @@ import attrs
 import pytest
 
 from fsm_runner.errors import TargetError, UsageError
-from fsm_runner.targets import ResolvedTarget, default_clones_dir, resolve_target, split_ref, tracked_files
+from fsm_runner.evidence.layout import checkout_owner, clone_checkouts_dir, clone_lock, clone_runs_dir
+from fsm_runner.targets import (
+    ResolvedTarget,
+    default_clones_dir,
+    remove_checkout,
+    resolve_target,
+    restore_checkout,
+    split_ref,
+    tracked_files,
+    url_runs_root,
+)
 
 GIT_ID = ("-c", "user.email=fsm@example.invalid", "-c", "user.name=fsm test", "-c", "commit.gpgsign=false")
 
@@ -123,7 +133,8 @@ def test_default_clones_dir_env_precedence(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_default_cache_dir_is_used_without_clones_dir(upstream: Upstream, tmp_path: Path) -> None:
     resolved = resolve_target(upstream.file_url)
-    assert resolved.repo_root.parent == tmp_path / "env-cache"
+    assert resolved.clone is not None and resolved.clone.parent == tmp_path / "env-cache"
+    assert resolved.repo_root.parent == clone_checkouts_dir(resolved.clone)
     assert (resolved.repo_root / "app.txt").read_text() == "three"
 
 
@@ -172,12 +183,14 @@ def test_git_target_is_cloned_at_default_branch(upstream: Upstream, clones: Path
     resolved = resolve_target(url, clones_dir=clones)
     assert (resolved.kind, resolved.url, resolved.ref, resolved.cache_hit) == ("git", url, None, False)
     assert resolved.commit == upstream.shas["c3"]
-    assert resolved.repo_root.parent == clones
-    assert (
-        resolved.repo_root.name.startswith("origin-") and len(resolved.repo_root.name) == len("origin-") + 10
-    )
+    clone = resolved.clone
+    assert clone is not None and clone.parent == clones
+    assert clone.name.startswith("origin-") and len(clone.name) == len("origin-") + 10
+    assert resolved.repo_root.parent == clones / f"{clone.name}.checkouts"
     assert (resolved.repo_root / "app.txt").read_text() == "three"
-    assert git(resolved.repo_root, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git(resolved.repo_root, "rev-parse", "HEAD") == upstream.shas["c3"]
+    assert git(resolved.repo_root, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # detached
+    assert not (clone / "app.txt").exists()  # the shared clone is never checked out
 
 
 @pytest.mark.parametrize("form", ["bare", "file_url"])
@@ -191,7 +204,8 @@ def test_url_at_ref(upstream: Upstream, clones: Path, form: str, ref: str, sha_k
     assert (via_spec.url, via_spec.ref, via_spec.commit) == (url, ref, upstream.shas[sha_key])
     assert (via_spec.repo_root / "app.txt").read_text() == text
     via_kwarg = resolve_target(url, clones_dir=clones, ref=ref)
-    assert via_kwarg.repo_root == via_spec.repo_root and via_kwarg.cache_hit
+    assert via_kwarg.clone == via_spec.clone and via_kwarg.cache_hit
+    assert via_kwarg.repo_root != via_spec.repo_root and (via_kwarg.repo_root / "app.txt").read_text() == text
     assert via_kwarg.commit == upstream.shas[sha_key]
 
 
@@ -209,15 +223,17 @@ def test_invalid_ref_rejected(upstream: Upstream, clones: Path, ref: str) -> Non
         resolve_target(upstream.file_url, clones_dir=clones, ref=ref)
 
 
-def test_refresh_picks_up_new_commit_and_resets_edits(upstream: Upstream, clones: Path) -> None:
+def test_refresh_picks_up_new_commit_in_a_checkout_of_its_own(upstream: Upstream, clones: Path) -> None:
     first = resolve_target(upstream.file_url, clones_dir=clones)
     (first.repo_root / "app.txt").write_text("local edit")
     (first.repo_root / "evidence.log").write_text("kept")
     new = upstream.push_commit("four")
     second = resolve_target(upstream.file_url, clones_dir=clones)
-    assert (second.repo_root, second.cache_hit, second.commit) == (first.repo_root, True, new)
+    assert (second.clone, second.cache_hit, second.commit) == (first.clone, True, new)
     assert (second.repo_root / "app.txt").read_text() == "four"
-    assert (second.repo_root / "evidence.log").read_text() == "kept"
+    assert not (second.repo_root / "evidence.log").exists()
+    assert (first.repo_root / "app.txt").read_text() == "local edit"  # the first checkout is untouched
+    assert (first.repo_root / "evidence.log").read_text() == "kept"
 
 
 def test_refresh_follows_branch_and_default_branch_moves(upstream: Upstream, clones: Path) -> None:
@@ -227,7 +243,7 @@ def test_refresh_follows_branch_and_default_branch_moves(upstream: Upstream, clo
     git(upstream.bare, "symbolic-ref", "HEAD", "refs/heads/feature")
     back = resolve_target(str(upstream.bare), clones_dir=clones)
     assert (back.commit, back.cache_hit) == (moved, True)
-    assert git(back.repo_root, "rev-parse", "--abbrev-ref", "HEAD") == "feature"
+    assert git(back.repo_root, "rev-parse", "HEAD") == moved
 
 
 def test_missing_ref_error_leaves_no_entry(upstream: Upstream, clones: Path) -> None:
@@ -267,7 +283,8 @@ def test_unsupported_scheme(clones: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["junk_dir", "wrong_origin", "file"])
 def test_corrupt_cache_entry_is_recloned(upstream: Upstream, clones: Path, damage: str) -> None:
-    root = resolve_target(upstream.file_url, clones_dir=clones).repo_root
+    root = resolve_target(upstream.file_url, clones_dir=clones).clone
+    assert root is not None
     if damage == "junk_dir":
         shutil.rmtree(root / ".git")
         (root / "junk").write_text("x")
@@ -277,15 +294,16 @@ def test_corrupt_cache_entry_is_recloned(upstream: Upstream, clones: Path, damag
         shutil.rmtree(root)
         root.write_text("not a dir")
     again = resolve_target(upstream.file_url, clones_dir=clones)
-    assert (again.repo_root, again.cache_hit, again.commit) == (root, False, upstream.shas["c3"])
-    assert not (root / "junk").exists()
+    assert (again.clone, again.cache_hit, again.commit) == (root, False, upstream.shas["c3"])
+    assert not (root / "junk").exists() and (again.repo_root / "app.txt").read_text() == "three"
 
 
 def test_entry_names_are_stable_and_distinct(upstream: Upstream, clones: Path) -> None:
-    a = resolve_target(upstream.file_url, clones_dir=clones).repo_root
-    b = resolve_target(upstream.bare, clones_dir=clones).repo_root
+    a = resolve_target(upstream.file_url, clones_dir=clones).clone
+    b = resolve_target(upstream.bare, clones_dir=clones).clone
+    assert a is not None and b is not None
     assert a != b and a.name.split("-")[0] == b.name.split("-")[0] == "origin"
-    assert resolve_target(upstream.file_url, clones_dir=clones).repo_root == a
+    assert resolve_target(upstream.file_url, clones_dir=clones).clone == a
 
 
 def test_concurrent_resolves_share_one_entry(upstream: Upstream, clones: Path) -> None:
@@ -298,13 +316,16 @@ def test_concurrent_resolves_share_one_entry(upstream: Upstream, clones: Path) -
         t.start()
     for t in threads:
         t.join()
-    assert len({r.repo_root for r in results}) == 1 and {r.commit for r in results} == {upstream.shas["c3"]}
+    assert len({r.clone for r in results}) == 1 and {r.commit for r in results} == {upstream.shas["c3"]}
+    assert len({r.repo_root for r in results}) == 3  # one checkout each
+    assert all((r.repo_root / "app.txt").read_text() == "three" for r in results)
     assert sorted(r.cache_hit for r in results) == [False, True, True]
 
 
 def test_held_lock_times_out_instead_of_hanging(upstream: Upstream, clones: Path) -> None:
-    root = resolve_target(upstream.file_url, clones_dir=clones).repo_root
-    with open(root.with_name(root.name + ".lock"), "w") as held:
+    clone = resolve_target(upstream.file_url, clones_dir=clones).clone
+    assert clone is not None
+    with open(clone_lock(clone), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(TargetError, match="wait for lock"):
             resolve_target(upstream.file_url, clones_dir=clones, timeout=0.3)
@@ -337,6 +358,7 @@ def test_to_json_and_validators(upstream: Upstream, clones: Path) -> None:
         "ref": "v1",
         "commit": upstream.shas["c1"],
         "cache_hit": False,
+        "clone": str(resolved.clone),
     }
     with pytest.raises(ValueError, match="absolute"):
         ResolvedTarget(spec="x", repo_root=Path("rel"), kind="local")
@@ -375,3 +397,97 @@ def test_no_tracked_files_outside_a_repo_or_without_git(
     assert tracked_files(plain, ["m.json"]) == set()
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
     assert tracked_files(upstream.work, ["app.txt"]) == set()
+
+
+# -- one checkout per run --------------------------------------------------------------------------------
+
+RUN_ID = "20260101T000000Z-abcdef"
+
+
+def test_a_run_checkout_is_named_after_the_run_and_names_its_run_dir(
+    upstream: Upstream, clones: Path, tmp_path: Path
+) -> None:
+    resolved = resolve_target(f"{upstream.file_url}@v1", clones_dir=clones, run_id=RUN_ID)
+    assert resolved.clone is not None and resolved.runs_root == clone_runs_dir(resolved.clone)
+    assert resolved.repo_root == clone_checkouts_dir(resolved.clone) / RUN_ID
+    assert (resolved.repo_root / "app.txt").read_text() == "one"
+    assert (resolved.runs_root / RUN_ID).is_dir()  # made before the checkout, so a pruner sees its run
+    assert checkout_owner(resolved.repo_root).read_text().strip() == str(resolved.runs_root / RUN_ID)
+    elsewhere = resolve_target(upstream.file_url, clones_dir=clones, run_id="r2", artifacts_dir=tmp_path / "ev")
+    assert checkout_owner(elsewhere.repo_root).read_text().strip() == str(tmp_path / "ev" / "r2")
+    with pytest.raises(UsageError, match="invalid run id"):
+        resolve_target(upstream.file_url, clones_dir=clones, run_id="a/b")
+
+
+def test_remove_and_restore_a_checkout(upstream: Upstream, clones: Path, tmp_path: Path) -> None:
+    resolved = resolve_target(f"{upstream.file_url}@feature", clones_dir=clones, run_id=RUN_ID)
+    clone, checkout = resolved.clone, resolved.repo_root
+    assert clone is not None
+    remove_checkout(resolved)
+    assert not checkout.exists() and not checkout_owner(checkout).exists()
+    assert str(checkout) not in git(clone, "worktree", "list")
+    assert restore_checkout(resolved, tmp_path / "run") is True
+    assert git(checkout, "rev-parse", "HEAD") == upstream.shas["c2"] and str(checkout) in git(clone, "worktree", "list")
+    assert checkout_owner(checkout).read_text().strip() == str(tmp_path / "run")
+    (checkout / "app.txt").write_text("fixed by hand")
+    assert restore_checkout(resolved, tmp_path / "run") is False  # there already, fixes and all
+    assert (checkout / "app.txt").read_text() == "fixed by hand"
+    local = resolve_target(upstream.work)
+    assert restore_checkout(local, tmp_path / "run") is False
+    remove_checkout(local)
+    assert (upstream.work / "app.txt").exists()
+
+
+def test_checkout_paths_outside_the_clone_are_never_removed_or_made(
+    upstream: Upstream, clones: Path, tmp_path: Path
+) -> None:
+    """A hand-edited run.json cannot point removal or re-creation at another directory."""
+    resolved = resolve_target(upstream.file_url, clones_dir=clones, run_id=RUN_ID)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("x")
+    hostile = attrs.evolve(resolved, repo_root=victim)
+    with pytest.raises(TargetError, match="not a checkout of the clone cache"):
+        remove_checkout(hostile)
+    assert (victim / "keep.txt").exists()
+    with pytest.raises(TargetError, match="not a checkout of the clone cache"):
+        restore_checkout(attrs.evolve(resolved, repo_root=tmp_path / "new"), tmp_path / "run")
+    assert not (tmp_path / "new").exists()
+
+
+def test_restore_says_what_to_do_when_the_cache_cannot(upstream: Upstream, clones: Path, tmp_path: Path) -> None:
+    resolved = resolve_target(upstream.file_url, clones_dir=clones, run_id=RUN_ID)
+    remove_checkout(resolved)
+    unknown = attrs.evolve(resolved, commit="0" * 40)
+    with pytest.raises(TargetError, match=r"commit 000000000000 is no longer in the clone cache .*fsm-runner run"):
+        restore_checkout(unknown, tmp_path / "run")
+    assert resolved.clone is not None
+    shutil.rmtree(resolved.clone)
+    with pytest.raises(TargetError, match=rf"clone cache entry .*fsm-runner run {upstream.file_url}@"):
+        restore_checkout(resolved, tmp_path / "run")
+
+
+def test_url_runs_root_needs_neither_git_nor_the_network(
+    upstream: Upstream, clones: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    by_url = resolve_target(upstream.file_url, clones_dir=clones).clone
+    by_path = resolve_target(upstream.bare, clones_dir=clones).clone
+    assert by_url is not None and by_path is not None
+    monkeypatch.setenv("PATH", "/nonexistent")  # no git to run
+    for spec in (upstream.file_url, f"{upstream.file_url}@v1", f"{upstream.file_url}@{upstream.shas['c2']}"):
+        assert url_runs_root(spec, clones) == clone_runs_dir(by_url)
+    for spec in (str(upstream.bare), f"{upstream.bare}@feature"):
+        assert url_runs_root(spec, clones) == clone_runs_dir(by_path)
+    remote = url_runs_root("https://git.example.invalid/org/bench.git@v1", clones)
+    assert remote is not None and remote.parent == clones
+    assert remote.name.startswith("bench-") and remote.name.endswith(".runs")
+    assert url_runs_root("https://git.example.invalid/org/bench.git", clones) == remote
+    assert url_runs_root(str(upstream.work), clones) is None  # a work tree keeps its runs itself
+    assert url_runs_root("no/such/dir", clones) is None
+    assert url_runs_root(upstream.file_url) == clone_runs_dir(default_clones_dir() / by_url.name)
+
+
+def test_cache_names_do_not_carry_url_passwords(clones: Path) -> None:
+    """The entry's name appears in run.json (clone, repo_root) and on disk."""
+    runs = url_runs_root("https://bob:s3cret-token@git.example.invalid", clones)
+    assert runs is not None and "s3cret" not in str(runs) and runs.name.startswith("git.example.invalid-")

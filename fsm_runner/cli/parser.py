@@ -14,6 +14,7 @@ from fsm_runner.evidence.layout import PIPELINE_REL
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SCHEMA_FILES = ("pipeline", "bootstrap", "actions")
 RENDER_FORMATS = ("svg", "png", "pdf")
+CLONES_DIR_HELP = "the clone cache `run --clones-dir` used for a git URL (default: the user cache)"
 
 #: Per command: what it does (its --help description) and an example for the epilog.
 HELP: dict[str, tuple[str, str]] = {
@@ -27,7 +28,10 @@ HELP: dict[str, tuple[str, str]] = {
         "fsm-runner validate ./bench",
     ),
     "init": ("write a commented skeleton contract that validates", "fsm-runner init ./bench"),
-    "runs": ("list the runs of a repository, newest first", "fsm-runner runs ./bench --limit 5"),
+    "runs": (
+        "list the runs of a repository or git URL, newest first",
+        "fsm-runner runs ./bench --limit 5\nfsm-runner runs https://github.com/org/bench",
+    ),
     "show": (
         "a run's timeline: transitions, durations, commands with exit codes, evidence",
         "fsm-runner show latest --repo ./bench",
@@ -79,8 +83,11 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
         help=f"pipeline file in the repo (default: {PIPELINE_REL})",
     )
     lookup = groups["lookup"]
-    lookup.add_argument("--repo", default=".", metavar="DIR", help="repo whose runs RUN names (default: .)")
+    lookup.add_argument(
+        "--repo", default=".", metavar="REPO", help="directory or git URL whose runs RUN names (default: .)"
+    )
     lookup.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="look for runs here instead")
+    lookup.add_argument("--clones-dir", type=Path, metavar="DIR", help=CLONES_DIR_HELP)
     repair = groups["repair"]
     repair.add_argument(
         "--repair-cmd",
@@ -155,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite existing contract files")
 
     runs = command("runs", "json pipeline")
-    runs.add_argument("repo", nargs="?", default=".", metavar="REPO", help="repository (default: .)")
+    runs.add_argument(
+        "repo", nargs="?", default=".", metavar="REPO", help="repository or git URL (default: .)"
+    )
     runs.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="list runs here instead")
+    runs.add_argument("--clones-dir", type=Path, metavar="DIR", help=CLONES_DIR_HELP)
     runs.add_argument("-n", "--limit", type=count, metavar="N", help="show at most N runs")
 
     show = command("show", "json lookup")

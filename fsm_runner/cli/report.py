@@ -189,10 +189,13 @@ def timeline_lines(run_dir: Path) -> list[str]:
     target = run.target
     status = info.status + (f" in {info.failed_phase}" if info.failed_phase else "")
     commit = f" {target.commit[:12]}" if target.commit else ""
+    place = str(target.repo_root)
+    if target.clone is not None:  # a git URL: its own checkout, removed once the run ended well
+        place = f"{target.url}  checkout {place}" + ("" if target.repo_root.exists() else " (removed)")
     lines = [
         f"run      {info.run_id}",
         f"status   {status}" + (f"  (replayed {info.redrive_count}x)" if info.redrive_count else ""),
-        f"target   {target.repo_root}  ({target.kind}{commit})",
+        f"target   {place}  ({target.kind}{commit})",
         f"llm      {run.llm or '-'}  mode {run.mode or '-'}",
     ]
     if info.score is not None:

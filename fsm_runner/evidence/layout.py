@@ -1,6 +1,7 @@
 """Every file name the runner reads or writes, in the target repo and in a run directory.
 
-A run directory (``<repo>/.aider_fsm/artifacts/<run_id>/`` by default)::
+A run directory (``<repo>/.aider_fsm/artifacts/<run_id>/`` by default; for a git URL
+``<clones>/<entry>.runs/<run_id>/``)::
 
     run.json  journal.jsonl  events.jsonl  .lock
     <phase>[.N]/cmdNN_tryMM.{json,stdout,stderr}  <phase>[.N]/summary.json
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 # -- the target repository's contract files ------------------------------------------------------------
 
@@ -26,6 +28,38 @@ RUNTIME_ENV_REL = f"{AIDER_DIR}/runtime_env.json"
 DEFAULT_OUT_DIR = f"{AIDER_DIR}/artifacts"
 #: What a repair agent may edit unless told otherwise.
 AGENT_AREA = f"{AIDER_DIR}/**"
+
+# -- the clone cache of git targets ---------------------------------------------------------------------
+#
+#   <clones>/<entry>/                    the shared clone of one URL (fetched, never checked out)
+#   <clones>/<entry>.lock                flock'ed while the clone or its checkouts change
+#   <clones>/<entry>.runs/<run_id>/      the URL's run directories (unless artifacts_dir is given)
+#   <clones>/<entry>.checkouts/<run_id>/ one run's private checkout (a git worktree of the clone)
+#   <clones>/<entry>.checkouts/<run_id>.run   the path of the run directory that checkout belongs to
+
+CLONE_LOCK_SUFFIX = ".lock"
+CLONE_RUNS_SUFFIX = ".runs"
+CLONE_CHECKOUTS_SUFFIX = ".checkouts"
+CHECKOUT_OWNER_SUFFIX = ".run"
+
+
+def clone_lock(clone: Path) -> Path:
+    return clone.with_name(clone.name + CLONE_LOCK_SUFFIX)
+
+
+def clone_runs_dir(clone: Path) -> Path:
+    """Where the runs of a git URL live: beside its clone, so they outlive every checkout."""
+    return clone.with_name(clone.name + CLONE_RUNS_SUFFIX)
+
+
+def clone_checkouts_dir(clone: Path) -> Path:
+    return clone.with_name(clone.name + CLONE_CHECKOUTS_SUFFIX)
+
+
+def checkout_owner(checkout: Path) -> Path:
+    """The file beside a checkout that names the run directory it belongs to."""
+    return checkout.with_name(checkout.name + CHECKOUT_OWNER_SUFFIX)
+
 
 # -- a run directory -------------------------------------------------------------------------------------
 

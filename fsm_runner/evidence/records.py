@@ -17,7 +17,12 @@ from typing import Any
 import attrs
 from attrs import define, field, validators
 
-from fsm_runner.evidence.layout import PIPELINE_REL, contract_rel_problem, single_name_problem
+from fsm_runner.evidence.layout import (
+    PIPELINE_REL,
+    clone_runs_dir,
+    contract_rel_problem,
+    single_name_problem,
+)
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.evidence.structure import structure, unstructure
 
@@ -230,7 +235,11 @@ def _absolute(_: object, __: object, path: Path) -> None:
 
 @define(frozen=True)
 class ResolvedTarget:
-    """Where the target repository lives on disk and which commit it is at."""
+    """Where the target repository lives on disk and which commit it is at.
+
+    For a git URL, ``repo_root`` is the run's own checkout (a worktree of the shared clone ``clone``), which
+    goes away when the run ends well; the run's evidence lives beside the clone (:attr:`runs_root`).
+    """
 
     spec: str
     repo_root: Path = field(validator=_absolute)
@@ -239,6 +248,12 @@ class ResolvedTarget:
     ref: str | None = None
     commit: str | None = None
     cache_hit: bool = False
+    clone: Path | None = None
+
+    @property
+    def runs_root(self) -> Path | None:
+        """Where the runs of a git URL go unless ``artifacts_dir`` is given (None: the repo's own)."""
+        return clone_runs_dir(self.clone) if self.clone is not None else None
 
     def to_json(self) -> dict[str, Any]:
         data = typing.cast(dict[str, Any], unstructure(self))

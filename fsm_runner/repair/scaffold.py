@@ -14,9 +14,13 @@ from fsm_runner.repair.step import run_repair
 SCAFFOLD_GLOBS = (layout.PIPELINE_REL, layout.AGENT_AREA)
 
 
-def scaffold_contract(repo: Path, pipeline_rel: str, agent: AgentLike, redactor: Redactor) -> Path:
-    """Returns the evidence dir; raises :class:`ContractError` when the agent wrote nothing."""
-    work_dir = create_run_dir(repo / layout.DEFAULT_OUT_DIR, f"scaffold-{layout.new_run_id()}")
+def scaffold_contract(
+    repo: Path, pipeline_rel: str, agent: AgentLike, redactor: Redactor, evidence_root: Path | None = None
+) -> Path:
+    """Returns the evidence dir (under ``evidence_root``, else the repo's default artifacts dir); raises
+    :class:`ContractError` when the agent wrote nothing."""
+    root = evidence_root or repo / layout.DEFAULT_OUT_DIR
+    work_dir = create_run_dir(root, f"scaffold-{layout.new_run_id()}")
     globs = tuple(dict.fromkeys((pipeline_rel, *SCAFFOLD_GLOBS)))
     message = (
         f"{pipeline_rel} does not exist. Write a pipeline.yml (version: 1) for this repository, and "

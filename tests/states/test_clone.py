@@ -38,7 +38,7 @@ def test_clone_records_the_target_and_the_contract_hash(make_ctx: PhaseContexts)
     assert run.outcome.data == {
         "target": {
             "spec": str(run.repo), "repo_root": str(run.repo), "kind": "local", "url": None, "ref": None,
-            "commit": None, "cache_hit": False,
+            "commit": None, "cache_hit": False, "clone": None,
         },
         "contract_sha256": sha,
     }
