@@ -195,12 +195,16 @@ class ResolvedTarget:
     ref: str | None = None
     commit: str | None = None
     cache_hit: bool = False
+    #: Set when ``repo_root`` is a private copy of this tree (``setup(isolate=True)``), removed at close.
+    isolated_from: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = typing.cast(dict[str, Any], unstructure(self))
         for key in ("spec", "url"):
             if data[key] is not None:
                 data[key] = strip_credentials(data[key])
+        if data["isolated_from"] is None:
+            del data["isolated_from"]  # only isolated runs say it
         return data
 
 

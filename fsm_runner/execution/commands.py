@@ -20,14 +20,20 @@ from attrs import define, field, validators
 
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
-from fsm_runner.evidence.layout import RESULT_SUFFIX, STDERR_SUFFIX, STDOUT_SUFFIX, attempt_name
+from fsm_runner.evidence.layout import (
+    ATTEMPT_RESULT_GLOB,
+    RESULT_SUFFIX,
+    STDERR_SUFFIX,
+    STDOUT_SUFFIX,
+    attempt_name,
+)
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.policy import SecurityPolicy
 from fsm_runner.execution.process import (
     group_alive,
-    is_same_group,
     kill_group,
     process_start_time,
+    running_group,
     spawn_group,
     stop_and_reap,
     wait_exit,
@@ -293,21 +299,17 @@ def interrupted_command_groups(run_dir: Path) -> list[int]:
     """Process groups of commands that were still running when a runner died, and are still alive.
 
     A runner killed with SIGKILL cannot stop the command it was waiting for; its ``cmdNN_tryMM.json`` still
-    says ``"running": true`` with the group id and the leader's start time. Replay calls this to find and end
-    those groups before running anything again.
+    says ``"running": true`` with the group id and the leader's start time. Whatever starts work on the
+    run's tree again (setup, replay) calls this to find and end those groups first.
     """
     found: list[int] = []
-    for path in sorted(Path(run_dir).rglob(f"*{RESULT_SUFFIX}")):
+    for path in sorted(Path(run_dir).rglob(ATTEMPT_RESULT_GLOB)):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(doc, dict) or doc.get("running") is not True:
-            continue
-        pgid, start = doc.get("pgid"), doc.get("leader_start")
-        if not isinstance(pgid, int) or pgid in found or not (start is None or isinstance(start, int)):
-            continue
-        if is_same_group(pgid, start):
+        pgid = running_group(doc)
+        if pgid is not None and pgid not in found:
             found.append(pgid)
     return found
 
