@@ -129,10 +129,15 @@ def setup(
             claim.release()
         raise
     if claim is not None:
-        claim.report(session.ctx.log)
-        also = [Path(claim.previous.run_dir)] if claim.previous and claim.previous.run_dir else []
-        ended = end_dead_runs(session.run_dir.parent, log=session.ctx.log, also=also)
-        session.ctx.ended_leftovers = [e.to_json() for e in ended]
+        try:
+            claim.report(session.ctx.log)
+            # Before anything deploys: a dead run's service would pass this run's health checks.
+            also = [Path(claim.previous.run_dir)] if claim.previous and claim.previous.run_dir else []
+            ended = end_dead_runs(session.run_dir.parent, log=session.ctx.log, also=also)
+            session.ctx.ended_leftovers = [e.to_json() for e in ended]
+        except BaseException:
+            session.close()
+            raise
     session._call(lambda: session.driver.run_until(lambda state: state != "clone"))
     if session.driver.state == topology.FAILED:
         error = session.ctx.last_error

@@ -109,7 +109,7 @@ def _verdict(path: Path, run: RunState, records: tuple[TransitionRecord, ...]) -
 def _own_session(run_dir: Path) -> Session | None:
     """The open session of this process that holds ``run_dir``, if any."""
     for session in live_sessions():
-        if isinstance(session, Session) and not session._closed and session.run_dir.resolve() == run_dir:
+        if isinstance(session, Session) and session.run_dir.resolve() == run_dir:
             return session
     return None
 
@@ -350,7 +350,7 @@ def replay(
     run, records = _load_run(path)
     repo, moved = replay_repo(path, run)
     claim = None
-    if run.target.kind == "local":
+    if run.target.kind == "local" and repo.is_dir():  # a tree that is gone fails below, with what to do
         claim = claim_tree(repo, run_id=run.run_id, run_dir=path, wait=wait, replaying=True)
     try:
         ctx = _restore(path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console)

@@ -122,7 +122,7 @@ def hold_tree_lock(
     run that ended, or that died without ending (its leftovers may still be running).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)  # never the tree itself: a tree that is gone stays gone
         handle = path.open("a+")
     except OSError as exc:
         raise EvidenceError(f"cannot open the tree's lock {path}: {exc.strerror or exc}") from None

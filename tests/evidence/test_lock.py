@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from fsm_runner.errors import UsageError
+from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.layout import LOCK
 from fsm_runner.evidence.lock import (
     TreeHolder,
@@ -135,6 +135,10 @@ def _refuse(current: TreeHolder | None) -> None:
 def test_the_tree_lock_names_its_holder_and_the_one_before(tmp_path: Path) -> None:
     lock = tmp_path / "repo" / ".aider_fsm" / "tree.lock"
     first = TreeHolder("run-1", os.getpid(), "2026-01-01T00:00:00Z", "/runs/run-1")
+    with pytest.raises(EvidenceError, match="cannot open the tree's lock"):
+        hold_tree_lock(lock, first, on_busy=_refuse)
+    assert not (tmp_path / "repo").exists(), "a tree that is gone was made again"
+    (tmp_path / "repo").mkdir()
     handle, previous = hold_tree_lock(lock, first, on_busy=_refuse)
     assert previous is None and json.loads(lock.read_text()) == first.to_json()
     second = TreeHolder("run-2", os.getpid(), "2026-01-01T00:00:01Z")
