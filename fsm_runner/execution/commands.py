@@ -8,8 +8,10 @@ done.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +42,8 @@ from fsm_runner.execution.process import (
 )
 
 TAIL_BYTES = 2048
+#: What an attempt file of a command still running says (read without parsing every attempt file).
+_RUNNING = re.compile(rb'"running":\s*true')
 DEFAULT_KILL_GRACE = 2.0
 
 
@@ -303,14 +307,16 @@ def interrupted_command_groups(run_dir: Path) -> list[int]:
     run's tree again (setup, replay) calls this to find and end those groups first.
     """
     found: list[int] = []
-    for path in sorted(Path(run_dir).rglob(ATTEMPT_RESULT_GLOB)):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        pgid = running_group(doc)
-        if pgid is not None and pgid not in found:
-            found.append(pgid)
+    for folder, _dirs, names in sorted(os.walk(run_dir)):  # setup scans every dead run: os.walk is quick
+        for name in sorted(fnmatch.filter(names, ATTEMPT_RESULT_GLOB)):
+            try:
+                raw = Path(folder, name).read_bytes()
+                doc = json.loads(raw) if _RUNNING.search(raw) else None
+            except (OSError, ValueError):
+                continue
+            pgid = running_group(doc)
+            if pgid is not None and pgid not in found:
+                found.append(pgid)
     return found
 
 

@@ -17,8 +17,8 @@ from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.layout import LOCK
 from fsm_runner.evidence.lock import (
     TreeHolder,
-    hold_tree_lock,
     hold_lock,
+    hold_tree_lock,
     lock_holder,
     release_lock,
     rename_tree_holder,
