@@ -108,8 +108,9 @@ def _verdict(path: Path, run: RunState, records: tuple[TransitionRecord, ...]) -
 
 def _own_session(run_dir: Path) -> Session | None:
     """The open session of this process that holds ``run_dir``, if any."""
+    wanted = run_dir.resolve()
     for session in live_sessions():
-        if isinstance(session, Session) and session.run_dir.resolve() == run_dir:
+        if isinstance(session, Session) and session.run_dir.resolve() == wanted:
             return session
     return None
 
@@ -125,13 +126,13 @@ def replay_repo(run_dir: Path, run: RunState) -> tuple[Path, str]:
     recorded = run.target.repo_root
     if run.target.kind != "local":
         return recorded, ""
-    holder = next((p for p in run_dir.parents if (p / run.pipeline_rel).is_file()), None)
-    if holder is None or holder == recorded.resolve():
+    found = next((p for p in run_dir.parents if (p / run.pipeline_rel).is_file()), None)
+    if found is None or found == recorded.resolve():
         return recorded, ""
     was = f"recorded {recorded}"
     if run.target.isolated_from:
         was = f"worked in {recorded}, a private copy of {run.target.isolated_from}"
-    return holder, f"the run {was}; replay works in {holder}, the repository that holds the run dir"
+    return found, f"the run {was}; replay works in {found}, the repository that holds the run dir"
 
 
 def _failed_phase(run: RunState, records: tuple[TransitionRecord, ...]) -> str | None:

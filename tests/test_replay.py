@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -200,7 +201,7 @@ def test_replay_in_the_process_that_holds_the_failed_session(make_target: Target
     sess.rollout(llm="m")
     e = sess.evaluate()
     assert not e.ok
-    ok, reason = can_replay(e.run_dir)
+    ok, reason = can_replay(os.path.relpath(e.run_dir))
     assert ok and reason.startswith("continues at evaluate (redrive 1)") and "this process" in reason
     (repo / ".aider_fsm" / "scoring.py").write_text(files.SCORING_GOOD)
     result = fsm_runner.replay(e.run_dir)
