@@ -9,9 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from fsm_runner.contract.bootstrap import load_bootstrap
-from fsm_runner.contract.pipeline import PipelineSpec, load_pipeline
+from fsm_runner.contract.pipeline import PipelineSpec, artifacts_root, load_pipeline
 from fsm_runner.engine import topology
+from fsm_runner.engine.leftovers import end_dead_runs
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
 from fsm_runner.evidence.records import UNATTENDED, ResolvedTarget
@@ -21,6 +24,7 @@ from fsm_runner.repair import AgentLike, RepairAgent, RepairStep, as_agent
 from fsm_runner.repair.scaffold import scaffold_contract
 from fsm_runner.session import Session
 from fsm_runner.targets import refuse_committed_outputs, remove_checkout, resolve_target
+from fsm_runner.trees import TreeClaim, claim_tree
 from fsm_runner.typing import TransitionHook
 
 #: Keywords of the older API that configured its built-in coding agent; accepted and ignored.
@@ -58,6 +62,8 @@ def setup(
     env_overrides: Mapping[str, str] | None = None,
     console: bool | None = None,
     on_transition: TransitionHook | None = None,
+    wait: bool = False,
+    isolate: bool = False,
     **legacy: Any,
 ) -> Session:
     """Resolve ``target`` (a local directory or a git URL, optionally ``url@ref``), load and validate its
@@ -70,55 +76,125 @@ def setup(
     ``console=True`` prints one line per transition on stderr. Raises :class:`TargetError` or
     :class:`ContractError` with what to fix (also when a file the run writes, such as the metrics file,
     is committed to git).
+
+    A local directory is used in place and held by this session until it closes: while another live run
+    holds it, setup raises :class:`UsageError` naming that run, unless ``wait=True`` (block until it is
+    free) or ``isolate=True`` (work in a private copy of the tree, removed at close; the evidence still
+    goes to the tree's runs). Before anything deploys, what dead runs of the tree left running is ended.
+    A git URL needs none of this: each run works in a checkout of its own.
     """
     _check_legacy(legacy)
     # A value that cannot be an agent fails now, not at the first repair.
     agent = as_agent(repair_agent) if repair_agent is not None else None
     if unattended not in UNATTENDED:
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
+    if wait and isolate:
+        raise UsageError("pass wait=True or isolate=True, not both: an isolated run never waits for the tree")
     overrides = env_map(env_overrides)
     check_overrides({**os.environ, **overrides})
     # Chosen first: a git target's private checkout and an isolated copy are named after the run.
     run_id = new_run_id()
-    runs_dir = Path(artifacts_dir).absolute() if artifacts_dir else None
+    runs_root = Path(artifacts_dir).absolute() if artifacts_dir else None
     resolved = resolve_target(
         target,
         clones_dir=Path(clones_dir) if clones_dir else None,
         ref=ref,
         run_id=run_id,
-        artifacts_dir=runs_dir,
+        artifacts_dir=runs_root,
     )
     # A git target's runs outlive its checkout: they live beside the clone unless artifacts_dir says where.
-    runs_dir = runs_dir or resolved.runs_root
-    redactor = Redactor.from_env({**os.environ, **overrides})
+    runs_root = runs_root or resolved.runs_root
+    claim = None
+    if resolved.kind == "local":
+        tree = resolved.repo_root
+        if agent is None or (tree / pipeline_rel).exists():
+            # A contract that cannot load fails here, before the tree is locked or touched.
+            own_runs = (tree / load_pipeline(tree, pipeline_rel).artifacts.out_dir).resolve()
+        else:
+            own_runs = artifacts_root(tree, pipeline_rel)
+        claim = claim_tree(
+            tree,
+            run_id=run_id,
+            run_dir=(runs_root or own_runs) / run_id,
+            wait=wait,
+            isolate=isolate,
+            exclude=[own_runs, *([runs_root] if runs_root else [])],
+        )
+        if claim.copy_of is not None:  # commands run in the copy; the runs stay with the tree
+            resolved = attrs.evolve(resolved, repo_root=claim.repo, isolated_from=tree)
+            runs_root = runs_root or own_runs
     try:
-        pipeline = _load_contract(resolved, pipeline_rel, agent, redactor, runs_dir)
-        bootstrap = load_bootstrap(resolved.repo_root)
-        refuse_committed_outputs(resolved.repo_root, pipeline, pipeline_rel)
-        session = Session._open(
+        session = _open(
             resolved,
-            pipeline,
             run_id=run_id,
             pipeline_rel=pipeline_rel,
-            bootstrap=bootstrap,
-            artifacts_dir=runs_dir,
+            agent=agent,
+            runs_root=runs_root,
             unattended=unattended,
             require_metrics=require_metrics,
-            repairer=RepairStep(agent) if agent is not None else None,
-            env_overrides=overrides,
-            redactor=redactor,
+            overrides=overrides,
             console=console,
             on_transition=on_transition,
+            claim=claim,
         )
     except BaseException:
-        _abandon(resolved, runs_dir, run_id)
+        if claim is not None:
+            claim.release()
+        _abandon(resolved, runs_root, run_id)
         raise
+    if claim is not None:
+        try:
+            claim.report(session.ctx.log)
+            # Before anything deploys: a dead run's service would pass this run's health checks.
+            also = [Path(claim.previous.run_dir)] if claim.previous and claim.previous.run_dir else []
+            ended = end_dead_runs(session.run_dir.parent, log=session.ctx.log, also=also)
+            session.ctx.ended_leftovers = [e.to_json() for e in ended]
+        except BaseException:
+            session.close()
+            raise
     session._call(lambda: session.driver.run_until(lambda state: state != "clone"))
     if session.driver.state == topology.FAILED:
         error = session.ctx.last_error
         session.close()
         raise FsmRunnerError(f"setup failed: {error}")
     return session
+
+
+def _open(
+    resolved: ResolvedTarget,
+    *,
+    run_id: str,
+    pipeline_rel: str,
+    agent: RepairAgent | None,
+    runs_root: Path | None,
+    unattended: str,
+    require_metrics: bool,
+    overrides: dict[str, str],
+    console: bool | None,
+    on_transition: TransitionHook | None,
+    claim: TreeClaim | None,
+) -> Session:
+    """Load the contract (asking the agent for one when it is missing) and open the session."""
+    redactor = Redactor.from_env({**os.environ, **overrides})
+    pipeline = _load_contract(resolved, pipeline_rel, agent, redactor, runs_root)
+    bootstrap = load_bootstrap(resolved.repo_root)
+    refuse_committed_outputs(resolved.repo_root, pipeline, pipeline_rel)
+    return Session._open(
+        resolved,
+        pipeline,
+        run_id=run_id,
+        pipeline_rel=pipeline_rel,
+        bootstrap=bootstrap,
+        artifacts_dir=runs_root,
+        unattended=unattended,
+        require_metrics=require_metrics,
+        repairer=RepairStep(agent) if agent is not None else None,
+        env_overrides=overrides,
+        redactor=redactor,
+        console=console,
+        on_transition=on_transition,
+        claim=claim,
+    )
 
 
 def _load_contract(

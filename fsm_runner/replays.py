@@ -23,6 +23,8 @@ from fsm_runner.engine import topology
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.driver import Driver
+from fsm_runner.engine.leftovers import Leftovers, end_dead_runs
+from fsm_runner.engine.lifecycle import live_sessions
 from fsm_runner.errors import ContractError, EvidenceError, FsmRunnerError, ReplayError, TargetError
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
@@ -31,14 +33,13 @@ from fsm_runner.evidence.lock import lock_holder
 from fsm_runner.evidence.records import RunState, TransitionRecord
 from fsm_runner.evidence.redaction import MASK, Redactor
 from fsm_runner.evidence.store import read_records, read_run
-from fsm_runner.execution.commands import interrupted_command_groups
-from fsm_runner.execution.process import kill_group
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
 from fsm_runner.results import EvaluationResult
 from fsm_runner.session import Session
 from fsm_runner.states import phases
 from fsm_runner.targets import restore_checkout
+from fsm_runner.trees import TreeClaim, claim_tree
 from fsm_runner.typing import StrPath, TransitionHook
 
 
@@ -85,15 +86,54 @@ def _verdict(path: Path, run: RunState, records: tuple[TransitionRecord, ...]) -
                 "by another version of fsm-runner"
             )
     owner = lock_holder(path)
+    note = ""
     if owner:
-        return False, f"{path}: the run is still in progress ({owner} holds its lock)"
+        own = _own_session(path)
+        if own is None:
+            return False, f"{path}: the run is still in progress ({owner} holds its lock)"
+        if own.busy or own.state != topology.FAILED:
+            where = "in a call" if own.busy else f"open at {own.state}"
+            return False, (
+                f"{path}: the run is still in progress in this process (its session is {where}); continue it "
+                "with the session's calls, or close the session (sess.close()) and start a new run"
+            )
+        note = "; closes the failed session of this process that holds it first"
     if run.status == "closed":
         return False, f"{path}: the session was closed before the pipeline finished; start a new run"
     if records[-1].dest == topology.DONE or run.status == "ok":
         return False, f"{path}: the run finished successfully; there is nothing to replay"
     if records[-1].dest in (topology.FAILED, topology.REPAIR) and not _failed_phase(run, records):
         return False, f"{path}: the run failed outside a replayable phase"
-    return True, f"continues at {_resume_state(run, records)} (redrive {run.redrive_count + 1})"
+    return True, f"continues at {_resume_state(run, records)} (redrive {run.redrive_count + 1}){note}"
+
+
+def _own_session(run_dir: Path) -> Session | None:
+    """The open session of this process that holds ``run_dir``, if any."""
+    wanted = run_dir.resolve()
+    for session in live_sessions():
+        if isinstance(session, Session) and session.run_dir.resolve() == wanted:
+            return session
+    return None
+
+
+def replay_repo(run_dir: Path, run: RunState) -> tuple[Path, str]:
+    """The repository replay works in, and a note when it is not the one run.json recorded.
+
+    A local run is replayed in the repository that holds its run dir (the nearest ancestor holding the
+    run's pipeline file): a tree copied with ``cp -r`` or moved is replayed where it is now, an isolated
+    run in the tree it was copied from. Runs kept elsewhere (``--artifacts-dir``, git targets) use the
+    recorded path.
+    """
+    recorded = run.target.repo_root
+    if run.target.kind != "local":
+        return recorded, ""
+    found = next((p for p in run_dir.parents if (p / run.pipeline_rel).is_file()), None)
+    if found is None or found == recorded.resolve():
+        return recorded, ""
+    was = f"recorded {recorded}"
+    if run.target.isolated_from:
+        was = f"worked in {recorded}, a private copy of {run.target.isolated_from}"
+    return found, f"the run {was}; replay works in {found}, the repository that holds the run dir"
 
 
 def _failed_phase(run: RunState, records: tuple[TransitionRecord, ...]) -> str | None:
@@ -139,6 +179,9 @@ class DryRunReport:
     reason: str = ""
     #: Secret overrides the run used, which are not stored: replay needs them again.
     secrets_needed: tuple[str, ...] = ()
+    #: The repository replay works in, and why it is not the recorded one (empty when it is).
+    repo_root: Path | None = None
+    repo_note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -150,6 +193,8 @@ class DryRunReport:
         for s in self.steps:
             verdict = "accepted" if s.accepted else f"REJECTED: {s.note}"
             out.append(f"{s.seq:>4}  {s.source} --{s.trigger}--> {s.dest}  {verdict}")
+        if self.repo_note:
+            out.append(f"repo: {self.repo_note}")
         if self.contract_problem:
             out.append(f"contract: {self.contract_problem}")
         elif self.contract_changed:
@@ -171,6 +216,8 @@ class DryRunReport:
             "replayable": self.replayable,
             "reason": self.reason,
             "secrets_needed": list(self.secrets_needed),
+            "repo_root": str(self.repo_root) if self.repo_root else None,
+            "repo_note": self.repo_note,
             "steps": [attrs.asdict(s) for s in self.steps],
         }
 
@@ -219,18 +266,20 @@ def check_replay(run_dir: StrPath) -> DryRunReport:
     contract re-validated, and the :func:`can_replay` verdict; nothing runs."""
     path = Path(run_dir).resolve()
     run, records = _load_run(path)
+    repo, moved = replay_repo(path, run)
     problem = None
     changed = False
     try:
         # A git run's removed checkout is re-created at the recorded commit: its contract is the recorded one.
-        if run.target.clone is None or run.target.repo_root.exists():
-            spec = load_pipeline(run.target.repo_root, run.pipeline_rel)
+        if run.target.clone is None or repo.exists():
+            spec = load_pipeline(repo, run.pipeline_rel)
             changed = spec.sha256 != run.contract_sha256
     except ContractError as exc:
         problem = str(exc)
     replayable, reason = _verdict(path, run, records)
     needed = tuple(_secrets_missing(run, {}))
-    return DryRunReport(path, tuple(_walk(records)), problem, changed, replayable, reason, needed)
+    steps = tuple(_walk(records))
+    return DryRunReport(path, steps, problem, changed, replayable, reason, needed, repo, moved)
 
 
 def _secrets_missing(run: RunState, given: Mapping[str, str]) -> list[str]:
@@ -253,6 +302,7 @@ def replay(
     env_overrides: Mapping[str, str] | None = ...,
     console: bool | None = ...,
     on_transition: TransitionHook | None = ...,
+    wait: bool = ...,
 ) -> EvaluationResult: ...
 
 
@@ -266,6 +316,7 @@ def replay(
     env_overrides: Mapping[str, str] | None = ...,
     console: bool | None = ...,
     on_transition: TransitionHook | None = ...,
+    wait: bool = ...,
 ) -> DryRunReport: ...
 
 
@@ -278,6 +329,7 @@ def replay(
     env_overrides: Mapping[str, str] | None = None,
     console: bool | None = None,
     on_transition: TransitionHook | None = None,
+    wait: bool = False,
 ) -> EvaluationResult | DryRunReport:
     """Continue a failed run after a fix: same run_id, ``redrive_count`` + 1, records appended.
 
@@ -285,6 +337,10 @@ def replay(
     one is gone. A contract fixed by hand is re-validated and both hashes are recorded. Secret
     ``env_overrides`` of the original run are not stored; pass them again in ``env_overrides`` (or the
     environment), or replay refuses and names them. ``dry_run=True`` is :func:`check_replay`.
+
+    A local run is replayed in the repository that holds its run dir (see :func:`replay_repo`), holding
+    that tree like a session does (``wait=True`` waits for another live run of it). When the failed run's
+    session is still open in this process, replay closes it first.
     """
     path = Path(run_dir).resolve()
     if dry_run:
@@ -292,25 +348,46 @@ def replay(
     ok, reason = can_replay(path)
     if not ok:
         raise ReplayError(reason)
+    own = _own_session(path)
+    if own is not None:
+        own.close()  # can_replay let it through: a failed session between calls
     run, records = _load_run(path)
     try:
         restore_checkout(run.target, path)
     except TargetError as exc:
         raise ReplayError(f"cannot re-create the run's checkout: {exc}") from None
-    ctx = _restore(path, run, env_map(env_overrides), repair_iters, repair_agent, console)
-    state = _resume_state(run, records)
-    last = records[-1].dest
-    redrive = last in (topology.FAILED, topology.REPAIR)
-    initial = topology.FAILED if redrive else last
-    driver = Driver(ctx, Journal.open(path), phases(), initial=initial, on_transition=on_transition)
-    session = Session._resume(ctx, driver)
+    repo, moved = replay_repo(path, run)
+    claim = None
+    if run.target.kind == "local" and repo.is_dir():  # a tree that is gone fails below, with what to do
+        claim = claim_tree(repo, run_id=run.run_id, run_dir=path, wait=wait, replaying=True)
     try:
+        ctx = _restore(path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console)
+        state = _resume_state(run, records)
+        last = records[-1].dest
+        redrive = last in (topology.FAILED, topology.REPAIR)
+        initial = topology.FAILED if redrive else last
+        driver = Driver(ctx, Journal.open(path), phases(), initial=initial, on_transition=on_transition)
+        session = Session._resume(ctx, driver, claim)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+    try:
+        if own is not None:
+            ctx.log.info("replay.closed_session", reason="its session was open in this process")
+        if moved:
+            ctx.log.info("replay.repo", repo=str(repo), recorded=str(run.target.repo_root), note=moved)
+        if claim is not None:
+            claim.report(ctx.log)
 
         def drive() -> None:
-            _end_leftovers(ctx)
+            ended = _end_leftovers(ctx, claim)
             if redrive:
                 ctx.failed_phase = state
-                driver.fire(topology.REDRIVE, reason=f"replay #{ctx.redrive_count}")
+                reason = f"replay #{ctx.redrive_count}"
+                if ended:
+                    reason += f"; ended what dead runs left: {'; '.join(e.describe() for e in ended)}"
+                driver.fire(topology.REDRIVE, reason=reason)
                 ctx.status = "running"
             driver.run_until(lambda s: False)
 
@@ -323,12 +400,12 @@ def replay(
 def _restore(
     run_dir: Path,
     run: RunState,
+    root: Path,
     given: dict[str, str],
     repair_iters: int,
     repair_agent: AgentLike | None,
     console: bool | None,
 ) -> RunContext:
-    root = run.target.repo_root
     pipeline = load_pipeline(root, run.pipeline_rel)
     bootstrap = load_bootstrap(root)
     saved = run.env_overrides
@@ -342,8 +419,12 @@ def _restore(
     check_overrides({**os.environ, **overrides})
     log, sink = run_logger(run_dir, run.run_id, console=console)
     hashes = run.contract_hashes or [run.contract_sha256]
+    target = run.target
+    if root != target.repo_root:  # the run dir's repository: record where the run lives now
+        target = attrs.evolve(target, repo_root=root, isolated_from=None)
     state = attrs.evolve(
         run,
+        target=target,
         status="running",
         contract_sha256=pipeline.sha256,
         contract_hashes=hashes if pipeline.sha256 in hashes else [*hashes, pipeline.sha256],
@@ -368,11 +449,11 @@ def _restore(
     return ctx
 
 
-def _end_leftovers(ctx: RunContext) -> None:
-    """A killed runner may have left its deployment and its running command behind: end them first."""
-    stray = interrupted_command_groups(ctx.run_dir)
-    for pgid in stray:
-        kill_group(pgid)
-    killed = end_deployment(ctx)
-    if stray or killed:
-        ctx.log.info("replay.ended_leftovers", pgids=[*stray, *killed])
+def _end_leftovers(ctx: RunContext, claim: TreeClaim | None) -> list[Leftovers]:
+    """A killed runner may have left its deployment, its running command and its repair agent behind, and
+    so may other dead runs of the tree: end them all before anything runs again."""
+    previous = claim.previous if claim is not None else None
+    also = [Path(previous.run_dir)] if previous and previous.run_dir else []
+    ended = end_dead_runs(ctx.run_dir.parent, log=ctx.log, also=also, own=ctx.run_dir)
+    end_deployment(ctx)  # what it recorded is gone now; the deployment must be set up again
+    return ended

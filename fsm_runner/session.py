@@ -34,6 +34,7 @@ from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.results import EvaluationResult, RolloutResult, evaluation_result, rollout_result
 from fsm_runner.states import phases
 from fsm_runner.targets import ResolvedTarget, remove_checkout
+from fsm_runner.trees import TreeClaim
 from fsm_runner.typing import TransitionHook
 
 
@@ -45,6 +46,9 @@ class Session:
     _lock: IO[str]
     _closed: bool
     _mark: int
+    #: The tree this run holds or its private copy (local targets), released at close.
+    _claim: TreeClaim | None = None
+    _busy: bool = False
 
     def __init__(self) -> None:
         raise UsageError("create sessions with fsm_runner.setup(target)")
@@ -66,11 +70,15 @@ class Session:
         redactor: Redactor,
         console: bool | None,
         on_transition: TransitionHook | None,
+        claim: TreeClaim | None = None,
     ) -> Session:
         self = object.__new__(cls)
         root = artifacts_dir or resolved.repo_root / pipeline.artifacts.out_dir
         run_dir = create_run_dir(root, run_id)
         self._lock = hold_lock(run_dir)
+        self._claim = claim
+        if claim is not None and claim.holder.run_dir != str(run_dir):
+            claim.name_run_dir(run_dir)
         log, sink = run_logger(run_dir, run_id, console=console)
         self.ctx = RunContext(
             run_id=run_id,
@@ -95,12 +103,13 @@ class Session:
         return self._live()
 
     @classmethod
-    def _resume(cls, ctx: RunContext, driver: Driver) -> Session:
+    def _resume(cls, ctx: RunContext, driver: Driver, claim: TreeClaim | None = None) -> Session:
         """A session around a restored context (replay); takes the run's lock before anything is touched."""
         self = object.__new__(cls)
         self.ctx = ctx
         self.driver = driver
         self._lock = hold_lock(ctx.run_dir)
+        self._claim = claim
         return self._live()
 
     def _live(self) -> Session:
@@ -127,6 +136,11 @@ class Session:
     def state(self) -> str:
         """The machine's state: the next phase to run, or ``done`` / ``failed``."""
         return self.driver.state
+
+    @property
+    def busy(self) -> bool:
+        """True while a call runs (a hook or a repair agent calling back into the library sees it)."""
+        return self._busy
 
     # -- calls -------------------------------------------------------------------------------------------
 
@@ -232,6 +246,8 @@ class Session:
             if self.ctx.sink is not None:
                 self.ctx.sink.close()
             release_lock(self._lock)
+            if self._claim is not None:
+                self._claim.release()
 
     def _drop_checkout(self) -> None:
         """A git target's own checkout goes once nothing can continue the run; a failed run keeps it."""
@@ -326,6 +342,7 @@ class Session:
 
     def _call(self, body: Callable[[], None]) -> None:
         """Run ``body`` with teardown guaranteed on failure, exception and signals."""
+        self._busy = True
         try:
             with sigterm_raises():
                 body()
@@ -334,6 +351,8 @@ class Session:
         except BaseException as exc:
             self._interrupted(exc)
             raise
+        finally:
+            self._busy = False
 
     def _interrupted(self, exc: BaseException) -> None:
         ctx = self.ctx

@@ -18,5 +18,7 @@ class ClonePhase:
         error = None
         if not ctx.pipeline_path.is_file():
             error = ErrorInfo("contract", f"{ctx.pipeline_path} is missing", self.name)
-        data = {"target": ctx.target.to_json(), "contract_sha256": ctx.contract_sha256}
+        data: dict[str, object] = {"target": ctx.target.to_json(), "contract_sha256": ctx.contract_sha256}
+        if ctx.ended_leftovers:
+            data["ended_leftovers"] = ctx.ended_leftovers
         return finish(ctx, self.name, stage_dir, started, None, data=data, error=error)

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "fsm_runner.repair": 5,
     "fsm_runner.results": 6,
     "fsm_runner.targets": 6,
+    "fsm_runner.trees": 6,
     "fsm_runner.session": 6,
     "fsm_runner.api": 6,
     "fsm_runner.replays": 6,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -187,3 +188,109 @@ def test_secret_overrides_are_asked_for_again_and_the_dry_run_says_so(
     assert result.ok
     monkeypatch.setenv("BENCH_API_KEY", "from-the-environment")
     assert fsm_runner.check_replay(sess.run_dir).secrets_needed == ()
+
+
+def events(run_dir: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def test_replay_in_the_process_that_holds_the_failed_session(make_target: TargetFactory) -> None:
+    """The notebook loop: evaluate fails, fix, replay, with the session still open."""
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    sess = fsm_runner.setup(repo)
+    sess.rollout(llm="m")
+    e = sess.evaluate()
+    assert not e.ok
+    ok, reason = can_replay(os.path.relpath(e.run_dir))
+    assert ok and reason.startswith("continues at evaluate (redrive 1)") and "this process" in reason
+    (repo / ".aider_fsm" / "scoring.py").write_text(files.SCORING_GOOD)
+    result = fsm_runner.replay(e.run_dir)
+    assert result.ok, result.error
+    assert result.run_id == e.run_id and result.metrics and result.metrics["score"] == 1.0
+    assert [ev["event"] for ev in events(e.run_dir)].count("replay.closed_session") == 1
+    with pytest.raises(fsm_runner.UsageError, match="closed"):
+        sess.evaluate()
+    sess.close()
+    assert not procs_in(repo)
+
+
+def test_a_session_of_this_process_that_did_not_fail_is_not_closed_by_replay(make_target: TargetFactory) -> None:
+    repo = make_target()
+    with fsm_runner.setup(repo) as sess:
+        assert sess.rollout(llm="m").ok
+        ok, reason = can_replay(sess.run_dir)
+        assert not ok and "in this process" in reason and "open at evaluate" in reason
+        with pytest.raises(fsm_runner.ReplayError, match="in this process"):
+            replay(sess.run_dir)
+        assert sess.evaluate().ok
+
+
+def _move_or_copy(how: str, repo: Path) -> Path:
+    other = repo.with_name(repo.name + "-" + how)
+    if how == "copy":
+        subprocess.run(["cp", "-r", str(repo), str(other)], check=True)
+    else:
+        repo.rename(other)
+    return other
+
+
+@pytest.mark.parametrize("how", ["copy", "move"])
+def test_replay_works_in_the_repository_that_holds_the_run_dir(make_target: TargetFactory, how: str) -> None:
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    run_dir = failed_run(repo)
+    before = (repo / ".aider_fsm" / "metrics.json").read_text()
+    there = _move_or_copy(how, repo)
+    (there / ".aider_fsm" / "scoring.py").write_text(files.SCORING_GOOD)
+    dry = subprocess.run(
+        [sys.executable, "-m", "fsm_runner", "replay", "latest", "--dry-run"],
+        cwd=there, capture_output=True, text=True, timeout=60,
+    )
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    note = next(line for line in dry.stdout.splitlines() if line.startswith("repo: "))
+    assert f"recorded {repo};" in note and f"works in {there}," in note
+    done = subprocess.run(
+        [sys.executable, "-m", "fsm_runner", "replay", "latest", "--json"],
+        cwd=there, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] and result["run_id"] == run_dir.name
+    replayed = there / ".aider_fsm" / "artifacts" / run_dir.name
+    assert Path(result["run_dir"]) == replayed
+    cwd = json.loads((replayed / "evaluate.2" / "cmd01_try01.json").read_text())["cwd"]
+    assert cwd == str(there)
+    assert json.loads((there / ".aider_fsm" / "metrics.json").read_text())["run_id"] == run_dir.name
+    assert json.loads((replayed / "run.json").read_text())["target"]["repo_root"] == str(there)
+    moved = [ev for ev in events(replayed) if ev["event"] == "replay.repo"]
+    assert [(ev["repo"], ev["recorded"]) for ev in moved] == [(str(there), str(repo))]
+    if how == "copy":
+        assert (repo / ".aider_fsm" / "metrics.json").read_text() == before, "replay ran in the original"
+        assert not procs_in(repo)
+    assert not procs_in(there)
+
+
+def test_an_isolated_run_is_replayed_in_the_tree_it_was_copied_from(make_target: TargetFactory) -> None:
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    with fsm_runner.setup(repo, isolate=True) as sess:
+        copy = sess.repo_root
+        assert not sess.evaluate().ok
+    assert not copy.exists() and sess.run_dir.parent == repo / ".aider_fsm" / "artifacts"
+    report = fsm_runner.check_replay(sess.run_dir)
+    assert report.ok and report.repo_root == repo
+    assert f"worked in {copy}, a private copy of {repo}" in report.repo_note
+    (repo / ".aider_fsm" / "scoring.py").write_text(files.SCORING_GOOD)
+    result = replay(sess.run_dir)
+    assert result.ok, result.error
+    assert json.loads((repo / ".aider_fsm" / "metrics.json").read_text())["run_id"] == sess.run_id
+    target = json.loads((sess.run_dir / "run.json").read_text())["target"]
+    assert target["repo_root"] == str(repo) and "isolated_from" not in target
+
+
+def test_replay_takes_the_tree_and_is_refused_while_another_run_holds_it(make_target: TargetFactory) -> None:
+    repo = make_target(scoring=files.SCORING_BROKEN)
+    run_dir = failed_run(repo)
+    with fsm_runner.setup(repo) as live:
+        with pytest.raises(fsm_runner.UsageError) as info:
+            replay(run_dir)
+        assert live.run_id in str(info.value) and "open in this process" in str(info.value)
+    assert can_replay(run_dir)[0]

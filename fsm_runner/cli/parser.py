@@ -143,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PHASE",
         help="stop after PHASE: " + ", ".join(topology.PHASES),
     )
+    tree = run.add_mutually_exclusive_group()
+    tree.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another live run holds the local TARGET, wait for it to finish instead of failing",
+    )
+    tree.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run in a private copy of the local TARGET (uncommitted files included), so another live run "
+        "of it is not disturbed; the evidence still goes to TARGET's runs",
+    )
     run.add_argument("--artifacts-dir", metavar="DIR", help="write run evidence here instead of the repo")
     run.add_argument("--clones-dir", metavar="DIR", help="where git targets are cloned")
     run.add_argument("--ref", help="git branch, tag or commit to check out")
@@ -175,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = command("replay", "json lookup repair")
     replay.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
     replay.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
+    replay.add_argument(
+        "--wait", action="store_true", help="when another live run holds the repository, wait for it"
+    )
     _env_option(replay, "override again (secret overrides are not stored with the run; repeatable)")
 
     diagram = command("diagram", "lookup")

@@ -62,6 +62,8 @@ class RunContext(RunState):
     deployed_at: float | None = None
     health_passed_at: float | None = None
     stopping: bool = False
+    #: What dead runs of the tree left running and setup ended (``Leftovers.to_json()``); clone records it.
+    ended_leftovers: list[dict[str, Any]] = field(factory=list)
 
     @classmethod
     def from_state(cls, state: RunState, **live: Any) -> RunContext:

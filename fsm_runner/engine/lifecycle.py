@@ -47,6 +47,11 @@ def unregister_live(session: Closable) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def live_sessions() -> list[Closable]:
+    """The sessions of this process that are open (replay looks for the one holding the run it continues)."""
+    return list(_LIVE)
+
+
 class Interrupted(KeyboardInterrupt):
     """Raised in the main thread when SIGTERM arrives during a session call."""
 

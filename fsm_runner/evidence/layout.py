@@ -5,7 +5,7 @@ A run directory (``<repo>/.aider_fsm/artifacts/<run_id>/`` by default; for a git
 
     run.json  journal.jsonl  events.jsonl  .lock
     <phase>[.N]/cmdNN_tryMM.{json,stdout,stderr}  <phase>[.N]/summary.json
-    repair_NN/{request.json,prompt.md,agent_output.log,reply.json,provenance.json}
+    repair_NN/{request.json,prompt.md,agent_output.log,agent_process.json,reply.json,provenance.json}
     round_N/{rollout.json,samples.jsonl,metrics.json,benchmark.json}
 
 Nothing else in the package spells these names out, so a reader of this module knows the whole layout.
@@ -26,6 +26,8 @@ ACTIONS_REL = f"{AIDER_DIR}/actions.yml"
 ROLLOUT_REL = f"{AIDER_DIR}/rollout.json"
 RUNTIME_ENV_REL = f"{AIDER_DIR}/runtime_env.json"
 DEFAULT_OUT_DIR = f"{AIDER_DIR}/artifacts"
+#: Held by the one live run of a local tree (it names that run); see :mod:`fsm_runner.evidence.lock`.
+TREE_LOCK_REL = f"{AIDER_DIR}/tree.lock"
 #: What a repair agent may edit unless told otherwise.
 AGENT_AREA = f"{AIDER_DIR}/**"
 
@@ -89,6 +91,8 @@ REPAIR_PROMPT = "prompt.md"
 REPAIR_REPLY = "reply.json"
 REPAIR_PROVENANCE = "provenance.json"
 AGENT_OUTPUT = "agent_output.log"
+#: The command agent's process group while it runs (``"running": false`` once it ended).
+AGENT_PROCESS = "agent_process.json"
 
 # -- inside a round_N dir: what one rollout + evaluate round produced, kept after the checkout is gone ---
 
@@ -125,6 +129,10 @@ def new_run_id() -> str:
 def attempt_name(index: int, attempt: int) -> str:
     """``cmdNN_tryMM``: the stem of one attempt's ``.json``, ``.stdout`` and ``.stderr``."""
     return f"cmd{index:02d}_try{attempt:02d}"
+
+
+#: Every attempt's ``.json`` under a run dir (for ``Path.rglob``).
+ATTEMPT_RESULT_GLOB = f"cmd*_try*{RESULT_SUFFIX}"
 
 
 def stage_dir_name(phase: str, count: int) -> str:

@@ -1,4 +1,5 @@
-"""A run's lock file: held by the process that runs it, probed by everything that asks "is it live?".
+"""Lock files: a run's (held by the process that runs it, probed by everything that asks "is it live?")
+and a local tree's (held by the one live run that works in that tree, for its whole session).
 
 ``flock`` locks vanish with their process, so a run killed with SIGKILL is never reported live, and a
 recycled pid cannot fool the probe (the pid in the file is only read to name the holder).
@@ -7,10 +8,14 @@ recycled pid cannot fool the probe (the pid in the file is only read to name the
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from attrs import define
 
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.layout import LOCK
@@ -67,3 +72,80 @@ def lock_holder(run_dir: Path) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+# -- a local tree's lock -------------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class TreeHolder:
+    """The run that holds a tree, as its process wrote it into the tree's lock file."""
+
+    run_id: str
+    pid: int
+    started: str
+    run_dir: str = ""
+
+    def describe(self) -> str:
+        where = f", run dir {self.run_dir}" if self.run_dir else ""
+        return f"run {self.run_id} (pid {self.pid}, started {self.started}{where})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "pid": self.pid, "started": self.started, "run_dir": self.run_dir}
+
+
+def _read_holder(handle: IO[str]) -> TreeHolder | None:
+    """The holder named in the file; None for an empty or damaged file (a holder may be writing it)."""
+    handle.seek(0)
+    try:
+        data = json.loads(handle.read(4096))
+        run_dir = str(data.get("run_dir", ""))
+        return TreeHolder(str(data["run_id"]), int(data["pid"]), str(data["started"]), run_dir)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_holder(handle: IO[str], holder: TreeHolder) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps(holder.to_json()))
+    handle.flush()
+
+
+def hold_tree_lock(
+    path: Path, holder: TreeHolder, *, on_busy: Callable[[TreeHolder | None], None]
+) -> tuple[IO[str], TreeHolder | None]:
+    """Take a tree's lock for ``holder``; return the handle and the previous holder the file named.
+
+    When another live process holds it, ``on_busy`` is called with that holder (None while it is still
+    writing its name): raising refuses, returning waits until the lock is free. The previous holder is a
+    run that ended, or that died without ending (its leftovers may still be running).
+    """
+    try:
+        path.parent.mkdir(exist_ok=True)  # never the tree itself: a tree that is gone stays gone
+        handle = path.open("a+")
+    except OSError as exc:
+        raise EvidenceError(f"cannot open the tree's lock {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            current = None
+            for delay in _RETRY_DELAYS:  # the holder writes its name right after it took the lock
+                current = _read_holder(handle)
+                if current is not None or delay is None:
+                    break
+                time.sleep(delay)
+            on_busy(current)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        previous = _read_holder(handle)
+        _write_holder(handle, holder)
+    except BaseException:
+        handle.close()
+        raise
+    return handle, previous
+
+
+def rename_tree_holder(handle: IO[str], holder: TreeHolder) -> None:
+    """Rewrite the held lock's holder (setup learns the run dir after it took the lock)."""
+    _write_holder(handle, holder)

@@ -249,6 +249,8 @@ class ResolvedTarget:
     commit: str | None = None
     cache_hit: bool = False
     clone: Path | None = None
+    #: Set when ``repo_root`` is a private copy of this tree (``setup(isolate=True)``), removed at close.
+    isolated_from: Path | None = None
 
     @property
     def runs_root(self) -> Path | None:
@@ -260,6 +262,8 @@ class ResolvedTarget:
         for key in ("spec", "url"):
             if data[key] is not None:
                 data[key] = strip_credentials(data[key])
+        if data["isolated_from"] is None:
+            del data["isolated_from"]  # only isolated runs say it
         return data
 
 

@@ -8,8 +8,10 @@ done.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,20 +22,28 @@ from attrs import define, field, validators
 
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
-from fsm_runner.evidence.layout import RESULT_SUFFIX, STDERR_SUFFIX, STDOUT_SUFFIX, attempt_name
+from fsm_runner.evidence.layout import (
+    ATTEMPT_RESULT_GLOB,
+    RESULT_SUFFIX,
+    STDERR_SUFFIX,
+    STDOUT_SUFFIX,
+    attempt_name,
+)
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.policy import SecurityPolicy
 from fsm_runner.execution.process import (
     group_alive,
-    is_same_group,
     kill_group,
     process_start_time,
+    running_group,
     spawn_group,
     stop_and_reap,
     wait_exit,
 )
 
 TAIL_BYTES = 2048
+#: What an attempt file of a command still running says (read without parsing every attempt file).
+_RUNNING = re.compile(rb'"running":\s*true')
 DEFAULT_KILL_GRACE = 2.0
 
 
@@ -293,22 +303,20 @@ def interrupted_command_groups(run_dir: Path) -> list[int]:
     """Process groups of commands that were still running when a runner died, and are still alive.
 
     A runner killed with SIGKILL cannot stop the command it was waiting for; its ``cmdNN_tryMM.json`` still
-    says ``"running": true`` with the group id and the leader's start time. Replay calls this to find and end
-    those groups before running anything again.
+    says ``"running": true`` with the group id and the leader's start time. Whatever starts work on the
+    run's tree again (setup, replay) calls this to find and end those groups first.
     """
     found: list[int] = []
-    for path in sorted(Path(run_dir).rglob(f"*{RESULT_SUFFIX}")):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(doc, dict) or doc.get("running") is not True:
-            continue
-        pgid, start = doc.get("pgid"), doc.get("leader_start")
-        if not isinstance(pgid, int) or pgid in found or not (start is None or isinstance(start, int)):
-            continue
-        if is_same_group(pgid, start):
-            found.append(pgid)
+    for folder, _dirs, names in sorted(os.walk(run_dir)):  # setup scans every dead run: os.walk is quick
+        for name in sorted(fnmatch.filter(names, ATTEMPT_RESULT_GLOB)):
+            try:
+                raw = Path(folder, name).read_bytes()
+                doc = json.loads(raw) if _RUNNING.search(raw) else None
+            except (OSError, ValueError):
+                continue
+            pgid = running_group(doc)
+            if pgid is not None and pgid not in found:
+                found.append(pgid)
     return found
 
 

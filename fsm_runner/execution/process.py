@@ -81,6 +81,21 @@ def is_same_group(pgid: int, leader_start: int | None) -> bool:
     return started is None or leader_start is None or started == leader_start
 
 
+def running_group(doc: object) -> int | None:
+    """The group a record of a started process names (``pgid``, ``leader_start``, ``"running": true``),
+    when that group is still the one recorded and alive; else None.
+
+    A runner that dies while it waits for a command or an agent leaves such a record behind: this is how a
+    later process finds what it left running.
+    """
+    if not isinstance(doc, dict) or doc.get("running") is not True:
+        return None
+    pgid, start = doc.get("pgid"), doc.get("leader_start")
+    if isinstance(pgid, bool) or not isinstance(pgid, int) or not (start is None or type(start) is int):
+        return None
+    return pgid if is_same_group(pgid, start) else None
+
+
 def group_alive(pgid: int) -> bool:
     """Return True while a live (non-zombie) process belongs to process group ``pgid``."""
     try:

@@ -6,6 +6,7 @@ external coding-agent command line. Agent failures become ``ok=False`` replies, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import time
@@ -15,10 +16,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from attrs import define, field, validators
 
-from fsm_runner.errors import UsageError
+from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic, write_text_atomic
-from fsm_runner.evidence.layout import AGENT_OUTPUT, REPAIR_PROMPT, REPAIR_REQUEST
-from fsm_runner.execution.process import kill_group, spawn_group, stop_and_reap, wait_exit
+from fsm_runner.evidence.layout import AGENT_OUTPUT, AGENT_PROCESS, REPAIR_PROMPT, REPAIR_REQUEST
+from fsm_runner.execution.process import (
+    kill_group,
+    process_start_time,
+    spawn_group,
+    stop_and_reap,
+    wait_exit,
+)
 
 
 def str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
@@ -178,6 +185,15 @@ class CommandAgent:
             return RepairReply(
                 ok=False, summary=f"cannot start repair agent {argv[0]!r}: {exc}", output_path=str(log)
             )
+        # Recorded while it runs: a runner killed meanwhile leaves this behind, and the next setup or
+        # replay of the tree ends the agent (see fsm_runner.engine.leftovers).
+        group = {"pgid": proc.pid, "leader_start": process_start_time(proc.pid)}
+        record = work / AGENT_PROCESS
+        try:
+            write_json_atomic(record, {**group, "running": True})
+        except BaseException:
+            stop_and_reap(proc, self.kill_grace)
+            raise
         try:
             if not wait_exit(proc, self.timeout):
                 stop_and_reap(proc, self.kill_grace)
@@ -191,6 +207,9 @@ class CommandAgent:
             raise
         finally:
             kill_group(proc.pid, grace=0)  # nothing the agent spawned outlives it
+            # A record left saying "running" names a dead group, which readers skip: never fail for it.
+            with contextlib.suppress(EvidenceError):
+                write_json_atomic(record, {**group, "running": False})
         took = time.monotonic() - start
         summary = f"repair agent exited with code {proc.returncode} after {took:.1f}s"
         return RepairReply(ok=proc.returncode == 0, summary=summary, output_path=str(log))

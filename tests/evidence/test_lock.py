@@ -1,7 +1,8 @@
-"""The run lock: held once, excludes other processes, and probed without being taken by lock_holder."""
+"""The run lock and the tree lock: held once, exclude other processes, and vanish with their holder."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,11 +10,19 @@ import sys
 import threading
 from pathlib import Path
 
+import attrs
 import pytest
 
-from fsm_runner.errors import UsageError
+from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.layout import LOCK
-from fsm_runner.evidence.lock import hold_lock, lock_holder, release_lock
+from fsm_runner.evidence.lock import (
+    TreeHolder,
+    hold_lock,
+    hold_tree_lock,
+    lock_holder,
+    release_lock,
+    rename_tree_holder,
+)
 from tests.evidence.conftest import LockHolders
 
 
@@ -114,3 +123,61 @@ def test_a_readers_probe_never_makes_taking_the_lock_fail(tmp_path: Path) -> Non
     finally:
         stop.set()
         prober.join()
+
+
+# -- a tree's lock ------------------------------------------------------------------------------------------
+
+
+def _refuse(current: TreeHolder | None) -> None:
+    raise UsageError(f"busy: {current.describe() if current else 'unnamed'}")
+
+
+def test_the_tree_lock_names_its_holder_and_the_one_before(tmp_path: Path) -> None:
+    lock = tmp_path / "repo" / ".aider_fsm" / "tree.lock"
+    first = TreeHolder("run-1", os.getpid(), "2026-01-01T00:00:00Z", "/runs/run-1")
+    with pytest.raises(EvidenceError, match="cannot open the tree's lock"):
+        hold_tree_lock(lock, first, on_busy=_refuse)
+    assert not (tmp_path / "repo").exists(), "a tree that is gone was made again"
+    (tmp_path / "repo").mkdir()
+    handle, previous = hold_tree_lock(lock, first, on_busy=_refuse)
+    assert previous is None and json.loads(lock.read_text()) == first.to_json()
+    second = TreeHolder("run-2", os.getpid(), "2026-01-01T00:00:01Z")
+    with pytest.raises(UsageError, match=r"busy: run run-1 \(pid \d+, started 2026-01-01T00:00:00Z, run dir /runs/run-1\)"):
+        hold_tree_lock(lock, second, on_busy=_refuse)
+    rename_tree_holder(handle, attrs.evolve(first, run_dir="/elsewhere/run-1"))
+    release_lock(handle)
+    handle, previous = hold_tree_lock(lock, second, on_busy=_refuse)
+    assert previous == attrs.evolve(first, run_dir="/elsewhere/run-1")
+    assert json.loads(lock.read_text())["run_id"] == "run-2"
+    release_lock(handle)
+
+
+TREE_HOLDER = """
+import os, sys, time
+from pathlib import Path
+from fsm_runner.evidence.lock import TreeHolder, hold_tree_lock
+handle, _ = hold_tree_lock(Path(sys.argv[1]), TreeHolder("child", os.getpid(), "now"), on_busy=print)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("how", ["killed", "exits"])
+def test_waiting_for_a_tree_ends_when_its_holder_is_gone(tmp_path: Path, how: str) -> None:
+    lock = tmp_path / "tree.lock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TREE_HOLDER, str(lock), "60" if how == "killed" else "0.5"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        seen: list[TreeHolder | None] = []
+        if how == "killed":
+            threading.Timer(0.3, proc.kill).start()
+        handle, previous = hold_tree_lock(lock, TreeHolder("me", os.getpid(), "later"), on_busy=seen.append)
+        assert [h.run_id if h else None for h in seen] == ["child"]
+        assert previous is not None and previous.pid == proc.pid
+        release_lock(handle)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

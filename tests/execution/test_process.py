@@ -20,6 +20,7 @@ from fsm_runner.execution.process import (
     kill_group,
     process_start_time,
     run_captured,
+    running_group,
     spawn_group,
     stop_and_reap,
     wait_exit,
@@ -281,3 +282,21 @@ def test_run_captured_raises_when_the_program_cannot_start(tmp_path: Path) -> No
     with pytest.raises(OSError):
         run_captured(["true"], timeout=10, cwd=tmp_path / "missing")
 
+
+
+def test_running_group_reads_only_a_live_group_that_is_still_the_recorded_one() -> None:
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        start = process_start_time(proc.pid)
+        assert start is not None
+        record = {"pgid": proc.pid, "leader_start": start, "running": True}
+        assert running_group(record) == proc.pid
+        assert running_group({**record, "leader_start": None}) == proc.pid  # an older record without it
+        assert running_group({**record, "running": False}) is None
+        assert running_group({**record, "leader_start": start + 1}) is None  # the pid was reused
+        for bad in ({**record, "pgid": True}, {**record, "pgid": "1"}, {**record, "leader_start": 1.5}, [], None):
+            assert running_group(bad) is None
+    finally:
+        proc.kill()
+        proc.wait()
+    assert running_group(record) is None

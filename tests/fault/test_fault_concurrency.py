@@ -1,4 +1,5 @@
-"""Two runs of one repository at once, and replay of a run that is still live."""
+"""Two runs of one repository at once (each in a private copy of the tree: a second live run of a tree is
+refused otherwise), and replay of a run that is still live."""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from fsm_runner.replays import can_replay, replay
 from tests.conftest import TargetFactory, procs_in, service_pid
 from tests.helpers import target_files as files
 
-# No deploy: two services of the fixture target in one checkout would fight over its pid file, which is the
-# target's problem, not the runner's. Each stage sleeps so the two runs overlap.
+# Each stage sleeps so the two runs overlap.
 PIPELINE = """\
 version: 1
 tests:
@@ -35,7 +35,7 @@ evaluation:
   required_keys: [ok, score]
 """
 
-# Written under a per-run name, then renamed: the two runs share the metrics path.
+# Written under a per-run name, then renamed.
 METRICS = """\
 import json, os
 run_id = os.environ["AIDER_FSM_RUN_ID"]
@@ -46,7 +46,7 @@ os.replace(".aider_fsm/metrics." + run_id, ".aider_fsm/metrics.json")
 CHILD = textwrap.dedent(
     """
     import json, sys, fsm_runner
-    with fsm_runner.setup(sys.argv[1]) as sess:
+    with fsm_runner.setup(sys.argv[1], isolate=True) as sess:
         result = sess.evaluate()
     print(json.dumps({"ok": result.ok, "run_dir": str(sess.run_dir)}))
     """
@@ -61,7 +61,7 @@ def _in_threads(repo: Path) -> list[dict[str, Any]]:
     def one() -> None:
         try:
             barrier.wait()
-            with fsm_runner.setup(repo) as sess:
+            with fsm_runner.setup(repo, isolate=True) as sess:
                 result = sess.evaluate()
             results.append({"ok": result.ok, "run_dir": str(sess.run_dir)})
         except BaseException as exc:  # reported below, in the test's thread

@@ -56,6 +56,25 @@ def test_command_agent_passes_extra_env(tmp_path: Path, make_request: RequestFac
     assert out.read_text() == "small"
 
 
+def test_command_agent_records_its_process_group_while_it_runs(
+    tmp_path: Path, make_request: RequestFactory
+) -> None:
+    request = make_request()
+    record = request.work_dir / "agent_process.json"
+    seen = tmp_path / "seen.json"
+    agent = script_agent(
+        tmp_path,
+        f"record = pathlib.Path({str(record)!r}).read_text()\n"
+        f"pathlib.Path({str(seen)!r}).write_text(record)\n"
+        "assert json.loads(record)['pgid'] == os.getpgrp() == os.getpid()\n",
+    )
+    reply = agent.repair(request)
+    assert reply.ok, reply.summary + Path(reply.output_path or "").read_text()
+    during, after = json.loads(seen.read_text()), json.loads(record.read_text())
+    assert during["running"] is True and isinstance(during["leader_start"], int)
+    assert after == {**during, "running": False}
+
+
 def _gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (absent or a zombie waiting for init)."""
     try:

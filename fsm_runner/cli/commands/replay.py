@@ -35,5 +35,6 @@ def command(args: argparse.Namespace) -> int:
             env_overrides=dict(args.env),
             console=False,
             on_transition=live,
+            wait=args.wait,
         )
     return finish(result.to_json(), json_mode=args.json)

@@ -47,6 +47,8 @@ def command(args: argparse.Namespace) -> int:
             env_overrides=dict(args.env),
             console=False,
             on_transition=live,
+            wait=args.wait,
+            isolate=args.isolate,
         )
         live.watch(session.run_dir)
         options: dict[str, Any] = {

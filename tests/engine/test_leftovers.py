@@ -1,0 +1,74 @@
+"""What dead runs left behind: found from their evidence, ended only when they are dead, and a private copy
+removed only when it is one."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import fsm_runner
+from fsm_runner.engine.leftovers import end_dead_runs, private_copy_name
+from fsm_runner.evidence.events import run_logger
+from tests.conftest import TargetFactory, pid_alive, service_pid
+
+KILLED_WHILE_ISOLATED = textwrap.dedent(
+    """
+    import os, signal, sys, fsm_runner
+    sess = fsm_runner.setup(sys.argv[1], isolate=True)
+    assert sess.rollout(llm="m").ok
+    print(sess.repo_root, sess.run_dir, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_dead_isolated_runs_copy_and_service_are_ended_by_the_next_setup(make_target: TargetFactory) -> None:
+    repo = make_target()
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_ISOLATED, str(repo)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    copy, run_dir = (Path(p) for p in done.stdout.split())
+    service = service_pid(copy)
+    assert copy.is_dir() and service is not None and pid_alive(service)
+    with fsm_runner.setup(repo) as sess:
+        assert not copy.exists() and not pid_alive(service)
+        (ended,) = json.loads((sess.run_dir / "run.json").read_text())["outputs"]["clone"]["ended_leftovers"]
+        assert ended["run_id"] == run_dir.name and ended["removed_copy"] == str(copy)
+        assert len(ended["deploy_pgids"]) == 1
+
+
+def _dead_run(repo: Path, **target: str) -> Path:
+    """A finished run rewritten to look like a run killed mid-pipeline, with ``target`` fields changed."""
+    with fsm_runner.setup(repo) as sess:
+        pass
+    state = json.loads((sess.run_dir / "run.json").read_text())
+    state["status"] = "running"
+    state["target"].update(target)
+    (sess.run_dir / "run.json").write_text(json.dumps(state))
+    return sess.run_dir
+
+
+def test_only_a_private_copy_by_name_and_place_is_ever_removed(make_target: TargetFactory, tmp_path: Path) -> None:
+    repo = make_target()
+    elsewhere = tmp_path / "not-a-copy"
+    elsewhere.mkdir()
+    run_dir = _dead_run(repo, repo_root=str(elsewhere), isolated_from=str(repo))
+    log, sink = run_logger(tmp_path, "probe")
+    assert end_dead_runs(run_dir.parent, log=log) == []
+    assert elsewhere.is_dir(), "a directory that is not a private copy was removed"
+    copy = Path(tempfile.mkdtemp(prefix=private_copy_name(repo, run_dir.name))).resolve()
+    (copy / "kept.txt").write_text("x")
+    state = json.loads((run_dir / "run.json").read_text())
+    state["target"]["repo_root"] = str(copy)
+    (run_dir / "run.json").write_text(json.dumps(state))
+    (ended,) = end_dead_runs(run_dir.parent, log=log)
+    assert ended.run_id == run_dir.name and ended.removed_copy == str(copy) and not copy.exists()
+    sink.close()
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["removed_copy"] for e in events if e["event"] == "leftovers.ended"] == [str(copy)]
