@@ -273,7 +273,7 @@ def test_an_isolated_run_is_replayed_in_the_tree_it_was_copied_from(make_target:
     repo = make_target(scoring=files.SCORING_BROKEN)
     with fsm_runner.setup(repo, isolate=True) as sess:
         copy = sess.repo_root
-        assert not sess.evaluate().ok
+        assert not sess.evaluate(llm="m").ok
     assert not copy.exists() and sess.run_dir.parent == repo / ".aider_fsm" / "artifacts"
     report = fsm_runner.check_replay(sess.run_dir)
     assert report.ok and report.repo_root == repo

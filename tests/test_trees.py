@@ -169,7 +169,7 @@ def test_isolated_copy_has_uncommitted_and_untracked_files_but_not_the_runs(make
         assert not (copy / ".aider_fsm" / "artifacts").exists(), "the runs were copied"
         assert not (copy / TREE_LOCK_REL).exists()
         assert iso.run_dir.parent == earlier.run_dir.parent  # evidence goes to the original tree's runs
-        result = iso.evaluate()
+        result = iso.evaluate(llm="m")
         assert result.ok, result.error
         stdout = (iso.run_dir / "tests" / "cmd01_try01.json").read_text()
         assert json.loads(stdout)["cwd"] == str(copy)
