@@ -15,6 +15,7 @@ from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
 from fsm_runner.evidence.records import UNATTENDED
 from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.ports import pinned_port
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
 from fsm_runner.repair.scaffold import scaffold_contract
@@ -74,6 +75,7 @@ def setup(
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
     overrides = env_map(env_overrides)
     check_overrides({**os.environ, **overrides})
+    pinned_port(overrides)  # a bad AIDER_FSM_PORT fails before anything is resolved or created
     # Chosen first: a git target's private checkout and an isolated copy are named after the run.
     run_id = new_run_id()
     resolved = resolve_target(target, clones_dir=Path(clones_dir) if clones_dir else None, ref=ref)

@@ -18,6 +18,7 @@ from attrs import define
 
 from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
+from fsm_runner.contract.fields import PORT_ENV
 from fsm_runner.contract.pipeline import load_pipeline
 from fsm_runner.engine import topology
 from fsm_runner.engine.context import RunContext
@@ -32,6 +33,7 @@ from fsm_runner.evidence.records import RunState, TransitionRecord
 from fsm_runner.evidence.redaction import MASK, Redactor
 from fsm_runner.evidence.store import read_records, read_run
 from fsm_runner.execution.commands import interrupted_command_groups
+from fsm_runner.execution.ports import free_port, pinned_port, port_is_free
 from fsm_runner.execution.process import kill_group
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
@@ -301,6 +303,7 @@ def replay(
 
         def drive() -> None:
             _end_leftovers(ctx)
+            _keep_port(ctx)
             if redrive:
                 ctx.failed_phase = state
                 driver.fire(topology.REDRIVE, reason=f"replay #{ctx.redrive_count}")
@@ -341,6 +344,7 @@ def _restore(
         contract_sha256=pipeline.sha256,
         contract_hashes=hashes if pipeline.sha256 in hashes else [*hashes, pipeline.sha256],
         env_overrides=overrides,
+        port=pinned_port(overrides) or run.port,
         repair_iters=repair_iters,
         redrive_count=run.redrive_count + 1,
     )
@@ -359,6 +363,22 @@ def _restore(
         ctx.bootstrap_env = expand_env(bootstrap.env, {**ctx.base_env, **overrides}, root)
     ctx.refresh_redactor()
     return ctx
+
+
+def _keep_port(ctx: RunContext) -> None:
+    """The run continues on its port; when another program took it meanwhile, the run moves to a free one.
+
+    Runs from before ports were recorded get one now. A port the caller pinned is kept whatever holds it.
+    """
+    old = ctx.port
+    if old is not None and (PORT_ENV in ctx.env_overrides or port_is_free(old)):
+        return
+    ctx.port = free_port()
+    if old is None:
+        ctx.log.info("replay.port_assigned", port=ctx.port)
+    else:
+        ctx.log.warning("replay.port_changed", old_port=old, port=ctx.port, reason=f"port {old} is in use")
+    ctx.save()
 
 
 def _end_leftovers(ctx: RunContext) -> None:

@@ -30,6 +30,7 @@ from fsm_runner.evidence.layout import ROLLOUT_REL
 from fsm_runner.evidence.lock import hold_lock, release_lock
 from fsm_runner.evidence.records import MODES
 from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.ports import pinned_port, run_port
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.results import EvaluationResult, RolloutResult, evaluation_result, rollout_result
 from fsm_runner.states import phases
@@ -88,6 +89,7 @@ class Session:
             contract_sha256=pipeline.sha256,
             contract_hashes=[pipeline.sha256],
             env_overrides=env_overrides,
+            port=run_port(env_overrides),
             repairer=repairer,
         )
         self.ctx.refresh_redactor()
@@ -253,6 +255,7 @@ class Session:
         ctx.repairs_used = 0
         if env_overrides:
             check_overrides({**os.environ, **ctx.env_overrides, **env_overrides})
+            ctx.port = pinned_port(env_overrides) or ctx.port
             ctx.env_overrides.update(env_overrides)
             ctx.refresh_redactor()
         ctx.status = "running"

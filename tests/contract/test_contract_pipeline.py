@@ -269,6 +269,11 @@ BAD = [
         ":4: tests.env: invalid variable name '1A' (use letters, digits and _)",
     ),
     (
+        "version: 1\ndeploy:\n  env:\n    AIDER_FSM_PORT: 8000\n",
+        ":4: deploy.env.AIDER_FSM_PORT: AIDER_FSM_PORT is chosen by the runner (a free port per run); remove it "
+        "here and read $AIDER_FSM_PORT in your commands (to pin a port for one run: --env AIDER_FSM_PORT=N)",
+    ),
+    (
         "version: 1\ntests:\n  env:\n    A:\n",
         ":4: tests.env.A: expected a string, number or bool, got null; write '' for an empty value",
     ),
