@@ -18,7 +18,7 @@ from attrs import define, field, validators
 from fsm_runner.errors import UsageError
 from fsm_runner.evidence.atomic import write_json_atomic, write_text_atomic
 from fsm_runner.evidence.layout import AGENT_OUTPUT, REPAIR_PROMPT, REPAIR_REQUEST
-from fsm_runner.execution.process import kill_group, spawn_group, stop_and_reap, wait_exit
+from fsm_runner.execution.process import kill_group, spawn_group, stop_and_reap, wait_or_stop
 
 
 def str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
@@ -179,7 +179,7 @@ class CommandAgent:
                 ok=False, summary=f"cannot start repair agent {argv[0]!r}: {exc}", output_path=str(log)
             )
         try:
-            if not wait_exit(proc, self.timeout):
+            if not wait_or_stop(proc, self.timeout):
                 stop_and_reap(proc, self.kill_grace)
                 return RepairReply(
                     ok=False,
