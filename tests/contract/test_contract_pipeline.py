@@ -55,7 +55,7 @@ def test_full_example_loads_every_field(tmp_path: Path) -> None:
     deploy = spec.deploy
     assert deploy is not None
     assert deploy.setup_cmds == ("bash scripts/start_server.sh",)
-    assert deploy.health_cmds == ("curl -fsS http://127.0.0.1:8000/health",)
+    assert deploy.health_cmds == ('curl -fsS "http://127.0.0.1:$AIDER_FSM_PORT/health"',)
     assert deploy.teardown_policy == "always" and deploy.workdir == "."
     assert deploy.kubectl_dump == KubectlDumpSpec(False, "bench", "app=bench", False)
     assert spec.rollout is not None and spec.rollout.retries == 1
