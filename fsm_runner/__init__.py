@@ -8,6 +8,9 @@ Typical use from a training loop::
         result = sess.evaluate()
         assert result.ok, result.error
 
+A host with a SIGTERM handler of its own calls ``fsm_runner.shutdown()`` from it: every live session, in
+every thread, is torn down.
+
 After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.check_replay(run_dir)`` (a dry run),
 ``fsm_runner.replay(run_dir)`` and ``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from fsm_runner.api import setup
 from fsm_runner.diagrams import diagram
-from fsm_runner.engine.lifecycle import Interrupted
+from fsm_runner.engine.lifecycle import Interrupted, shutdown
 from fsm_runner.errors import (
     ContractError,
     EvidenceError,
@@ -55,5 +58,6 @@ __all__ = [
     "diagram",
     "replay",
     "setup",
+    "shutdown",
 ]
 __version__ = "0.1.0"

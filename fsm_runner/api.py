@@ -19,6 +19,7 @@ from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
 from fsm_runner.evidence.records import UNATTENDED, ResolvedTarget
 from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.ports import pinned_port
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairAgent, RepairStep, as_agent
 from fsm_runner.repair.scaffold import scaffold_contract
@@ -92,6 +93,7 @@ def setup(
         raise UsageError("pass wait=True or isolate=True, not both: an isolated run never waits for the tree")
     overrides = env_map(env_overrides)
     check_overrides({**os.environ, **overrides})
+    pinned_port(overrides)  # a bad AIDER_FSM_PORT fails before anything is resolved or created
     # Chosen first: a git target's private checkout and an isolated copy are named after the run.
     run_id = new_run_id()
     runs_root = Path(artifacts_dir).absolute() if artifacts_dir else None

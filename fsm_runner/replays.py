@@ -18,6 +18,7 @@ from attrs import define
 
 from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
+from fsm_runner.contract.fields import PORT_ENV
 from fsm_runner.contract.pipeline import load_pipeline
 from fsm_runner.engine import topology
 from fsm_runner.engine.context import RunContext
@@ -33,6 +34,7 @@ from fsm_runner.evidence.lock import lock_holder
 from fsm_runner.evidence.records import RunState, TransitionRecord
 from fsm_runner.evidence.redaction import MASK, Redactor
 from fsm_runner.evidence.store import read_records, read_run
+from fsm_runner.execution.ports import free_port, pinned_port, port_is_free
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
 from fsm_runner.results import EvaluationResult
@@ -352,14 +354,7 @@ def replay(
     if own is not None:
         own.close()  # can_replay let it through: a failed session between calls
     run, records = _load_run(path)
-    try:
-        restore_checkout(run.target, path)
-    except TargetError as exc:
-        raise ReplayError(f"cannot re-create the run's checkout: {exc}") from None
-    repo, moved = replay_repo(path, run)
-    claim = None
-    if run.target.kind == "local" and repo.is_dir():  # a tree that is gone fails below, with what to do
-        claim = claim_tree(repo, run_id=run.run_id, run_dir=path, wait=wait, replaying=True)
+    repo, moved, claim = _take_repo(path, run, wait=wait)
     try:
         ctx = _restore(path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console)
         state = _resume_state(run, records)
@@ -382,6 +377,7 @@ def replay(
 
         def drive() -> None:
             ended = _end_leftovers(ctx, claim)
+            _keep_port(ctx)
             if redrive:
                 ctx.failed_phase = state
                 reason = f"replay #{ctx.redrive_count}"
@@ -395,6 +391,19 @@ def replay(
         return session._evaluation_result()
     finally:
         session.close()
+
+
+def _take_repo(run_dir: Path, run: RunState, *, wait: bool) -> tuple[Path, str, TreeClaim | None]:
+    """The repository replay works in (a git run's removed checkout made again), held like a session's."""
+    try:
+        restore_checkout(run.target, run_dir)
+    except TargetError as exc:
+        raise ReplayError(f"cannot re-create the run's checkout: {exc}") from None
+    repo, moved = replay_repo(run_dir, run)
+    claim = None
+    if run.target.kind == "local" and repo.is_dir():  # a tree that is gone fails below, with what to do
+        claim = claim_tree(repo, run_id=run.run_id, run_dir=run_dir, wait=wait, replaying=True)
+    return repo, moved, claim
 
 
 def _restore(
@@ -429,6 +438,7 @@ def _restore(
         contract_sha256=pipeline.sha256,
         contract_hashes=hashes if pipeline.sha256 in hashes else [*hashes, pipeline.sha256],
         env_overrides=overrides,
+        port=pinned_port(overrides) or run.port,
         repair_iters=repair_iters,
         redrive_count=run.redrive_count + 1,
     )
@@ -447,6 +457,22 @@ def _restore(
         ctx.bootstrap_env = expand_env(bootstrap.env, {**ctx.base_env, **overrides}, root)
     ctx.refresh_redactor()
     return ctx
+
+
+def _keep_port(ctx: RunContext) -> None:
+    """The run continues on its port; when another program took it meanwhile, the run moves to a free one.
+
+    Runs from before ports were recorded get one now. A port the caller pinned is kept whatever holds it.
+    """
+    old = ctx.port
+    if old is not None and (PORT_ENV in ctx.env_overrides or port_is_free(old)):
+        return
+    ctx.port = free_port()
+    if old is None:
+        ctx.log.info("replay.port_assigned", port=ctx.port)
+    else:
+        ctx.log.warning("replay.port_changed", old_port=old, port=ctx.port, reason=f"port {old} is in use")
+    ctx.save()
 
 
 def _end_leftovers(ctx: RunContext, claim: TreeClaim | None) -> list[Leftovers]:

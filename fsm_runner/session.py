@@ -18,8 +18,16 @@ from fsm_runner.contract.bootstrap import BootstrapSpec
 from fsm_runner.contract.pipeline import PipelineSpec
 from fsm_runner.engine import topology
 from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.deployment import kill_deployment_groups
 from fsm_runner.engine.driver import Driver
-from fsm_runner.engine.lifecycle import Interrupted, register_live, sigterm_raises, unregister_live
+from fsm_runner.engine.lifecycle import (
+    Interrupted,
+    closing_reason,
+    register_live,
+    session_use,
+    sigterm_raises,
+    unregister_live,
+)
 from fsm_runner.engine.outcome import ErrorInfo
 from fsm_runner.engine.phase import Repairer
 from fsm_runner.errors import FsmRunnerError, UsageError
@@ -30,6 +38,8 @@ from fsm_runner.evidence.layout import ROLLOUT_REL
 from fsm_runner.evidence.lock import hold_lock, release_lock
 from fsm_runner.evidence.records import MODES
 from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.interrupts import take_stop
+from fsm_runner.execution.ports import pinned_port, run_port
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.results import EvaluationResult, RolloutResult, evaluation_result, rollout_result
 from fsm_runner.states import phases
@@ -96,6 +106,7 @@ class Session:
             contract_sha256=pipeline.sha256,
             contract_hashes=[pipeline.sha256],
             env_overrides=env_overrides,
+            port=run_port(env_overrides),
             repairer=repairer,
         )
         self.ctx.refresh_redactor()
@@ -227,15 +238,20 @@ class Session:
         return self._evaluation_result()
 
     def close(self) -> None:
-        """Tear down what is deployed (per policy) and release the run. Safe to call twice."""
+        """Tear down what is deployed (per policy) and release the run. Safe to call twice, from any thread
+        (a close waits for a call running in another thread to end)."""
+        with session_use(self, new_work=False):
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         try:
             if self.ctx.deployed or self.ctx.deploy_pgids:
                 if self.state in topology.FINAL_STATES:
-                    self._call(self._cleanup)
+                    self._call(self._cleanup, new_work=False)
                 else:
-                    self._call(self._wind_down)
+                    self._call(self._wind_down, new_work=False)
         finally:
             self._closed = True
             unregister_live(self)
@@ -295,6 +311,7 @@ class Session:
         ctx.repairs_used = 0
         if env_overrides:
             check_overrides({**os.environ, **ctx.env_overrides, **env_overrides})
+            ctx.port = pinned_port(env_overrides) or ctx.port
             ctx.env_overrides.update(env_overrides)
             ctx.refresh_redactor()
         ctx.status = "running"
@@ -337,25 +354,29 @@ class Session:
     def _wind_down(self) -> None:
         self.ctx.stopping = True
         if self.state != "teardown":
-            self.driver.fire(topology.WIND_DOWN, reason="session closed")
+            self.driver.fire(topology.WIND_DOWN, reason=closing_reason())
         self.driver.run_until(lambda s: False)
 
-    def _call(self, body: Callable[[], None]) -> None:
-        """Run ``body`` with teardown guaranteed on failure, exception and signals."""
-        self._busy = True
-        try:
-            with sigterm_raises():
-                body()
-                if self.state == topology.FAILED:
-                    self._cleanup()
-        except BaseException as exc:
-            self._interrupted(exc)
-            raise
-        finally:
-            self._busy = False
+    def _call(self, body: Callable[[], None], *, new_work: bool = True) -> None:
+        """Run ``body`` with teardown guaranteed on failure, exception and signals, in whichever thread."""
+        with session_use(self, new_work=new_work):
+            self._busy = True
+            try:
+                with sigterm_raises():
+                    body()
+                    if self.state == topology.FAILED:
+                        self._cleanup()
+            except BaseException as exc:
+                self._interrupted(exc)
+                raise
+            finally:
+                self._busy = False
 
     def _interrupted(self, exc: BaseException) -> None:
         ctx = self.ctx
+        stop = take_stop()  # a shutdown asked this thread to stop: that is why the call ended
+        if stop is not None and not isinstance(exc, KeyboardInterrupt):
+            exc = stop
         kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "internal"
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
@@ -374,6 +395,11 @@ class Session:
                 self._cleanup()
         except BaseException:  # a second signal during cleanup must not hide the first
             ctx.log.exception("cleanup.failed")
+
+    def _end_processes(self) -> None:
+        """A shutdown's last resort while this session is still busy in another thread: end what deploy
+        started, and leave the session's state to the thread that owns it."""
+        kill_deployment_groups(self.ctx)
 
     def _cleanup(self) -> None:
         """Teardown for a failed run, recorded as the ``cleanup`` self-loop of ``failed``."""

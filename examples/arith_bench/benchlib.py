@@ -5,6 +5,7 @@ Every script works when run by hand: each AIDER_* variable the runner sets has a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -42,6 +43,28 @@ def repo_path(path: str | Path) -> Path:
 
 def runtime_env_path() -> Path:
     return repo_path(os.environ.get("AIDER_RUNTIME_ENV_PATH") or ".aider_fsm/runtime_env.json")
+
+
+def port_number(text: str) -> int:
+    """A --port value; empty means 0 (so `--port "$AIDER_FSM_PORT"` also works by hand, with it unset)."""
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}")
+    return int(text)
+
+
+def run_port() -> int:
+    """AIDER_FSM_PORT: the TCP port the runner picked for this run, free when the run started.
+
+    By hand (unset) it is 0: the server then lets the OS pick a free port, and the other scripts find the
+    server through runtime_env.json instead.
+    """
+    raw = os.environ.get("AIDER_FSM_PORT", "")
+    try:
+        return port_number(raw)
+    except argparse.ArgumentTypeError:
+        raise BenchError(f"AIDER_FSM_PORT={raw!r}: expected a TCP port number") from None
 
 
 def run_id() -> str:

@@ -5,7 +5,8 @@ The request's `model` picks the behaviour:
   sloppy  wrong on a fixed ~quarter of the prompts (chosen by a hash of the prompt)
   blank   answers with an empty string
   error   fails every completion with HTTP 500
-It binds a free port on 127.0.0.1, writes its pid file at once and runtime_env.json once it listens.
+It listens on 127.0.0.1, port --port: the run's $AIDER_FSM_PORT under the runner, a free port when run by
+hand. It writes its pid file at once and runtime_env.json once it listens.
 With --ready-delay, GET /health answers 503 until the delay has passed (a slow model load).
 """
 
@@ -148,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
+    parser.add_argument(
+        "--port",
+        type=benchlib.port_number,
+        default=benchlib.run_port(),
+        help="default $AIDER_FSM_PORT; 0 (by hand) picks a free port",
+    )
     parser.add_argument("--model", default=os.environ.get("ARITH_BENCH_DEFAULT_MODEL") or "exact")
     parser.add_argument("--ready-delay", type=float, default=0.0, help="seconds before /health says ok")
     parser.add_argument("--pid-file", default=".aider_fsm/server.pid")
@@ -162,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Handler.default_model = args.model
     Handler.ready_at = time.monotonic() + args.ready_delay
-    httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    try:
+        httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    except OSError as exc:
+        remove_if_ours(pid_file, pid)
+        raise benchlib.BenchError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}") from None
     httpd.daemon_threads = True
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     benchlib.write_json(
@@ -187,4 +197,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    benchlib.cli(main)

@@ -1,4 +1,5 @@
-"""Teardown: stop the server named in the pid file (SIGTERM, then SIGKILL) and remove its files.
+"""Teardown: stop the server named in the pid file (SIGTERM, then SIGKILL), remove its files, and wait until
+its port (--port, the run's $AIDER_FSM_PORT) is free again, so the next deploy can listen on it.
 
 Safe to run at any time: nothing running, or a stale pid file, is not an error.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -50,9 +52,30 @@ def stop(pid: int, grace: float) -> str:
     return "killed"
 
 
+def port_in_use(port: int) -> bool:
+    """True while something accepts connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port_free(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while port_in_use(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pid-file", default=".aider_fsm/server.pid")
+    parser.add_argument(
+        "--port", type=benchlib.port_number, default=benchlib.run_port(), help="default $AIDER_FSM_PORT"
+    )
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
     args = parser.parse_args()
     pid_file = benchlib.repo_path(args.pid_file)
@@ -66,6 +89,8 @@ def main() -> int:
         print("stop: no server running")
     pid_file.unlink(missing_ok=True)
     benchlib.runtime_env_path().unlink(missing_ok=True)
+    if args.port and not wait_port_free(args.port, args.grace):
+        print(f"stop: port {args.port} is still in use by another program")
     return 0
 
 

@@ -15,6 +15,9 @@ from typing import Any
 import attrs
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: The run's TCP port. The runner picks it per run, so a contract may read it but never set it: a value fixed
+#: in a file every run shares would put two runs on one port.
+PORT_ENV = "AIDER_FSM_PORT"
 _META = "fsm_runner.contract"
 
 

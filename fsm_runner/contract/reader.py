@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from fsm_runner.contract.fields import ENV_NAME, FieldInfo, contract_fields
+from fsm_runner.contract.fields import ENV_NAME, PORT_ENV, FieldInfo, contract_fields
 from fsm_runner.contract.yamlload import (
     MAP_TAG,
     MERGE_TAG,
@@ -254,6 +254,12 @@ class Reader:
                 )
             elif name in out:
                 problem, where = "duplicate variable", (knode, f"{key}.{name}")
+            elif name == PORT_ENV:
+                problem = (
+                    f"{PORT_ENV} is chosen by the runner (a free port per run); remove it here and read "
+                    f"${PORT_ENV} in your commands (to pin a port for one run: --env {PORT_ENV}=N)"
+                )
+                where = (knode, f"{key}.{name}")
             elif not isinstance(vnode, ScalarNode) or self._scalar(vnode) is None:
                 problem = (
                     f"expected a string, number or bool, got {node_type(vnode)}; write '' for an empty value"

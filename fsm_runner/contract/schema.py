@@ -12,7 +12,7 @@ import attrs
 
 from fsm_runner.contract.actions import ActionsSpec
 from fsm_runner.contract.bootstrap import BootstrapSpec
-from fsm_runner.contract.fields import ENV_NAME, FieldInfo, contract_fields
+from fsm_runner.contract.fields import ENV_NAME, PORT_ENV, FieldInfo, contract_fields
 from fsm_runner.contract.pipeline import PipelineSpec
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -42,7 +42,10 @@ def _kind_schema(info: FieldInfo, defs: dict[str, Any]) -> dict[str, Any]:
         "regexes": _one_or_many({**_NONBLANK, "format": "regex"}),
         "env": {
             "type": "object",
-            "propertyNames": {"pattern": "^" + ENV_NAME.pattern.removesuffix(r"\Z") + "$"},
+            "propertyNames": {
+                "pattern": "^" + ENV_NAME.pattern.removesuffix(r"\Z") + "$",
+                "not": {"const": PORT_ENV},
+            },
             "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
     }

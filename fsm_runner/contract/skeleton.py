@@ -35,11 +35,11 @@ security:
 # auth:
 #   cmds: test -n "$HF_TOKEN"    # fails early when a credential the run needs is missing
 
-# deploy:                        # services that rollout and evaluation talk to
-#   setup_cmds:
-#     - python3 server.py > .aider_fsm/server.log 2>&1 &    # a background service; killed at teardown
-#   health_cmds: curl -fsS http://127.0.0.1:8000/health    # polled with backoff until it passes
-#   teardown_cmds: pkill -f server.py
+# deploy:                        # services that rollout and evaluation talk to, on the run's own port:
+#   setup_cmds:                  # $AIDER_FSM_PORT (free when the run started), so runs can go side by side
+#     - python3 server.py --port "$AIDER_FSM_PORT" > .aider_fsm/server.log 2>&1 &   # killed at teardown
+#   health_cmds: curl -fsS "http://127.0.0.1:$AIDER_FSM_PORT/health"   # polled with backoff until it passes
+#   teardown_cmds: python3 stop.py   # optional: the runner also ends what deploy left running
 #   teardown_policy: always       # always | on_success | on_failure | never
 #   timeout_seconds: 120
 

@@ -167,6 +167,7 @@ class RunContext(RunState):
             llm=self.llm,
             mode=self.mode,
             overrides=self.env_overrides,
+            port=self.port,
         )
 
     def workdir(self, rel: str | None) -> Path:

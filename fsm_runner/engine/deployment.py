@@ -25,13 +25,20 @@ def deployment_alive(ctx: RunContext) -> bool:
 
 def end_deployment(ctx: RunContext) -> list[int]:
     """End every process group deploy left running; returns the groups that were still alive."""
-    killed = []
-    for pgid in ctx.deploy_pgids:
-        if is_same_group(pgid, ctx.deploy_leaders.get(str(pgid))):
-            kill_group(pgid)
-            killed.append(pgid)
+    killed = kill_deployment_groups(ctx)
     ctx.deploy_pgids.clear()
     ctx.deploy_leaders.clear()
     ctx.deployed = False
     ctx.health_passed_at = None
+    return killed
+
+
+def kill_deployment_groups(ctx: RunContext) -> list[int]:
+    """End the process groups deploy left running without recording anything (the context is unchanged), for
+    a caller that must not touch a run another thread owns; returns the groups that were still alive."""
+    killed = []
+    for pgid in list(ctx.deploy_pgids):
+        if is_same_group(pgid, ctx.deploy_leaders.get(str(pgid))):
+            kill_group(pgid)
+            killed.append(pgid)
     return killed

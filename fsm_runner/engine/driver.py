@@ -18,6 +18,7 @@ from fsm_runner.engine.outcome import FAILED, OK, SKIPPED, ErrorInfo, Outcome, s
 from fsm_runner.engine.phase import Phase
 from fsm_runner.evidence.journal import Journal
 from fsm_runner.evidence.records import TransitionRecord
+from fsm_runner.execution.interrupts import check_stop
 from fsm_runner.typing import TransitionHook
 
 #: Phases that succeed once per session; later rounds skip them.
@@ -70,6 +71,7 @@ class Driver:
     def run_until(self, stop: Callable[[str], bool]) -> None:
         """Step until the machine is final or ``stop(state)`` holds."""
         while self.state not in topology.FINAL_STATES and not stop(self.state):
+            check_stop()  # a shutdown asked this thread to stop: no next phase
             self.step()
 
     def step(self) -> None:

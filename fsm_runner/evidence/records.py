@@ -288,6 +288,10 @@ class RunState:
     mode: str = field(default="smoke", validator=validators.in_(MODES))
     require_samples: bool = False
     env_overrides: dict[str, str] = field(factory=dict)
+    #: AIDER_FSM_PORT: free when the run started, the same for its whole life (None in older run.json files).
+    port: int | None = field(
+        default=None, validator=validators.optional([validators.ge(1), validators.le(65535)])
+    )
     repair_iters: int = field(default=0, validator=validators.ge(0))
     repairs_used: int = field(default=0, validator=validators.ge(0))
     round: int = field(default=1, validator=validators.ge(1))

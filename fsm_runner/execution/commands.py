@@ -38,7 +38,7 @@ from fsm_runner.execution.process import (
     running_group,
     spawn_group,
     stop_and_reap,
-    wait_exit,
+    wait_or_stop,
 )
 
 TAIL_BYTES = 2048
@@ -247,10 +247,10 @@ def run_command(
     try:
         # Written while the child starts up: if the runner dies now, this says which group to clean up.
         _record_running(CommandResult(**common, **files, pgid=proc.pid, leader_start=leader_start), redactor)
-        if not wait_exit(proc, timeout):
+        if not wait_or_stop(proc, timeout):
             timed_out = True
             stop_and_reap(proc, kill_grace)
-    except BaseException:  # Ctrl-C or a signal handler raising: leave nothing behind
+    except BaseException:  # Ctrl-C, a signal handler raising or a stop request: leave nothing behind
         stop_and_reap(proc, 0.2)
         raise
     duration = time.monotonic() - start

@@ -21,6 +21,8 @@ from typing import IO
 
 from attrs import define
 
+from fsm_runner.execution.interrupts import check_stop, waiting_on
+
 _PROC = Path("/proc")
 _POLL_S = 0.02
 _PUMP_CHUNK = 1 << 16
@@ -169,6 +171,7 @@ def spawn_group(
     """Start ``argv`` as the leader of a new process group, its output going to files (``stderr_path=None``:
     both streams into ``stdout_path``); also return the threads that tee it to the terminal when
     ``interactive`` (join them once the command is done)."""
+    check_stop()  # this thread is being stopped: start nothing new
     if not interactive:
         with contextlib.ExitStack() as files:
             out = files.enter_context(open(stdout_path, "wb"))
@@ -236,13 +239,15 @@ def run_captured(
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(stdin, timeout=timeout)
+        with waiting_on(proc.pid):
+            out, err = proc.communicate(stdin, timeout=timeout)
     except BaseException as exc:
         kill_group(proc.pid, grace=0)
         out, err = proc.communicate()
         if isinstance(exc, subprocess.TimeoutExpired):
             return Captured(proc.returncode, out, err, timed_out=True)
         raise
+    check_stop()  # another thread ended the helper to stop this one
     return Captured(proc.returncode, out, err)
 
 
@@ -274,6 +279,16 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
         os.close(pidfd)
     proc.wait()
     return True
+
+
+def wait_or_stop(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
+    """:func:`wait_exit` that a stop request for this thread also ends: another thread ends the child's
+    group, the wait returns and :class:`~fsm_runner.execution.interrupts.Interrupted` is raised here (the
+    caller's ``except BaseException`` reaps the group)."""
+    with waiting_on(proc.pid):
+        finished = wait_exit(proc, timeout)
+    check_stop()
+    return finished
 
 
 def stop_and_reap(proc: subprocess.Popen[bytes], grace: float) -> None:

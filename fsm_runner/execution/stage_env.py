@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from fsm_runner.contract.fields import PORT_ENV
 from fsm_runner.errors import UsageError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -61,8 +62,12 @@ def build_stage_env(
     llm: str | None,
     mode: str,
     overrides: Mapping[str, str],
+    port: int | None = None,
 ) -> dict[str, str]:
-    """Layered, later wins: caller env, bootstrap env, runner facts, llm and mode, stage env, overrides."""
+    """Layered, later wins: caller env, bootstrap env, runner facts, llm and mode, stage env, overrides.
+
+    ``port`` is the run's (``AIDER_FSM_PORT``); one inherited from the caller's env is replaced by it.
+    """
     env = dict(base_env)
     env.update(bootstrap_env)
     env.update(strict_env(unattended))
@@ -75,6 +80,8 @@ def build_stage_env(
             "AIDER_RUNTIME_ENV_PATH": str(runtime_env_path),
         }
     )
+    if port is not None:
+        env[PORT_ENV] = str(port)
     if stage in LLM_STAGES:
         env.update(llm_env(llm, {**base_env, **overrides}))
     env.update(mode_env(mode, {**base_env, **overrides}))

@@ -24,7 +24,7 @@ from fsm_runner.execution.process import (
     process_start_time,
     spawn_group,
     stop_and_reap,
-    wait_exit,
+    wait_or_stop,
 )
 
 
@@ -195,7 +195,7 @@ class CommandAgent:
             stop_and_reap(proc, self.kill_grace)
             raise
         try:
-            if not wait_exit(proc, self.timeout):
+            if not wait_or_stop(proc, self.timeout):
                 stop_and_reap(proc, self.kill_grace)
                 return RepairReply(
                     ok=False,

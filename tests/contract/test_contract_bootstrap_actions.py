@@ -57,6 +57,11 @@ def test_bootstrap_alias_and_string(tmp_path: Path, key: str) -> None:
             ":3: steps: `cmds` and `steps` are aliases of the same setting; keep only one",
         ),
         ("version: 1\nenvs: {}\n", ":2: envs: unknown key, did you mean env?"),
+        (
+            "version: 1\nenv:\n  A: x\n  AIDER_FSM_PORT: '8000'\n",
+            ":4: env.AIDER_FSM_PORT: AIDER_FSM_PORT is chosen by the runner (a free port per run); remove it "
+            "here and read $AIDER_FSM_PORT in your commands (to pin a port for one run: --env AIDER_FSM_PORT=N)",
+        ),
         ("version: 1\nworkdir: ../up\n", ":2: workdir: '../up' escapes the repository through '..'"),
         ("version: 1\nretries: false\n", ":2: retries: expected a whole number, got bool"),
         ("version: 3\n", ":1: version: unsupported version 3; this fsm-runner reads version 1 only"),

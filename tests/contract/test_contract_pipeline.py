@@ -55,7 +55,7 @@ def test_full_example_loads_every_field(tmp_path: Path) -> None:
     deploy = spec.deploy
     assert deploy is not None
     assert deploy.setup_cmds == ("bash scripts/start_server.sh",)
-    assert deploy.health_cmds == ("curl -fsS http://127.0.0.1:8000/health",)
+    assert deploy.health_cmds == ('curl -fsS "http://127.0.0.1:$AIDER_FSM_PORT/health"',)
     assert deploy.teardown_policy == "always" and deploy.workdir == "."
     assert deploy.kubectl_dump == KubectlDumpSpec(False, "bench", "app=bench", False)
     assert spec.rollout is not None and spec.rollout.retries == 1
@@ -267,6 +267,11 @@ BAD = [
     (
         "version: 1\ntests:\n  env:\n    1A: x\n",
         ":4: tests.env: invalid variable name '1A' (use letters, digits and _)",
+    ),
+    (
+        "version: 1\ndeploy:\n  env:\n    AIDER_FSM_PORT: 8000\n",
+        ":4: deploy.env.AIDER_FSM_PORT: AIDER_FSM_PORT is chosen by the runner (a free port per run); remove it "
+        "here and read $AIDER_FSM_PORT in your commands (to pin a port for one run: --env AIDER_FSM_PORT=N)",
     ),
     (
         "version: 1\ntests:\n  env:\n    A:\n",

@@ -61,6 +61,7 @@ def test_schema_header_and_fields_follow_the_models() -> None:
         "version: 1\ntests: {cmds: [3]}\n",
         "version: 1\ntests: {workdir: ../x}\n",
         "version: 1\ntests: {env: {1A: x}}\n",
+        "version: 1\nrollout: {env: {AIDER_FSM_PORT: '1'}}\n",
         "version: 1\ndeploy: {teardown_policy: sometimes}\n",
         "version: 1\nsecurity: {mode: root}\n",
     ],

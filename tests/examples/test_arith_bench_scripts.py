@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from fsm_runner.execution.ports import free_port, port_is_free
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RUN_ID = "20250101T000000Z-test"
@@ -95,15 +98,16 @@ def alive(pid: int) -> bool:
 
 
 class Target:
-    """A tmp copy of arith_bench and its pipeline, with a helper per phase."""
+    """A tmp copy of arith_bench and its pipeline, with a helper per phase; like a run, it has a port."""
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
         self.pipeline = yaml.safe_load((repo / "pipeline.yml").read_text())
+        self.port = free_port()
         self.extra: dict[str, str] = {}
 
     def env(self, stage: str, **extra: str) -> dict[str, str]:
-        return stage_env(self.repo, stage, **{**self.extra, **extra})
+        return stage_env(self.repo, stage, **{"AIDER_FSM_PORT": str(self.port), **self.extra, **extra})
 
     def phase(self, stage: str, key: str, section: str | None = None, **extra: str) -> str:
         spec = self.pipeline[section or stage]
@@ -252,6 +256,40 @@ def test_without_a_deployment_scripts_say_what_to_do(target: Target) -> None:
     assert "missing" in target.metrics("evaluation")["error"]
     bad = run("python3 rollout.py", target.repo, target.env("rollout", AIDER_EVAL_LIMIT="many"))
     assert bad.returncode == 2 and "AIDER_EVAL_LIMIT='many'" in bad.stderr
+
+
+def test_the_server_listens_on_the_runs_port_and_teardown_frees_it(target: Target) -> None:
+    pid = target.deploy()
+    runtime = read_json(target.repo / ".aider_fsm" / "runtime_env.json")
+    assert runtime["service"]["base_url"] == f"http://127.0.0.1:{target.port}"
+    assert not port_is_free(target.port)
+    target.phase("teardown", "teardown_cmds", "deploy")
+    assert not alive(pid) and port_is_free(target.port)
+
+
+def test_by_hand_without_a_port_the_server_picks_a_free_one(target: Target) -> None:
+    """The README's by-hand steps: no AIDER_FSM_PORT, and the contract's `--port "$AIDER_FSM_PORT"` empty."""
+    env = stage_env(target.repo, "deploy")
+    assert "AIDER_FSM_PORT" not in env
+    run_ok('python3 server.py --port "$AIDER_FSM_PORT" > .aider_fsm/server.log 2>&1 &', target.repo, env)
+    assert "healthy" in run_ok("python3 health.py", target.repo, env)
+    base = read_json(target.repo / ".aider_fsm" / "runtime_env.json")["service"]["base_url"]
+    port = int(base.rsplit(":", 1)[1])
+    assert port > 0 and not port_is_free(port)
+    assert "stopped" in run_ok('python3 stop.py --port "$AIDER_FSM_PORT"', target.repo, env)
+    assert port_is_free(port)
+
+
+def test_a_port_in_use_stops_the_server_with_a_clear_error(target: Target) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", target.port))
+        holder.listen()
+        result = run("python3 server.py", target.repo, target.env("deploy"))
+        assert result.returncode == 2, result.stderr
+        assert f"cannot listen on 127.0.0.1:{target.port}" in result.stderr
+        assert not (target.repo / ".aider_fsm" / "server.pid").exists()
+        bad = run("python3 health.py --wait 0", target.repo, target.env("health", AIDER_FSM_PORT="http"))
+        assert bad.returncode == 2 and "AIDER_FSM_PORT='http'" in bad.stderr
 
 
 def test_teardown_never_kills_a_process_that_is_not_the_server(target: Target) -> None:

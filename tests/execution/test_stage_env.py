@@ -171,6 +171,20 @@ def test_guided_runs_do_not_force_ci(tmp_path: Path) -> None:
     assert env["CI"] == "false"
 
 
+@pytest.mark.parametrize("stage", ["bootstrap", "tests", "deploy_setup", "health", "rollout", "teardown"])
+def test_every_stage_gets_the_runs_port_over_an_inherited_one(tmp_path: Path, stage: str) -> None:
+    env = build(tmp_path, stage=stage, port=40123, base_env={"AIDER_FSM_PORT": "9"}, bootstrap_env={})
+    assert env["AIDER_FSM_PORT"] == "40123"  # a caller's own AIDER_FSM_PORT (an outer run's) is replaced
+
+
+def test_a_pinned_port_in_the_overrides_is_what_stages_see(tmp_path: Path) -> None:
+    assert build(tmp_path, port=8123, overrides={"AIDER_FSM_PORT": "8123"})["AIDER_FSM_PORT"] == "8123"
+
+
+def test_without_a_port_none_is_set(tmp_path: Path) -> None:
+    assert "AIDER_FSM_PORT" not in build(tmp_path)
+
+
 def test_inputs_are_not_modified(tmp_path: Path) -> None:
     base, boot, stage, over = {"A": "1"}, {"B": "2"}, {"C": "3"}, {"D": "4"}
     build(
