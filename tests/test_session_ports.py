@@ -65,12 +65,12 @@ def test_an_inherited_port_is_replaced_but_an_override_pins_it(
     monkeypatch.setenv("AIDER_FSM_PORT", "9")  # say, this process is itself a stage of an outer run
     repo = make_target()
     with fsm_runner.setup(repo) as sess:
-        assert sess.evaluate().ok
+        assert sess.evaluate(llm="m").ok
     assert stage_ports(repo)["tests"] == str(run_json(sess.run_dir)["port"]) != "9"
     pinned = str(free_port())
     with fsm_runner.setup(repo, env_overrides={"AIDER_FSM_PORT": pinned}) as sess:
-        assert sess.evaluate().ok
-    assert stage_ports(repo) == dict.fromkeys(("bootstrap", "tests", "deploy", "evaluate"), pinned)
+        assert sess.evaluate(llm="m").ok
+    assert stage_ports(repo) == dict.fromkeys(("bootstrap", "tests", "deploy", "rollout", "evaluate"), pinned)
     assert run_json(sess.run_dir)["port"] == int(pinned)
 
 
