@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,38 +83,38 @@ def write_json_atomic(path: Path, data: Any, *, fsync: bool = True) -> None:
 def write_text_atomic(path: Path, text: str, *, fsync: bool = True) -> None:
     """Temp file in the same directory, then rename: ``path`` is never seen half-written."""
     path = Path(path)
-    tmp_name: str | None = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        raise EvidenceError(f"cannot write {path}: {_explain(exc)}") from exc
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+    with _replacing(path, f"cannot write {path}") as fd, os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def copy_file_atomic(src: Path, dest: Path) -> None:
     """Copy ``src`` to ``dest`` (streamed: a samples file may be large) through a temp file and rename."""
     dest = Path(dest)
+    with (
+        _replacing(dest, f"cannot copy {src} to {dest}") as fd,
+        os.fdopen(fd, "wb") as out,
+        open(src, "rb") as source,
+    ):
+        shutil.copyfileobj(source, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+@contextlib.contextmanager
+def _replacing(dest: Path, failure: str) -> Iterator[int]:
+    """A temp file beside ``dest`` (its descriptor, for the block to fill and close) that takes ``dest``'s
+    place when the block succeeds, and is removed when it fails: the one temp + rename of this module."""
     tmp_name: str | None = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as source:
-            shutil.copyfileobj(source, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
+        yield fd
         os.replace(tmp_name, dest)
         tmp_name = None
     except OSError as exc:
-        raise EvidenceError(f"cannot copy {src} to {dest}: {_explain(exc)}") from exc
+        raise EvidenceError(f"{failure}: {_explain(exc)}") from exc
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
