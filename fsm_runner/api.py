@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ def setup(
     on_transition: TransitionHook | None = None,
     wait: bool = False,
     isolate: bool = False,
+    on_wait: Callable[[str], None] | None = None,
     **legacy: Any,
 ) -> Session:
     """Resolve ``target`` (a local directory or a git URL, optionally ``url@ref``), load and validate its
@@ -80,9 +81,9 @@ def setup(
 
     A local directory is used in place and held by this session until it closes: while another live run
     holds it, setup raises :class:`UsageError` naming that run, unless ``wait=True`` (block until it is
-    free) or ``isolate=True`` (work in a private copy of the tree, removed at close; the evidence still
-    goes to the tree's runs). Before anything deploys, what dead runs of the tree left running is ended.
-    A git URL needs none of this: each run works in a checkout of its own.
+    free; ``on_wait`` hears one line when the wait starts) or ``isolate=True`` (work in a private copy of
+    the tree, removed at close; the evidence still goes to the tree's runs). Before anything deploys, what
+    dead runs of the tree left running is ended. A git URL needs none of this: each run has its own checkout.
     """
     _check_legacy(legacy)
     # A value that cannot be an agent fails now, not at the first repair.
@@ -120,6 +121,7 @@ def setup(
             run_dir=(runs_root or own_runs) / run_id,
             wait=wait,
             isolate=isolate,
+            on_wait=on_wait,
             exclude=[own_runs, *([runs_root] if runs_root else [])],
         )
         if claim.copy_of is not None:  # commands run in the copy; the runs stay with the tree

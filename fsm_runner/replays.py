@@ -9,7 +9,7 @@ running anything; :func:`can_replay` answers yes or no, with the reason, and nev
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -305,6 +305,7 @@ def replay(
     console: bool | None = ...,
     on_transition: TransitionHook | None = ...,
     wait: bool = ...,
+    on_wait: Callable[[str], None] | None = ...,
 ) -> EvaluationResult: ...
 
 
@@ -319,6 +320,7 @@ def replay(
     console: bool | None = ...,
     on_transition: TransitionHook | None = ...,
     wait: bool = ...,
+    on_wait: Callable[[str], None] | None = ...,
 ) -> DryRunReport: ...
 
 
@@ -332,6 +334,7 @@ def replay(
     console: bool | None = None,
     on_transition: TransitionHook | None = None,
     wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> EvaluationResult | DryRunReport:
     """Continue a failed run after a fix: same run_id, ``redrive_count`` + 1, records appended.
 
@@ -341,7 +344,8 @@ def replay(
     environment), or replay refuses and names them. ``dry_run=True`` is :func:`check_replay`.
 
     A local run is replayed in the repository that holds its run dir (see :func:`replay_repo`), holding
-    that tree like a session does (``wait=True`` waits for another live run of it). When the failed run's
+    that tree like a session does (``wait=True`` waits for another live run of it; ``on_wait`` hears one
+    line when the wait starts). When the failed run's
     session is still open in this process, replay closes it first.
     """
     path = Path(run_dir).resolve()
@@ -354,7 +358,7 @@ def replay(
     if own is not None:
         own.close()  # can_replay let it through: a failed session between calls
     run, records = _load_run(path)
-    repo, moved, claim = _take_repo(path, run, wait=wait)
+    repo, moved, claim = _take_repo(path, run, wait=wait, on_wait=on_wait)
     try:
         ctx = _restore(path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console)
         state = _resume_state(run, records)
@@ -393,7 +397,9 @@ def replay(
         session.close()
 
 
-def _take_repo(run_dir: Path, run: RunState, *, wait: bool) -> tuple[Path, str, TreeClaim | None]:
+def _take_repo(
+    run_dir: Path, run: RunState, *, wait: bool, on_wait: Callable[[str], None] | None
+) -> tuple[Path, str, TreeClaim | None]:
     """The repository replay works in (a git run's removed checkout made again), held like a session's."""
     try:
         restore_checkout(run.target, run_dir)
@@ -402,7 +408,9 @@ def _take_repo(run_dir: Path, run: RunState, *, wait: bool) -> tuple[Path, str, 
     repo, moved = replay_repo(run_dir, run)
     claim = None
     if run.target.kind == "local" and repo.is_dir():  # a tree that is gone fails below, with what to do
-        claim = claim_tree(repo, run_id=run.run_id, run_dir=run_dir, wait=wait, replaying=True)
+        claim = claim_tree(
+            repo, run_id=run.run_id, run_dir=run_dir, wait=wait, replaying=True, on_wait=on_wait
+        )
     return repo, moved, claim
 
 

@@ -15,10 +15,9 @@ import contextlib
 import os
 import shutil
 import stat
-import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -79,11 +78,13 @@ def claim_tree(
     isolate: bool = False,
     exclude: Iterable[Path] = (),
     replaying: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> TreeClaim:
     """Hold ``repo`` for the run ``run_id``, wait for it, or make a private copy of it (see module doc).
 
     ``exclude`` names directories a private copy leaves out (the runs). Raises :class:`UsageError` when
-    another live run holds the tree and ``wait`` is false.
+    another live run holds the tree and ``wait`` is false. ``on_wait`` hears one line when waiting starts
+    (the caller may block for long; the CLI prints it).
     """
     holder = TreeHolder(run_id, os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if run_dir is not None:
@@ -97,9 +98,8 @@ def claim_tree(
         if not wait or (current is not None and _idle_here(current)):
             raise UsageError(_refusal(repo, current, replaying=replaying, waiting=wait))
         who = current.describe() if current is not None else "another live run"
-        # The caller blocks here, possibly for long: say so where a person watching will see it.
-        sys.stderr.write(f"fsm-runner: {repo} is in use by {who}; waiting for it to finish\n")
-        sys.stderr.flush()
+        if on_wait is not None:
+            on_wait(f"{repo} is in use by {who}; waiting for it to finish")
         claim.waited_for = current or TreeHolder("unknown", 0, "")
 
     claim.lock, claim.previous = hold_tree_lock(repo / TREE_LOCK_REL, holder, on_busy=on_busy)

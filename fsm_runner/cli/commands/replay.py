@@ -7,7 +7,7 @@ import argparse
 from fsm_runner.cli.commands.run import finish, repair_options
 from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
 from fsm_runner.cli.live import LiveReport
-from fsm_runner.cli.output import emit_json, find_run, print_lines
+from fsm_runner.cli.output import emit_json, find_run, note, print_lines
 from fsm_runner.errors import ReplayError
 from fsm_runner.replays import can_replay, check_replay, replay
 
@@ -36,5 +36,6 @@ def command(args: argparse.Namespace) -> int:
             console=False,
             on_transition=live,
             wait=args.wait,
+            on_wait=note,
         )
     return finish(result.to_json(), json_mode=args.json)

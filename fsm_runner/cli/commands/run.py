@@ -48,6 +48,7 @@ def command(args: argparse.Namespace) -> int:
             console=False,
             on_transition=live,
             wait=args.wait,
+            on_wait=note,
             isolate=args.isolate,
         )
         live.watch(session.run_dir)
