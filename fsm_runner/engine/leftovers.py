@@ -103,7 +103,11 @@ def _end_one(run_dir: Path, *, dead: bool, booted: float) -> Leftovers | None:
     # Read first, then probe: a run that is live now took its lock before writing what we read.
     if not dead and lock_holder(run_dir) is not None:
         return None
-    deploy = [p for p in state.deploy_pgids if is_same_group(p, state.deploy_leaders.get(str(p)))]
+    # Only a group whose leader's start time was recorded: a pgid alone could name any process by now.
+    leaders = state.deploy_leaders
+    deploy = [
+        p for p in state.deploy_pgids if leaders.get(str(p)) is not None and is_same_group(p, leaders[str(p)])
+    ]
     commands: list[int] = []
     agents: list[int] = []
     if state.status not in _ENDED_CLEANLY:

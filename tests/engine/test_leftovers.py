@@ -14,6 +14,7 @@ from pathlib import Path
 import fsm_runner
 from fsm_runner.engine.leftovers import end_dead_runs, private_copy_name
 from fsm_runner.evidence.events import run_logger
+from fsm_runner.execution.process import process_start_time
 from tests.conftest import TargetFactory, pid_alive, service_pid
 
 KILLED_WHILE_ISOLATED = textwrap.dedent(
@@ -72,3 +73,29 @@ def test_only_a_private_copy_by_name_and_place_is_ever_removed(make_target: Targ
     sink.close()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["removed_copy"] for e in events if e["event"] == "leftovers.ended"] == [str(copy)]
+
+
+def test_a_recorded_group_is_ended_only_with_its_leaders_start_time(
+    make_target: TargetFactory, tmp_path: Path
+) -> None:
+    """A pgid alone (a hand-edited or truncated run.json) could name any process group by now."""
+    repo = make_target()
+    run_dir = _dead_run(repo)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        state = json.loads((run_dir / "run.json").read_text())
+        state["deploy_pgids"] = [bystander.pid]
+        state["deploy_leaders"] = {}
+        (run_dir / "run.json").write_text(json.dumps(state))
+        log, sink = run_logger(tmp_path, "probe")
+        assert end_dead_runs(run_dir.parent, log=log) == []
+        assert bystander.poll() is None, "a group with no recorded leader was ended"
+        state["deploy_leaders"] = {str(bystander.pid): process_start_time(bystander.pid)}
+        (run_dir / "run.json").write_text(json.dumps(state))
+        (ended,) = end_dead_runs(run_dir.parent, log=log)
+        assert ended.deploy_pgids == (bystander.pid,)
+        assert bystander.wait(timeout=10) == -signal.SIGTERM
+        sink.close()
+    finally:
+        bystander.kill()
+        bystander.wait()
