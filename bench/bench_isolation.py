@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         Figure(f"{runs} isolated runs at once", together, "s", note="wall time"),
         Figure(f"{runs} isolated runs in a row", row, "s", note="wall time"),
     ]
-    return report(figures, [("example", str(EXAMPLE)), ("distinct ports", str(len(ports)))], as_json=args.json)
+    details = [("example", str(EXAMPLE)), ("distinct ports", str(len(ports)))]
+    return report(figures, details, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -146,16 +146,19 @@ def setup(
             claim.release()
         _abandon(resolved, runs_root, run_id)
         raise
-    if claim is not None:
-        try:
+    try:
+        if claim is not None:
             claim.report(session.ctx.log)
-            # Before anything deploys: a dead run's service would pass this run's health checks.
-            also = [Path(claim.previous.run_dir)] if claim.previous and claim.previous.run_dir else []
-            ended = end_dead_runs(session.run_dir.parent, log=session.ctx.log, also=also)
-            session.ctx.ended_leftovers = [e.to_json() for e in ended]
-        except BaseException:
-            session.close()
-            raise
+        # Before anything deploys: a dead run's service would pass this run's health checks.
+        previous = claim.previous if claim is not None else None
+        also = [Path(previous.run_dir)] if previous and previous.run_dir else []
+        ended = end_dead_runs(
+            session.run_dir.parent, log=session.ctx.log, target=session.ctx.target, also=also
+        )
+        session.ctx.ended_leftovers = [e.to_json() for e in ended]
+    except BaseException:
+        session.close()
+        raise
     session._call(lambda: session.driver.run_until(lambda state: state != "clone"))
     if session.driver.state == topology.FAILED:
         error = session.ctx.last_error

@@ -206,7 +206,12 @@ class DryRunReport:
         if self.secrets_needed:
             names = ", ".join(self.secrets_needed)
             out.append(f"replay: set {names} in the environment or pass it again with --env (not stored)")
-        out.append("replayable" if self.ok else "not replayable with the current machine and contract")
+        if self.ok:
+            out.append("replayable")
+        elif self.replayable:  # the run could continue, but not with this machine, contract or environment
+            out.append("not replayable with the current machine and contract")
+        else:
+            out.append("not replayable")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -380,7 +385,7 @@ def replay(
             claim.report(ctx.log)
 
         def drive() -> None:
-            ended = _end_leftovers(ctx, claim)
+            ended = _end_leftovers(ctx, claim, moved=bool(moved))
             _keep_port(ctx)
             if redrive:
                 ctx.failed_phase = state
@@ -483,11 +488,16 @@ def _keep_port(ctx: RunContext) -> None:
     ctx.save()
 
 
-def _end_leftovers(ctx: RunContext, claim: TreeClaim | None) -> list[Leftovers]:
+def _end_leftovers(ctx: RunContext, claim: TreeClaim | None, *, moved: bool) -> list[Leftovers]:
     """A killed runner may have left its deployment, its running command and its repair agent behind, and
-    so may other dead runs of the tree: end them all before anything runs again."""
+    so may other dead runs of the tree: end them all before anything runs again.
+
+    A run dir that came with a copy of its tree (``moved``) names the original tree's processes: those
+    are never this replay's to end.
+    """
     previous = claim.previous if claim is not None else None
     also = [Path(previous.run_dir)] if previous and previous.run_dir else []
-    ended = end_dead_runs(ctx.run_dir.parent, log=ctx.log, also=also, own=ctx.run_dir)
-    end_deployment(ctx)  # what it recorded is gone now; the deployment must be set up again
+    own = None if moved else ctx.run_dir
+    ended = end_dead_runs(ctx.run_dir.parent, log=ctx.log, target=ctx.target, also=also, own=own)
+    end_deployment(ctx, kill=not moved)  # gone now (or never ours): the deployment must be set up again
     return ended

@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 _SCP_RE = re.compile(r"^(?:[^@/:]+@)?[^@/:]+:(?!//)")
 _SUPPORTED_SCHEMES = frozenset({"https", "http", "ssh", "git", "file"})
 _STDERR_TAIL = 10
@@ -133,7 +134,9 @@ def _file_opts(url: str) -> tuple[str, ...]:
 def _entry_name(url: str) -> str:
     tail = re.split(r"[/:@]", url.rstrip("/"))[-1]  # never a password of a URL without a path
     name = re.sub(r"[^A-Za-z0-9._-]", "_", tail.removesuffix(".git")).strip("._") or "repo"
-    return f"{name[:60]}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
+    # Credentials are not part of the repository's identity: a rotated token finds the same clone and runs.
+    key = _USERINFO_RE.sub(r"\1", url)
+    return f"{name[:60]}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
 def _verify(git: _Git, repo: Path, rev: str) -> str:

@@ -21,8 +21,9 @@ from typing import Any
 import attrs
 import pytest
 
-from fsm_runner import ContractError, RepairRequest, ReplayError, check_replay, replay, setup
+from fsm_runner import ContractError, RepairRequest, ReplayError, can_replay, check_replay, replay, setup
 from fsm_runner.evidence.layout import clone_checkouts_dir, clone_runs_dir
+from fsm_runner.execution.process import group_alive
 
 GIT_ID = ("-c", "user.email=fsm@example.invalid", "-c", "user.name=fsm test", "-c", "commit.gpgsign=false")
 
@@ -332,3 +333,26 @@ def test_an_interrupted_run_keeps_its_checkout_through_later_setups(upstream: Up
     with setup(f"{upstream.url}@v2") as session:
         assert session.run().ok
     assert upstream.checkouts() == [checkout] and (checkout / "VERSION").read_text() == "1\n"
+
+
+def test_what_a_killed_run_of_the_url_left_running_is_ended_by_the_next_setup(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    env = [arg for k, v in barrier(tmp_path, 2).items() for arg in ("--env", f"{k}={v}")]
+    proc = subprocess.Popen([sys.executable, "-m", "fsm_runner", "run", f"{upstream.url}@v1", *env])
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "barrier").is_dir() or not os.listdir(tmp_path / "barrier"):  # evaluating, alone
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (run_dir,) = upstream.runs_dir.iterdir()
+    pgid = json.loads((run_dir / "evaluate" / "cmd01_try01.json").read_text())["pgid"]
+    assert group_alive(pgid), "the killed run's evaluation should still be waiting"
+    with setup(f"{upstream.url}@v2") as session:
+        assert not group_alive(pgid)
+        events = [json.loads(line) for line in (session.run_dir / "events.jsonl").read_text().splitlines()]
+        (ended,) = [e for e in events if e["event"] == "leftovers.ended"]
+        assert ended["run_id"] == run_dir.name and ended["command_pgids"] == [pgid]
+        assert session.run().ok
+    assert can_replay(run_dir)[0], "the killed run stays replayable"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,10 @@ def test_a_committed_output_is_a_contract_error_at_setup(make_target: TargetFact
     assert f"git rm --cached {rel}" in message
     assert (repo / rel).read_text() == '{"ok": true, "score": 1.0}'  # nothing was moved
     assert not (repo / ".aider_fsm" / "artifacts").exists()  # and no run was started
+    checked = subprocess.run(
+        [sys.executable, "-m", "fsm_runner", "validate", str(repo)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 2 and f"{rel} is committed to git" in checked.stdout
 
 
 def test_samples_a_leftover_rollout_names_may_not_be_committed(make_target: TargetFactory) -> None:

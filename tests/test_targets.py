@@ -413,7 +413,9 @@ def test_a_run_checkout_is_named_after_the_run_and_names_its_run_dir(
     assert (resolved.repo_root / "app.txt").read_text() == "one"
     assert (resolved.runs_root / RUN_ID).is_dir()  # made before the checkout, so a pruner sees its run
     assert checkout_owner(resolved.repo_root).read_text().strip() == str(resolved.runs_root / RUN_ID)
-    elsewhere = resolve_target(upstream.file_url, clones_dir=clones, run_id="r2", artifacts_dir=tmp_path / "ev")
+    elsewhere = resolve_target(
+        upstream.file_url, clones_dir=clones, run_id="r2", artifacts_dir=tmp_path / "ev"
+    )
     assert checkout_owner(elsewhere.repo_root).read_text().strip() == str(tmp_path / "ev" / "r2")
     with pytest.raises(UsageError, match="invalid run id"):
         resolve_target(upstream.file_url, clones_dir=clones, run_id="a/b")
@@ -427,7 +429,9 @@ def test_remove_and_restore_a_checkout(upstream: Upstream, clones: Path, tmp_pat
     assert not checkout.exists() and not checkout_owner(checkout).exists()
     assert str(checkout) not in git(clone, "worktree", "list")
     assert restore_checkout(resolved, tmp_path / "run") is True
-    assert git(checkout, "rev-parse", "HEAD") == upstream.shas["c2"] and str(checkout) in git(clone, "worktree", "list")
+    assert git(checkout, "rev-parse", "HEAD") == upstream.shas["c2"] and str(checkout) in git(
+        clone, "worktree", "list"
+    )
     assert checkout_owner(checkout).read_text().strip() == str(tmp_path / "run")
     (checkout / "app.txt").write_text("fixed by hand")
     assert restore_checkout(resolved, tmp_path / "run") is False  # there already, fixes and all
@@ -455,11 +459,15 @@ def test_checkout_paths_outside_the_clone_are_never_removed_or_made(
     assert not (tmp_path / "new").exists()
 
 
-def test_restore_says_what_to_do_when_the_cache_cannot(upstream: Upstream, clones: Path, tmp_path: Path) -> None:
+def test_restore_says_what_to_do_when_the_cache_cannot(
+    upstream: Upstream, clones: Path, tmp_path: Path
+) -> None:
     resolved = resolve_target(upstream.file_url, clones_dir=clones, run_id=RUN_ID)
     remove_checkout(resolved)
     unknown = attrs.evolve(resolved, commit="0" * 40)
-    with pytest.raises(TargetError, match=r"commit 000000000000 is no longer in the clone cache .*fsm-runner run"):
+    with pytest.raises(
+        TargetError, match=r"commit 000000000000 is no longer in the clone cache .*fsm-runner run"
+    ):
         restore_checkout(unknown, tmp_path / "run")
     assert resolved.clone is not None
     shutil.rmtree(resolved.clone)
@@ -491,3 +499,13 @@ def test_cache_names_do_not_carry_url_passwords(clones: Path) -> None:
     """The entry's name appears in run.json (clone, repo_root) and on disk."""
     runs = url_runs_root("https://bob:s3cret-token@git.example.invalid", clones)
     assert runs is not None and "s3cret" not in str(runs) and runs.name.startswith("git.example.invalid-")
+
+
+def test_credentials_do_not_change_which_clone_and_runs_a_url_has(clones: Path) -> None:
+    """A rotated token must find the runs made with the old one (and reuse the clone)."""
+    plain = url_runs_root("https://git.example.invalid/org/bench.git", clones)
+    for with_token in (
+        "https://bob:old-token@git.example.invalid/org/bench.git",
+        "https://new-token@git.example.invalid/org/bench.git",
+    ):
+        assert url_runs_root(with_token, clones) == plain

@@ -31,14 +31,19 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def is_our_server(pid: int) -> bool:
-    """Guard against a recycled pid: on Linux, the process must be running server.py."""
+def is_our_server(pid: int, port: int | None) -> bool:
+    """Guard against a recycled pid and a copied pid file: on Linux, the process must be running server.py,
+    on this run's port (a copy of the directory carries the pid file of the original's live server)."""
     if not Path("/proc/self").exists():
         return True  # no /proc (macOS): trust the pid file
     try:
-        return b"server.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
+    if not any(arg.endswith(b"server.py") for arg in args):
+        return False
+    flag = [b"--port", str(port).encode()]
+    return not port or any(args[i : i + 2] == flag for i in range(len(args) - 1))
 
 
 def stop(pid: int, grace: float) -> str:
@@ -83,7 +88,7 @@ def main() -> int:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         pid = 0
-    if pid and alive(pid) and is_our_server(pid):
+    if pid and alive(pid) and is_our_server(pid, args.port):
         print(f"stop: server pid {pid} {stop(pid, args.grace)}")
     else:
         print("stop: no server running")

@@ -23,9 +23,12 @@ def deployment_alive(ctx: RunContext) -> bool:
     )
 
 
-def end_deployment(ctx: RunContext) -> list[int]:
-    """End every process group deploy left running; returns the groups that were still alive."""
-    killed = kill_deployment_groups(ctx)
+def end_deployment(ctx: RunContext, *, kill: bool = True) -> list[int]:
+    """End every process group deploy left running; returns the groups that were still alive.
+
+    ``kill=False`` only forgets them: what a run dir copied with its tree recorded belongs to the original.
+    """
+    killed = kill_deployment_groups(ctx) if kill else []
     ctx.deploy_pgids.clear()
     ctx.deploy_leaders.clear()
     ctx.deployed = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -22,11 +23,11 @@ from attrs import define
 
 from fsm_runner.errors import EvidenceError
 from fsm_runner.evidence.layout import AGENT_PROCESS, RUN_JSON, repair_dir_name
-from fsm_runner.evidence.lock import lock_holder
-from fsm_runner.evidence.records import OK, RunState
+from fsm_runner.evidence.lock import lock_holder, lock_pid
+from fsm_runner.evidence.records import OK, ResolvedTarget, RunState
 from fsm_runner.evidence.store import list_runs, read_run
 from fsm_runner.execution.commands import interrupted_command_groups
-from fsm_runner.execution.process import is_same_group, kill_group, running_group
+from fsm_runner.execution.process import is_same_group, kill_group, process_start_time, running_group
 from fsm_runner.typing import EventLogger
 
 #: A run that ended this way had torn everything down before it wrote its status.
@@ -68,12 +69,19 @@ class Leftovers:
 
 
 def end_dead_runs(
-    runs_root: Path | None, *, log: EventLogger, also: Iterable[Path] = (), own: Path | None = None
+    runs_root: Path | None,
+    *,
+    log: EventLogger,
+    target: ResolvedTarget,
+    also: Iterable[Path] = (),
+    own: Path | None = None,
 ) -> list[Leftovers]:
-    """End what the dead runs under ``runs_root`` (and the run dirs in ``also``) left running.
+    """End what the dead runs of ``target`` under ``runs_root`` (and the run dirs in ``also``) left running.
 
-    ``own`` is a run this process holds the lock of and treats as dead (the run a replay continues).
-    Each run that had something left is logged as a ``leftovers.ended`` event and returned.
+    A run counts only when it recorded the same target (this tree, a private copy of it, or a checkout of
+    the same clone): a run dir that came with a ``cp -r`` of a tree belongs to the original tree's runs,
+    which may be live. ``own`` is a run this process holds the lock of and treats as dead (the run a replay
+    continues). Each run that had something left is logged as a ``leftovers.ended`` event and returned.
     """
     candidates: dict[Path, None] = {}
     if runs_root is not None:
@@ -86,23 +94,30 @@ def end_dead_runs(
     booted = _boot_time()
     ended = []
     for run_dir in candidates:
-        found = _end_one(run_dir, dead=run_dir == mine, booted=booted)
+        found = _end_one(run_dir, target, dead=run_dir == mine, booted=booted)
         if found is not None:
             log.info("leftovers.ended", **found.to_json())
             ended.append(found)
     return ended
 
 
-def _end_one(run_dir: Path, *, dead: bool, booted: float) -> Leftovers | None:
+def _end_one(run_dir: Path, target: ResolvedTarget, *, dead: bool, booted: float) -> Leftovers | None:
     try:
         if (run_dir / RUN_JSON).stat().st_mtime < booted:
             return None  # written before this machine booted: nothing of it can be running
         state = read_run(run_dir)
     except (OSError, EvidenceError):
         return None
-    # Read first, then probe: a run that is live now took its lock before writing what we read.
-    if not dead and lock_holder(run_dir) is not None:
+    if not _same_target(state.target, target):
         return None
+    # Read first, then probe: a run that is live now took its lock before writing what we read. A lock file
+    # naming a live process other than this one may be a copy of a live run's: never its processes.
+    if not dead:
+        pid = lock_pid(run_dir)
+        if lock_holder(run_dir) is not None or (
+            pid is not None and pid != os.getpid() and process_start_time(pid) is not None
+        ):
+            return None
     # Only a group whose leader's start time was recorded: a pgid alone could name any process by now.
     leaders = state.deploy_leaders
     deploy = [
@@ -120,6 +135,13 @@ def _end_one(run_dir: Path, *, dead: bool, booted: float) -> Leftovers | None:
     if not (deploy or commands or agents or removed):
         return None
     return Leftovers(state.run_id, run_dir, tuple(deploy), tuple(commands), tuple(agents), removed)
+
+
+def _same_target(recorded: ResolvedTarget, target: ResolvedTarget) -> bool:
+    if target.clone is not None:
+        return recorded.clone is not None and recorded.clone.resolve() == target.clone.resolve()
+    tree = (target.isolated_from or target.repo_root).resolve()
+    return (recorded.isolated_from or recorded.repo_root).resolve() == tree
 
 
 def _agent_groups(run_dir: Path, state: RunState) -> list[int]:

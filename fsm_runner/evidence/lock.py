@@ -7,6 +7,7 @@ recycled pid cannot fool the probe (the pid in the file is only read to name the
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -54,6 +55,18 @@ def release_lock(handle: IO[str]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     finally:
         handle.close()
+
+
+def lock_pid(run_dir: Path) -> int | None:
+    """The pid the run's lock file names (the last process that held it), whether or not it still does.
+
+    A run dir copied with ``cp -r`` carries a lock file nobody holds, naming the live runner of the original.
+    """
+    try:
+        text = (run_dir / LOCK).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and len(text) < 12 else None
 
 
 def lock_holder(run_dir: Path) -> str | None:
@@ -123,9 +136,18 @@ def hold_tree_lock(
     """
     try:
         path.parent.mkdir(exist_ok=True)  # never the tree itself: a tree that is gone stays gone
-        handle = path.open("a+")
+        if path.parent.is_symlink():
+            raise OSError(errno.ELOOP, f"{path.parent.name} is a symbolic link")
+        # A link in its place (committed to the repository, say) would make the runner write elsewhere.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        handle = os.fdopen(fd, "a+")
     except OSError as exc:
-        raise EvidenceError(f"cannot open the tree's lock {path}: {exc.strerror or exc}") from None
+        link = (
+            " (a symbolic link; remove it, the runner makes the file itself)"
+            if exc.errno == errno.ELOOP
+            else ""
+        )
+        raise EvidenceError(f"cannot open the tree's lock {path}: {exc.strerror or exc}{link}") from None
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -4,6 +4,7 @@ removed only when it is one."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,10 +12,13 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import fsm_runner
 from fsm_runner.engine.leftovers import end_dead_runs, private_copy_name
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.execution.process import process_start_time
+from fsm_runner.targets import resolve_target
 from tests.conftest import TargetFactory, pid_alive, service_pid
 
 KILLED_WHILE_ISOLATED = textwrap.dedent(
@@ -28,7 +32,9 @@ KILLED_WHILE_ISOLATED = textwrap.dedent(
 )
 
 
-def test_a_dead_isolated_runs_copy_and_service_are_ended_by_the_next_setup(make_target: TargetFactory) -> None:
+def test_a_dead_isolated_runs_copy_and_service_are_ended_by_the_next_setup(
+    make_target: TargetFactory,
+) -> None:
     repo = make_target()
     done = subprocess.run(
         [sys.executable, "-c", KILLED_WHILE_ISOLATED, str(repo)], capture_output=True, text=True, timeout=60
@@ -55,20 +61,22 @@ def _dead_run(repo: Path, **target: str) -> Path:
     return sess.run_dir
 
 
-def test_only_a_private_copy_by_name_and_place_is_ever_removed(make_target: TargetFactory, tmp_path: Path) -> None:
+def test_only_a_private_copy_by_name_and_place_is_ever_removed(
+    make_target: TargetFactory, tmp_path: Path
+) -> None:
     repo = make_target()
     elsewhere = tmp_path / "not-a-copy"
     elsewhere.mkdir()
     run_dir = _dead_run(repo, repo_root=str(elsewhere), isolated_from=str(repo))
     log, sink = run_logger(tmp_path, "probe")
-    assert end_dead_runs(run_dir.parent, log=log) == []
+    assert end_dead_runs(run_dir.parent, log=log, target=resolve_target(repo)) == []
     assert elsewhere.is_dir(), "a directory that is not a private copy was removed"
     copy = Path(tempfile.mkdtemp(prefix=private_copy_name(repo, run_dir.name))).resolve()
     (copy / "kept.txt").write_text("x")
     state = json.loads((run_dir / "run.json").read_text())
     state["target"]["repo_root"] = str(copy)
     (run_dir / "run.json").write_text(json.dumps(state))
-    (ended,) = end_dead_runs(run_dir.parent, log=log)
+    (ended,) = end_dead_runs(run_dir.parent, log=log, target=resolve_target(repo))
     assert ended.run_id == run_dir.name and ended.removed_copy == str(copy) and not copy.exists()
     sink.close()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
@@ -88,14 +96,56 @@ def test_a_recorded_group_is_ended_only_with_its_leaders_start_time(
         state["deploy_leaders"] = {}
         (run_dir / "run.json").write_text(json.dumps(state))
         log, sink = run_logger(tmp_path, "probe")
-        assert end_dead_runs(run_dir.parent, log=log) == []
+        assert end_dead_runs(run_dir.parent, log=log, target=resolve_target(repo)) == []
         assert bystander.poll() is None, "a group with no recorded leader was ended"
         state["deploy_leaders"] = {str(bystander.pid): process_start_time(bystander.pid)}
         (run_dir / "run.json").write_text(json.dumps(state))
-        (ended,) = end_dead_runs(run_dir.parent, log=log)
+        (ended,) = end_dead_runs(run_dir.parent, log=log, target=resolve_target(repo))
         assert ended.deploy_pgids == (bystander.pid,)
         assert bystander.wait(timeout=10) == -signal.SIGTERM
         sink.close()
     finally:
         bystander.kill()
         bystander.wait()
+
+
+LIVE_ELSEWHERE = textwrap.dedent(
+    """
+    import sys, fsm_runner
+    sess = fsm_runner.setup(sys.argv[1], isolate=sys.argv[2] == "isolate")
+    assert sess.rollout(llm="m").ok
+    print(sess.repo_root, flush=True)
+    sys.stdin.read()
+    sess.close()
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["in-place", "isolate"])
+def test_a_copy_of_a_tree_never_ends_what_the_originals_live_run_runs(
+    make_target: TargetFactory, tmp_path: Path, mode: str
+) -> None:
+    """``cp -r`` copies the live run's run dir too, with a lock file that nobody holds in the copy."""
+    repo = make_target()
+    child = subprocess.Popen(
+        [sys.executable, "-c", LIVE_ELSEWHERE, str(repo), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        works_in = Path(child.stdout.readline().strip())
+        service = service_pid(works_in)
+        assert service is not None and pid_alive(service)
+        copy = tmp_path / "copy"
+        shutil.copytree(repo, copy, symlinks=True)
+        with fsm_runner.setup(copy) as sess:
+            events = (sess.run_dir / "events.jsonl").read_text()
+        assert "leftovers.ended" not in events
+        assert pid_alive(service) and works_in.is_dir()
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(timeout=60)
+    assert child.returncode == 0 and not pid_alive(service)

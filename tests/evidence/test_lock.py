@@ -181,3 +181,21 @@ def test_waiting_for_a_tree_ends_when_its_holder_is_gone(tmp_path: Path, how: st
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("linked", ["lock", "parent"])
+def test_a_tree_lock_behind_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path, linked: str) -> None:
+    """A repository could commit the link: taking the lock must never write where it points."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "tree.lock").write_text("keep\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    if linked == "lock":
+        (tree / ".aider_fsm").mkdir()
+        (tree / ".aider_fsm" / "tree.lock").symlink_to(victim / "tree.lock")
+    else:
+        (tree / ".aider_fsm").symlink_to(victim)
+    with pytest.raises(EvidenceError, match="symbolic link"):
+        hold_tree_lock(tree / ".aider_fsm" / "tree.lock", TreeHolder("r1", os.getpid(), "now"), on_busy=_refuse)
+    assert (victim / "tree.lock").read_text() == "keep\n"

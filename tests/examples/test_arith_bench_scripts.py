@@ -338,3 +338,17 @@ def test_broken_target_fails_until_the_repair_agent_fixes_it(tmp_path: Path, pas
 def test_repair_agent_refuses_a_repo_it_does_not_know(tmp_path: Path) -> None:
     result = run(f"python3 {EXAMPLES / 'repair_agent.py'} --repo {tmp_path}", tmp_path, dict(os.environ))
     assert result.returncode == 1 and "only know the broken_target bug" in result.stderr
+
+
+def test_teardown_in_a_copy_never_stops_the_originals_server(target: Target, tmp_path: Path) -> None:
+    """A copy of the directory (``--isolate``, ``cp -r``) carries the pid file of the original's live server."""
+    pid = target.deploy()
+    copy = tmp_path / "copy"
+    shutil.copytree(target.repo, copy, ignore=ignore_generated)
+    (copy / ".aider_fsm").mkdir(exist_ok=True)
+    (copy / ".aider_fsm" / "server.pid").write_text(f"{pid}\n")
+    other_port = str(free_port())
+    out = run_ok('python3 stop.py --port "$AIDER_FSM_PORT"', copy, target.env("teardown", AIDER_FSM_PORT=other_port))
+    assert "no server running" in out and alive(pid)
+    target.phase("teardown", "teardown_cmds", "deploy")
+    assert not alive(pid)

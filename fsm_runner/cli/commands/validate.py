@@ -9,8 +9,10 @@ from pathlib import Path
 from fsm_runner.cli.errors import EXIT_OK, EXIT_USAGE
 from fsm_runner.cli.output import emit_json, print_lines
 from fsm_runner.contract import validate_repo
-from fsm_runner.errors import UsageError
+from fsm_runner.contract.pipeline import load_pipeline
+from fsm_runner.errors import ContractError, UsageError
 from fsm_runner.evidence.layout import ACTIONS_REL, BOOTSTRAP_REL
+from fsm_runner.targets import refuse_committed_outputs
 
 
 def command(args: argparse.Namespace) -> int:
@@ -18,6 +20,11 @@ def command(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UsageError(f"{args.path}: not a directory (give the repository root)")
     problems = validate_repo(root, args.pipeline)
+    if not problems:  # what setup() also refuses: a file every run writes, committed to git
+        try:
+            refuse_committed_outputs(root, load_pipeline(root, args.pipeline), args.pipeline)
+        except ContractError as exc:
+            problems.append(exc)
     if args.json:
         emit_json([{"path": p.path, "line": p.line, "key": p.key, "problem": p.problem} for p in problems])
     else:
