@@ -183,16 +183,20 @@ class RunContext(RunState):
     def bwrap_sandbox(self) -> Sandbox | None:
         """The sandbox the run's commands and its command repair agent run in (None: no sandbox).
 
-        Writable: the working tree and the run dir; read-only on top of them: the pipeline file and
+        Writable: the working tree and, of the run dir, only the evidence dir of the command at hand; the
+        runs kept in the tree (this one's included) are read-only, and so are the pipeline file and
         bootstrap.yml, which only a person changes.
         """
         if self.sandbox != "bwrap":
             return None
         if self.bwrap is None:
+            root, run_dir = self.repo_root.resolve(), self.run_dir.resolve()
+            runs = run_dir.parent if run_dir.parent != root else run_dir
             self.bwrap = Sandbox(
                 network=self.network,
-                writable=(self.repo_root, self.run_dir),
-                read_only=(self.pipeline_path, self.repo_root / BOOTSTRAP_REL),
+                writable=(root,),
+                read_only=(self.pipeline_path, root / BOOTSTRAP_REL),
+                sealed=(runs,) if runs.is_relative_to(root) else (),
             )
         return self.bwrap
 

@@ -237,7 +237,7 @@ def run_command(
     files: dict[str, Any] = {"stdout_path": str(stdout_path), "stderr_path": str(stderr_path)}
     start = time.monotonic()
     try:
-        wrapped = sandbox.wrap(argv, Path(cwd)) if sandbox is not None else Wrapped(tuple(argv))
+        wrapped = _in_sandbox(argv, Path(cwd), out_dir, sandbox)
         common["argv"] = wrapped.argv
         proc, pumps = spawn_group(
             list(wrapped.argv), Path(cwd), clean_env, stdout_path, stderr_path, interactive, wrapped.pass_fds
@@ -289,6 +289,11 @@ def run_command(
         leader_start=leader_start if background is not None else None,
     )
     return _record(result, redactor)
+
+
+def _in_sandbox(argv: list[str], cwd: Path, out_dir: Path, sandbox: CommandSandbox | None) -> Wrapped:
+    """The command line as it is spawned: in the sandbox (writing its evidence to ``out_dir``), or as is."""
+    return sandbox.wrap(argv, cwd, evidence=out_dir) if sandbox is not None else Wrapped(tuple(argv))
 
 
 def _not_started(

@@ -376,6 +376,11 @@ def _paths(items: Iterable[Path | str]) -> tuple[Path, ...]:
     return tuple(Path(p) for p in items)
 
 
+def _resolved(paths: Iterable[Path]) -> list[Path]:
+    """Real paths (bwrap binds what a symlink points to), each once, in order."""
+    return list(dict.fromkeys(Path(p).resolve() for p in paths))
+
+
 @define(frozen=True)
 class Wrapped:
     """A command line ready to spawn, and the descriptors it needs (the namespaces it joins)."""
@@ -387,7 +392,7 @@ class Wrapped:
 class CommandSandbox(Protocol):
     """What runs a command line in a sandbox: a :class:`Sandbox`, or its :meth:`Sandbox.services` view."""
 
-    def wrap(self, argv: Sequence[str], cwd: Path) -> Wrapped: ...
+    def wrap(self, argv: Sequence[str], cwd: Path, *, evidence: Path | None = None) -> Wrapped: ...
 
 
 class SandboxStartError(OSError):
@@ -402,14 +407,17 @@ def _tools() -> _Tools:
 class Sandbox:
     """The sandbox of one run: wraps its command lines, and owns its namespace holder.
 
-    ``writable`` are the working tree and the run dir; ``read_only`` are files inside them that commands may
-    read but never change (the contract files); a missing one is skipped. bwrap and nsenter are looked up on
-    PATH once, when the sandbox is made (setup has checked that they work).
+    ``writable``: the working tree (and whatever else commands may change); ``sealed``: directories inside
+    those that are read-only again (the runs' evidence in the tree), except the one evidence directory of
+    the command being wrapped; ``read_only``: files inside them that commands may read but never change (the
+    contract files; a missing one is skipped). bwrap and nsenter are looked up on PATH once, when the sandbox
+    is made (setup has checked that they work).
     """
 
     network: str = field(default="host")
     writable: tuple[Path, ...] = field(factory=tuple, converter=_paths)
     read_only: tuple[Path, ...] = field(factory=tuple, converter=_paths)
+    sealed: tuple[Path, ...] = field(factory=tuple, converter=_paths)
     _tools: _Tools = field(factory=_tools, init=False)
     _holder: _Holder | None = field(default=None, init=False)
     _lock: threading.Lock = field(factory=threading.Lock, init=False)
@@ -418,17 +426,20 @@ class Sandbox:
         if self.network not in NETWORKS:
             raise UsageError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
 
-    def mounts(self, also_read: Sequence[Path] = ()) -> list[str]:
-        """The file system a command sees: ``/`` read-only, a private /tmp, then the writable paths, then the
-        read-only files on top of them (order matters: a later mount covers an earlier one). ``also_read``:
-        more paths to show read-only (an agent program kept under the host's /tmp)."""
+    def mounts(self, *, evidence: Path | None = None, also_read: Sequence[Path] = ()) -> list[str]:
+        """The file system a command sees, in order (a later mount covers an earlier one): ``/`` read-only,
+        a private /tmp, the writable paths, the sealed ones read-only again, the command's ``evidence`` dir
+        writable, then the read-only files and ``also_read`` (an agent program kept under the host's /tmp)."""
         args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        for path in dict.fromkeys(p.resolve() for p in self.writable):
+        for path in _resolved(self.writable):
             args += ["--bind", str(path), str(path)]
-        for path in dict.fromkeys(p.resolve() for p in self.read_only):
-            if path.is_file():
+        for path in _resolved(self.sealed):
+            if path.is_dir():
                 args += ["--ro-bind", str(path), str(path)]
-        for path in dict.fromkeys(Path(p).resolve() for p in also_read):
+        if evidence is not None:
+            path = Path(evidence).resolve()
+            args += ["--bind", str(path), str(path)]
+        for path in _resolved((*self.read_only, *also_read)):
             if path.exists():
                 args += ["--ro-bind", str(path), str(path)]
         return args
@@ -438,11 +449,12 @@ class Sandbox:
         argv: Sequence[str],
         cwd: Path,
         *,
+        evidence: Path | None = None,
         service: bool = False,
         network: str | None = None,
         also_read: Sequence[Path] = (),
     ) -> Wrapped:
-        """``argv`` as it runs in the sandbox, in ``cwd``.
+        """``argv`` as it runs in the sandbox, in ``cwd``, writing its evidence to ``evidence``.
 
         ``service``: the command joins the run's service namespace (deploy and teardown), so what it leaves
         running lives until :meth:`end_services`. ``network`` overrides the run's (the repair agent keeps the
@@ -453,7 +465,7 @@ class Sandbox:
         if net not in NETWORKS:
             raise UsageError(f"network must be one of {', '.join(NETWORKS)}, got {net!r}")
         holder = self._live_holder() if service or net == "none" else None
-        mounts = self.mounts(also_read)
+        mounts = self.mounts(evidence=evidence, also_read=also_read)
         full = _command_argv(self._tools, holder, mounts, argv, Path(cwd), service=service, network=net)
         return Wrapped(tuple(full), holder.fds if holder is not None else ())
 
@@ -492,5 +504,5 @@ class Sandbox:
 class _Services:
     sandbox: Sandbox
 
-    def wrap(self, argv: Sequence[str], cwd: Path) -> Wrapped:
-        return self.sandbox.wrap(argv, cwd, service=True)
+    def wrap(self, argv: Sequence[str], cwd: Path, *, evidence: Path | None = None) -> Wrapped:
+        return self.sandbox.wrap(argv, cwd, evidence=evidence, service=True)

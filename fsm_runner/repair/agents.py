@@ -192,7 +192,9 @@ class CommandAgent:
             command, fds = argv, ()
             if request.sandbox is not None:
                 program = [Path(argv[0])] if os.sep in argv[0] else []  # visible even under the host's /tmp
-                wrapped = request.sandbox.wrap(argv, request.repo, network="host", also_read=program)
+                wrapped = request.sandbox.wrap(
+                    argv, request.repo, evidence=work, network="host", also_read=program
+                )
                 command, fds = list(wrapped.argv), wrapped.pass_fds
             proc, _ = spawn_group(command, request.repo, env, log, None, pass_fds=fds)
         except OSError as exc:

@@ -130,6 +130,26 @@ def test_a_stage_writes_the_repo_the_run_dir_and_a_private_tmp(tmp_path: Path) -
     assert json.loads((run_dir / "run.json").read_text())["sandbox"] == "bwrap"
 
 
+@needs_bwrap
+def test_a_stage_cannot_rewrite_the_runs_evidence_only_its_own(tmp_path: Path) -> None:
+    cmds = [
+        'test -w "$AIDER_FSM_ARTIFACTS_DIR" && echo mine > "$AIDER_FSM_ARTIFACTS_DIR/own.txt"',
+        'for f in "$AIDER_FSM_ARTIFACTS_DIR"/../journal.jsonl "$AIDER_FSM_ARTIFACTS_DIR"/../run.json; do '
+        '! echo forged 2>/dev/null >> "$f" || exit 1; done',
+        '! echo forged 2>/dev/null > "$AIDER_FSM_ARTIFACTS_DIR/../../earlier/run.json"',
+        '! mkdir "$AIDER_FSM_ARTIFACTS_DIR/../forged" 2>/dev/null',
+    ]
+    repo = write_repo(tmp_path / "target", SANDBOXED + "tests:\n  cmds: " + json.dumps(cmds) + "\n")
+    earlier = repo / ".aider_fsm" / "artifacts" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "run.json").write_text("{}")
+    ok, run_dir = run_until(repo, "tests")
+    assert ok, [Path(str(a["stderr_path"])).read_text() for a in attempts(run_dir, "tests")]
+    assert (run_dir / "tests" / "own.txt").read_text() == "mine\n"
+    assert b"forged" not in (run_dir / "journal.jsonl").read_bytes() + (run_dir / "run.json").read_bytes()
+    assert (earlier / "run.json").read_text() == "{}" and not (run_dir / "forged").exists()
+
+
 # -- processes ------------------------------------------------------------------------------------------------
 
 
@@ -422,8 +442,3 @@ def test_a_contract_that_asks_for_the_sandbox_cannot_be_run_without_it(tmp_path:
     ok, run_dir = run_until(repo, "tests")
     assert ok and str(attempts(run_dir, "tests")[0]["argv"][0]).endswith("bwrap")
 
-
-def test_network_none_needs_the_sandbox_in_the_contract(tmp_path: Path) -> None:
-    repo = write_repo(tmp_path / "target", "version: 1\nsecurity: {network: none}\n")
-    with pytest.raises(Exception, match=r"`network: none` needs the sandbox.*sandbox: bwrap"):
-        setup(repo)
