@@ -128,13 +128,19 @@ def _probe(bwrap: str, nsenter: str | None, network: str) -> str | None:
             probe = _command_argv(tools, holder, plain, ["true"], Path("/"), service=service, network=network)
             problem = _try(probe, holder.fds)
             if problem:
-                return _cannot(problem)
+                break
     except _HolderFailed as exc:
-        return _cannot(str(exc))
+        problem = str(exc)
     finally:
         if holder is not None:
             holder.end()
-    return None
+    if problem and network == "none" and os.geteuid() != 0:
+        return (
+            f"bwrap works here, but `security.network: none` does not for a normal user ({problem}): "
+            "entering the run's network namespace from a user namespace is refused; run as root, or use "
+            "`network: host`"
+        )
+    return _cannot(problem) if problem else None
 
 
 def _try(argv: list[str], fds: Sequence[int]) -> str | None:
@@ -365,7 +371,7 @@ def _command_argv(
     assert holder is not None and tools.nsenter is not None
     enter = [tools.nsenter]
     if "user" in holder.ns:
-        enter.append(f"--user=/proc/self/fd/{holder.ns['user']}")
+        enter += [f"--user=/proc/self/fd/{holder.ns['user']}", "--preserve-credentials"]
     return [*enter, f"--net=/proc/self/fd/{holder.ns['net']}", "--", *inner]
 
 
