@@ -210,7 +210,10 @@ class RunContext(RunState):
 
     def end_sandbox_services(self) -> bool:
         """End the sandbox's service namespace (what deploy left running in it); True when one was running."""
-        return self.bwrap.end_services() if self.bwrap is not None else False
+        ended = self.bwrap.end_services() if self.bwrap is not None else False
+        if ended:
+            self.log.info("sandbox.services_ended")
+        return ended
 
     def workdir(self, rel: str | None) -> Path:
         return (self.repo_root / rel).resolve() if rel else self.repo_root

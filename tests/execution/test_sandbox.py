@@ -392,6 +392,27 @@ def test_without_bwrap_setup_fails_once_saying_how_to_install_it(
         assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
+def test_a_bwrap_that_cannot_make_namespaces_is_probed_once_and_explained(
+    tmp_path: Path, no_bwrap_path: str
+) -> None:
+    calls = tmp_path / "calls"
+    stub = Path(no_bwrap_path) / "bwrap"  # what a container without user namespaces answers
+    stub.write_text(
+        f"#!/bin/sh\necho x >> {calls}\n"
+        "echo 'bwrap: No permissions to creating new namespace, likely because the kernel does not allow "
+        "non-privileged user namespaces.' >&2\nexit 1\n"
+    )
+    stub.chmod(0o755)
+    problem = sandbox_problem("host")
+    assert problem is not None and "cannot create the sandbox's namespaces" in problem
+    assert "No permissions to creating new namespace" in problem and "unprivileged user namespaces" in problem
+    assert sandbox_problem("host") == problem and calls.read_text() == "x\n"  # probed once, then remembered
+    repo = write_repo(tmp_path / "target", SANDBOXED + "tests: {cmds: 'true'}\n")
+    with pytest.raises(UsageError) as caught:
+        setup(repo)
+    assert str(caught.value) == problem
+
+
 # -- who decides ----------------------------------------------------------------------------------------------
 
 
