@@ -107,8 +107,8 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
         "--sandbox",
         choices=SANDBOXES,
         help="bwrap: run every command and the repair agent under bubblewrap (read-only file system except "
-        "the repo, the run dir and a private /tmp); default: the contract's security.sandbox, which this "
-        "may tighten, never loosen (see docs/security_model.md)",
+        "the repo, the command's evidence dir and a private /tmp); default: the contract's security.sandbox, "
+        "which this may tighten, never loosen (see docs/security_model.md)",
     )
     return groups
 

@@ -274,7 +274,10 @@ class _Holder:
         try:
             child = int(json.loads(info)["child-pid"])
         except (ValueError, KeyError, TypeError):
-            self.proc.wait(timeout=_HOLDER_START_S)
+            try:
+                self.proc.wait(timeout=_HOLDER_START_S)
+            except subprocess.TimeoutExpired:
+                raise _HolderFailed(f"bwrap did not report within {_HOLDER_START_S:g}s") from None
             err = self.proc.stderr.read().decode("utf-8", "replace").strip() if self.proc.stderr else ""
             raise _HolderFailed(err.splitlines()[-1] if err else "bwrap exited before it reported") from None
         kinds = ["pid", *(["net"] if network == "none" else []), *(["user"] if os.geteuid() != 0 else [])]

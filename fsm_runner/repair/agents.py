@@ -152,8 +152,8 @@ class CommandAgent:
 
     ``argv`` may use ``{prompt_file}``, ``{request_file}`` and ``{repo}``; output goes to
     ``agent_output.log`` in the repair directory. On timeout the whole group is killed. With the request's
-    ``sandbox``, the agent runs in it: it may write the repo and the run dir only, and nothing it starts
-    outlives it; it keeps the host's network, which it needs to reach its model.
+    ``sandbox``, the agent runs in it: it may write the repo (not the contract files) and its repair directory
+    only, and nothing it starts outlives it; it keeps the host's network, which it needs to reach its model.
     """
 
     argv: tuple[str, ...] = field(converter=_argv)
@@ -191,7 +191,7 @@ class CommandAgent:
         try:
             command, fds = argv, ()
             if request.sandbox is not None:
-                program = [Path(argv[0])] if os.sep in argv[0] else []  # visible even under the host's /tmp
+                program = [Path(argv[0])] if os.path.isabs(argv[0]) else []  # visible even in the host's /tmp
                 wrapped = request.sandbox.wrap(
                     argv, request.repo, evidence=work, network="host", also_read=program
                 )
