@@ -1,10 +1,10 @@
 """The sandbox (``security.sandbox: bwrap``): stage commands and the command repair agent under bubblewrap.
 
 The command policy reads command text; the sandbox is the barrier behind it. Each command runs in a bwrap
-of its own: the whole file system read-only except the working tree, the run dir and a private ``/tmp``; the
-contract files read-only on top of the writable tree; no capabilities, even for root; and a PID namespace of
-its own whose init is killed as soon as the command's bwrap exits (``--die-with-parent``), so nothing the
-command started outlives it, ``setsid`` or not.
+of its own: the whole file system read-only except the working tree, the command's own evidence dir and a
+private ``/tmp``; the runs' evidence and the contract files read-only on top of the writable tree; no
+capabilities, even for root; and a PID namespace of its own whose init is killed as soon as the command's
+bwrap exits (``--die-with-parent``), so nothing the command started outlives it, ``setsid`` or not.
 
 Two things must outlive a single command. They live in the run's *namespace holder*, one bwrap process that
 only waits, started when first needed and ended with the deployment:
