@@ -17,9 +17,10 @@ from fsm_runner.engine import topology
 from fsm_runner.engine.leftovers import end_dead_runs
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
-from fsm_runner.evidence.records import UNATTENDED, ResolvedTarget
+from fsm_runner.evidence.records import SANDBOXES, UNATTENDED, ResolvedTarget
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.ports import pinned_port
+from fsm_runner.execution.sandbox import require_sandbox, resolve_sandbox
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairAgent, RepairStep, as_agent
 from fsm_runner.repair.scaffold import scaffold_contract
@@ -66,6 +67,7 @@ def setup(
     wait: bool = False,
     isolate: bool = False,
     on_wait: Callable[[str], None] | None = None,
+    sandbox: str | None = None,
     **legacy: Any,
 ) -> Session:
     """Resolve ``target`` (a local directory or a git URL, optionally ``url@ref``), load and validate its
@@ -84,12 +86,20 @@ def setup(
     free; ``on_wait`` hears one line when the wait starts) or ``isolate=True`` (work in a private copy of
     the tree, removed at close; the evidence still goes to the tree's runs). Before anything deploys, what
     dead runs of the tree left running is ended. A git URL needs none of this: each run has its own checkout.
+
+    ``sandbox="bwrap"`` runs every command (and a command repair agent) under bubblewrap, whatever the
+    contract's ``security.sandbox`` says; ``None`` (the default) uses the contract's. A caller may tighten the
+    contract, never loosen it: ``sandbox="none"`` with a contract that sets ``bwrap`` is a
+    :class:`UsageError`, and so is a sandbox bwrap cannot provide on this machine (the message says what to
+    install).
     """
     _check_legacy(legacy)
     # A value that cannot be an agent fails now, not at the first repair.
     agent = as_agent(repair_agent) if repair_agent is not None else None
     if unattended not in UNATTENDED:
         raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
+    if sandbox is not None and sandbox not in SANDBOXES:
+        raise UsageError(f"sandbox must be one of {', '.join(SANDBOXES)}, got {sandbox!r}")
     if wait and isolate:
         raise UsageError("pass wait=True or isolate=True, not both: an isolated run never waits for the tree")
     overrides = env_map(env_overrides)
@@ -140,6 +150,7 @@ def setup(
             console=console,
             on_transition=on_transition,
             claim=claim,
+            sandbox=sandbox,
         )
     except BaseException:
         if claim is not None:
@@ -180,10 +191,14 @@ def _open(
     console: bool | None,
     on_transition: TransitionHook | None,
     claim: TreeClaim | None,
+    sandbox: str | None = None,
 ) -> Session:
     """Load the contract (asking the agent for one when it is missing) and open the session."""
     redactor = Redactor.from_env({**os.environ, **overrides})
-    pipeline = _load_contract(resolved, pipeline_rel, agent, redactor, runs_root)
+    pipeline = _load_contract(resolved, pipeline_rel, agent, redactor, runs_root, sandbox)
+    mode = resolve_sandbox(pipeline.security.sandbox, sandbox)
+    if mode == "bwrap":  # before the run exists: one error that says what to install or drop
+        require_sandbox(pipeline.security.network)
     bootstrap = load_bootstrap(resolved.repo_root)
     refuse_committed_outputs(resolved.repo_root, pipeline, pipeline_rel)
     return Session._open(
@@ -201,6 +216,7 @@ def _open(
         console=console,
         on_transition=on_transition,
         claim=claim,
+        sandbox=mode,
     )
 
 
@@ -210,16 +226,22 @@ def _load_contract(
     agent: RepairAgent | None,
     redactor: Redactor,
     runs_dir: Path | None,
+    sandbox: str | None = None,
 ) -> PipelineSpec:
     """The target's pipeline; with a repair agent, a missing one is scaffolded first (a git target's
-    scaffold evidence goes beside its runs, not into the checkout that is removed later)."""
+    scaffold evidence goes beside its runs, not into the checkout that is removed later), in the sandbox
+    when the caller asks for one."""
     try:
         return load_pipeline(resolved.repo_root, pipeline_rel)
     except ContractError:
         if agent is None or (resolved.repo_root / pipeline_rel).exists():
             raise
         evidence_root = runs_dir if resolved.clone is not None else None
-        scaffold_contract(resolved.repo_root, pipeline_rel, agent, redactor, evidence_root)
+        if sandbox == "bwrap":
+            require_sandbox()
+        scaffold_contract(
+            resolved.repo_root, pipeline_rel, agent, redactor, evidence_root, sandboxed=sandbox == "bwrap"
+        )
         return load_pipeline(resolved.repo_root, pipeline_rel)
 
 

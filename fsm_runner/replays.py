@@ -26,15 +26,23 @@ from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.driver import Driver
 from fsm_runner.engine.leftovers import Leftovers, end_dead_runs
 from fsm_runner.engine.lifecycle import live_sessions
-from fsm_runner.errors import ContractError, EvidenceError, FsmRunnerError, ReplayError, TargetError
+from fsm_runner.errors import (
+    ContractError,
+    EvidenceError,
+    FsmRunnerError,
+    ReplayError,
+    TargetError,
+    UsageError,
+)
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
 from fsm_runner.evidence.layout import JOURNAL
 from fsm_runner.evidence.lock import lock_holder
-from fsm_runner.evidence.records import RunState, TransitionRecord
+from fsm_runner.evidence.records import SANDBOXES, RunState, TransitionRecord
 from fsm_runner.evidence.redaction import MASK, Redactor
 from fsm_runner.evidence.store import read_records, read_run
 from fsm_runner.execution.ports import free_port, pinned_port, port_is_free
+from fsm_runner.execution.sandbox import require_sandbox, resolve_sandbox, sandbox_problem
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
 from fsm_runner.results import EvaluationResult
@@ -268,22 +276,29 @@ def _walk(records: tuple[TransitionRecord, ...]) -> list[DryRunStep]:
     return steps
 
 
-def check_replay(run_dir: StrPath) -> DryRunReport:
+def check_replay(run_dir: StrPath, *, sandbox: str | None = None) -> DryRunReport:
     """The dry run: every recorded transition fired through a fresh machine with the recorded guards, the
-    contract re-validated, and the :func:`can_replay` verdict; nothing runs."""
+    contract re-validated, the :func:`can_replay` verdict, and whether the sandbox the replay needs works
+    here (``sandbox`` as for :func:`replay`); nothing runs."""
     path = Path(run_dir).resolve()
     run, records = _load_run(path)
     repo, moved = replay_repo(path, run)
     problem = None
     changed = False
+    contract_sandbox, contract_network = "none", "host"  # when it cannot be read: the run's own
     try:
         # A git run's removed checkout is re-created at the recorded commit: its contract is the recorded one.
         if run.target.clone is None or repo.exists():
             spec = load_pipeline(repo, run.pipeline_rel)
             changed = spec.sha256 != run.contract_sha256
+            contract_sandbox, contract_network = spec.security.sandbox, spec.security.network
     except ContractError as exc:
         problem = str(exc)
     replayable, reason = _verdict(path, run, records)
+    mode, network = replay_sandbox(run, contract_sandbox, contract_network, sandbox)
+    unavailable = sandbox_problem(network) if mode == "bwrap" else None
+    if replayable and unavailable:
+        replayable, reason = False, unavailable
     needed = tuple(_secrets_missing(run, {}))
     steps = tuple(_walk(records))
     return DryRunReport(path, steps, problem, changed, replayable, reason, needed, repo, moved)
@@ -311,6 +326,7 @@ def replay(
     on_transition: TransitionHook | None = ...,
     wait: bool = ...,
     on_wait: Callable[[str], None] | None = ...,
+    sandbox: str | None = ...,
 ) -> EvaluationResult: ...
 
 
@@ -326,6 +342,7 @@ def replay(
     on_transition: TransitionHook | None = ...,
     wait: bool = ...,
     on_wait: Callable[[str], None] | None = ...,
+    sandbox: str | None = ...,
 ) -> DryRunReport: ...
 
 
@@ -340,6 +357,7 @@ def replay(
     on_transition: TransitionHook | None = None,
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
+    sandbox: str | None = None,
 ) -> EvaluationResult | DryRunReport:
     """Continue a failed run after a fix: same run_id, ``redrive_count`` + 1, records appended.
 
@@ -352,10 +370,15 @@ def replay(
     that tree like a session does (``wait=True`` waits for another live run of it; ``on_wait`` hears one
     line when the wait starts). When the failed run's
     session is still open in this process, replay closes it first.
+
+    The replay runs in the sandbox the run recorded (run.json ``sandbox``, ``network``), tightened by what the
+    contract now says and by ``sandbox`` (see :func:`fsm_runner.setup`); it is never loosened.
     """
     path = Path(run_dir).resolve()
+    if sandbox is not None and sandbox not in SANDBOXES:
+        raise UsageError(f"sandbox must be one of {', '.join(SANDBOXES)}, got {sandbox!r}")
     if dry_run:
-        return check_replay(path)
+        return check_replay(path, sandbox=sandbox)
     ok, reason = can_replay(path)
     if not ok:
         raise ReplayError(reason)
@@ -365,7 +388,9 @@ def replay(
     run, records = _load_run(path)
     repo, moved, claim = _take_repo(path, run, wait=wait, on_wait=on_wait)
     try:
-        ctx = _restore(path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console)
+        ctx = _restore(
+            path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console, sandbox=sandbox
+        )
         state = _resume_state(run, records)
         last = records[-1].dest
         redrive = last in (topology.FAILED, topology.REPAIR)
@@ -427,8 +452,13 @@ def _restore(
     repair_iters: int,
     repair_agent: AgentLike | None,
     console: bool | None,
+    *,
+    sandbox: str | None = None,
 ) -> RunContext:
     pipeline = load_pipeline(root, run.pipeline_rel)
+    mode, network = replay_sandbox(run, pipeline.security.sandbox, pipeline.security.network, sandbox)
+    if mode == "bwrap":
+        require_sandbox(network)
     bootstrap = load_bootstrap(root)
     saved = run.env_overrides
     missing = _secrets_missing(run, given)
@@ -454,6 +484,8 @@ def _restore(
         port=pinned_port(overrides) or run.port,
         repair_iters=repair_iters,
         redrive_count=run.redrive_count + 1,
+        sandbox=mode,
+        network=network,
     )
     ctx = RunContext.from_state(
         state,
@@ -470,6 +502,15 @@ def _restore(
         ctx.bootstrap_env = expand_env(bootstrap.env, {**ctx.base_env, **overrides}, root)
     ctx.refresh_redactor()
     return ctx
+
+
+def replay_sandbox(
+    run: RunState, contract_sandbox: str, contract_network: str, requested: str | None = None
+) -> tuple[str, str]:
+    """The sandbox and network of a replay: the run's, tightened by today's contract and the caller."""
+    mode = resolve_sandbox(contract_sandbox, requested, recorded=run.sandbox)
+    network = "none" if "none" in (run.network, contract_network) else "host"
+    return mode, network
 
 
 def _keep_port(ctx: RunContext) -> None:

@@ -81,6 +81,7 @@ class Session:
         console: bool | None,
         on_transition: TransitionHook | None,
         claim: TreeClaim | None = None,
+        sandbox: str = "none",
     ) -> Session:
         self = object.__new__(cls)
         root = artifacts_dir or resolved.repo_root / pipeline.artifacts.out_dir
@@ -102,6 +103,8 @@ class Session:
             log=log,
             sink=sink,
             unattended=unattended,
+            sandbox=sandbox,
+            network=pipeline.security.network,
             require_metrics=require_metrics,
             contract_sha256=pipeline.sha256,
             contract_hashes=[pipeline.sha256],
@@ -255,6 +258,8 @@ class Session:
         finally:
             self._closed = True
             unregister_live(self)
+            if self.ctx.bwrap is not None:
+                self.ctx.bwrap.close()
             if self.ctx.status == "running":
                 self.ctx.status = "closed"
                 self.driver.save()

@@ -56,6 +56,7 @@ class HealthPhase:
                     redactor=ctx.redactor,
                     index=index,
                     attempt=poll,
+                    sandbox=ctx.command_sandbox(),
                 )
                 ctx.command_ended(self.name, last)
                 (first if poll <= FIRST_POLLS_KEPT else this_poll).append(last)

@@ -65,5 +65,6 @@ class TeardownPhase:
                 retries=deploy.retries,
                 env=dict(deploy.env),
                 workdir=deploy.workdir,
+                service=True,  # in a sandbox, next to the services it stops
             )
         return run, dump

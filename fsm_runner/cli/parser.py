@@ -10,6 +10,7 @@ from pathlib import Path
 from fsm_runner import __version__
 from fsm_runner.engine import topology
 from fsm_runner.evidence.layout import PIPELINE_REL
+from fsm_runner.evidence.records import SANDBOXES
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SCHEMA_FILES = ("pipeline", "bootstrap", "actions")
@@ -21,7 +22,8 @@ HELP: dict[str, tuple[str, str]] = {
     "run": (
         "run a target through every phase and report each transition",
         "fsm-runner run https://github.com/org/bench@v1 --llm deepseek-v3.2 --mode smoke --require-samples\n"
-        "fsm-runner run ./bench --until health --env OPENAI_API_BASE=http://127.0.0.1:8000/v1",
+        "fsm-runner run ./bench --until health --env OPENAI_API_BASE=http://127.0.0.1:8000/v1\n"
+        "fsm-runner run ./bench --llm my-model --sandbox bwrap",
     ),
     "validate": (
         "check pipeline.yml, bootstrap.yml and actions.yml; print every problem with file:line",
@@ -73,7 +75,8 @@ def count(text: str) -> int:
 def _shared_options() -> dict[str, argparse.ArgumentParser]:
     """Option groups several commands accept, as argparse parent parsers."""
     groups = {
-        name: argparse.ArgumentParser(add_help=False) for name in ("json", "pipeline", "lookup", "repair")
+        name: argparse.ArgumentParser(add_help=False)
+        for name in ("json", "pipeline", "lookup", "repair", "sandbox")
     }
     groups["json"].add_argument("--json", action="store_true", help="print JSON instead of text")
     groups["pipeline"].add_argument(
@@ -99,6 +102,13 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
         type=count,
         metavar="N",
         help="repairs allowed (default: 3 with --repair-cmd, else 0)",
+    )
+    groups["sandbox"].add_argument(
+        "--sandbox",
+        choices=SANDBOXES,
+        help="bwrap: run every command and the repair agent under bubblewrap (read-only file system except "
+        "the repo, the command's evidence dir and a private /tmp); default: the contract's security.sandbox, "
+        "which this may tighten, never loosen (see docs/security_model.md)",
     )
     return groups
 
@@ -129,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[shared[g] for g in groups.split()],
         )
 
-    run = command("run", "json pipeline repair")
+    run = command("run", "json pipeline repair sandbox")
     run.add_argument("target", metavar="TARGET", help="local directory or git URL (optionally URL@REF)")
     run.add_argument("--llm", help="model: a local model directory or a remote model name")
     run.add_argument(
@@ -166,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auth.interactive steps (see docs/security_model.md)",
     )
 
-    validate = command("validate", "json pipeline")
+    validate = command("validate", "json pipeline sandbox")
     validate.add_argument("path", nargs="?", default=".", metavar="PATH", help="repository (default: .)")
 
     init = command("init")
@@ -184,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = command("show", "json lookup")
     show.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
 
-    replay = command("replay", "json lookup repair")
+    replay = command("replay", "json lookup repair sandbox")
     replay.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
     replay.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
     replay.add_argument(

@@ -13,6 +13,7 @@ from fsm_runner.contract.reader import parse_model
 from fsm_runner.contract.yamlload import RawFile, present, read_file
 from fsm_runner.errors import ContractError
 from fsm_runner.evidence.layout import DEFAULT_OUT_DIR, PIPELINE_REL, contract_rel_problem
+from fsm_runner.evidence.records import NETWORKS, SANDBOXES
 
 SECURITY_MODES = ("safe", "system")
 TEARDOWN_POLICIES = ("always", "on_success", "on_failure", "never")
@@ -26,6 +27,14 @@ def _cmds(doc: str) -> Any:
 @define(frozen=True)
 class SecuritySpec:
     """Command policy for every stage; regexes are guardrails checked before a command runs."""
+
+    #: `network: none` is a namespace of the sandbox, so it needs `sandbox: bwrap` (see __attrs_post_init__).
+    SCHEMA_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        {
+            "if": {"required": ["network"], "properties": {"network": {"const": "none"}}},
+            "then": {"required": ["sandbox"], "properties": {"sandbox": {"const": "bwrap"}}},
+        },
+    )
 
     mode: str = field(
         default="safe",
@@ -46,6 +55,34 @@ class SecuritySpec:
     max_total_seconds: float | None = field(
         default=None, validator=_seconds, metadata=meta("seconds", "Time budget of one stage.")
     )
+    sandbox: str = field(
+        default="none",
+        validator=validators.in_(SANDBOXES),
+        metadata=meta(
+            "enum",
+            "`bwrap` runs every command and the repair agent under bubblewrap: read-only file system except "
+            "the repo, the run dir and a private /tmp; the contract files read-only; nothing outlives a "
+            "command.",
+            choices=SANDBOXES,
+        ),
+    )
+    network: str = field(
+        default="host",
+        validator=validators.in_(NETWORKS),
+        metadata=meta(
+            "enum",
+            "`none` gives the run's commands one network namespace of their own (loopback only, shared by "
+            "the deployed service and the stages); needs `sandbox: bwrap`.",
+            choices=NETWORKS,
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.network != "host" and self.sandbox == "none":
+            raise ValueError(
+                f"`network: {self.network}` needs the sandbox (the network namespace is part of it); "
+                "add `sandbox: bwrap` to security, or remove `network`"
+            )
 
 
 @define(frozen=True, kw_only=True)

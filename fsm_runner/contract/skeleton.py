@@ -27,6 +27,8 @@ security:
   max_cmd_seconds: 600       # timeout of a command when its stage sets no timeout_seconds
   # allowlist: ['^(python3?|pytest|make)\\b']   # when set, every command must match one of these regexes
   # denylist: ['rm\\s+-rf\\s+~']                # commands matching these are always refused
+  # sandbox: bwrap           # commands run under bubblewrap: read-only system, repo + run dir writable
+  # network: none            # with the sandbox: the run's own loopback only, not the host's network
 
 # tests:
 #   cmds:

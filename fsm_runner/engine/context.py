@@ -15,11 +15,19 @@ from fsm_runner.contract.bootstrap import BootstrapSpec
 from fsm_runner.contract.pipeline import PipelineSpec
 from fsm_runner.evidence.atomic import copy_file_atomic, write_json_atomic
 from fsm_runner.evidence.events import RunSink
-from fsm_runner.evidence.layout import RUN_JSON, RUNTIME_ENV_REL, repair_dir_name, round_file, stage_dir_name
+from fsm_runner.evidence.layout import (
+    BOOTSTRAP_REL,
+    RUN_JSON,
+    RUNTIME_ENV_REL,
+    repair_dir_name,
+    round_file,
+    stage_dir_name,
+)
 from fsm_runner.evidence.records import RoundRecord, RunState
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.commands import CommandResult, StageRun, run_commands
 from fsm_runner.execution.policy import SecurityPolicy
+from fsm_runner.execution.sandbox import CommandSandbox, Sandbox
 from fsm_runner.execution.stage_env import MAX_CMD_OVERRIDE, MAX_TOTAL_OVERRIDE, build_stage_env
 from fsm_runner.typing import EventLogger
 
@@ -64,6 +72,8 @@ class RunContext(RunState):
     stopping: bool = False
     #: What dead runs of the tree left running and setup ended (``Leftovers.to_json()``); clone records it.
     ended_leftovers: list[dict[str, Any]] = field(factory=list)
+    #: The bwrap sandbox of a run with ``sandbox == "bwrap"``, made at its first command (see bwrap_sandbox).
+    bwrap: Sandbox | None = None
 
     @classmethod
     def from_state(cls, state: RunState, **live: Any) -> RunContext:
@@ -170,6 +180,41 @@ class RunContext(RunState):
             port=self.port,
         )
 
+    def bwrap_sandbox(self) -> Sandbox | None:
+        """The sandbox the run's commands and its command repair agent run in (None: no sandbox).
+
+        Writable: the working tree and, of the run dir, only the evidence dir of the command at hand; the
+        runs kept in the tree (this one's included) are read-only, and so are the pipeline file and
+        bootstrap.yml, which only a person changes.
+        """
+        if self.sandbox != "bwrap":
+            return None
+        if self.bwrap is None:
+            root, run_dir = self.repo_root.resolve(), self.run_dir.resolve()
+            runs = run_dir.parent if run_dir.parent != root else run_dir
+            self.bwrap = Sandbox(
+                network=self.network,
+                writable=(root,),
+                read_only=(self.pipeline_path, root / BOOTSTRAP_REL),
+                sealed=(runs,) if runs.is_relative_to(root) else (),
+            )
+        return self.bwrap
+
+    def command_sandbox(self, *, service: bool = False) -> CommandSandbox | None:
+        """The sandbox a stage's commands run in; ``service``: deploy and teardown, which share the deployed
+        services' namespace (what they start lives until teardown, and they see its pids)."""
+        sandbox = self.bwrap_sandbox()
+        if sandbox is None:
+            return None
+        return sandbox.services() if service else sandbox
+
+    def end_sandbox_services(self) -> bool:
+        """End the sandbox's service namespace (what deploy left running in it); True when one was running."""
+        ended = self.bwrap.end_services() if self.bwrap is not None else False
+        if ended:
+            self.log.info("sandbox.services_ended")
+        return ended
+
     def workdir(self, rel: str | None) -> Path:
         return (self.repo_root / rel).resolve() if rel else self.repo_root
 
@@ -206,8 +251,13 @@ class RunContext(RunState):
         workdir: str | None = None,
         interactive: bool = False,
         keep_background: bool = False,
+        service: bool = False,
     ) -> StageRun:
-        """Run a stage's commands with the run's policy, env, budgets and events."""
+        """Run a stage's commands with the run's policy, env, budgets, sandbox and events.
+
+        ``service`` (implied by ``keep_background``): in a sandbox, the commands share the deployed services'
+        namespace (deploy and teardown), so what they start lives until teardown and they see its pids.
+        """
         return run_commands(
             list(cmds),
             stage=stage,
@@ -223,6 +273,7 @@ class RunContext(RunState):
             keep_background=keep_background,
             on_start=lambda cmd, index, attempt: self.command_started(stage, cmd, index, attempt),
             on_end=lambda result: self.command_ended(stage, result),
+            sandbox=self.command_sandbox(service=service or keep_background),
         )
 
     # -- rounds ------------------------------------------------------------------------------------------

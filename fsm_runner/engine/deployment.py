@@ -38,10 +38,14 @@ def end_deployment(ctx: RunContext, *, kill: bool = True) -> list[int]:
 
 def kill_deployment_groups(ctx: RunContext) -> list[int]:
     """End the process groups deploy left running without recording anything (the context is unchanged), for
-    a caller that must not touch a run another thread owns; returns the groups that were still alive."""
+    a caller that must not touch a run another thread owns; returns the groups that were still alive.
+
+    In a sandbox, the service namespace ends too, and with it whatever deploy started outside its groups.
+    """
     killed = []
     for pgid in list(ctx.deploy_pgids):
         if is_same_group(pgid, ctx.deploy_leaders.get(str(pgid))):
             kill_group(pgid)
             killed.append(pgid)
+    ctx.end_sandbox_services()
     return killed

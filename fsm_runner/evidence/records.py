@@ -35,6 +35,10 @@ RUN_STATUSES = ("running", OK, FAILED, "interrupted", "closed")
 MODES = ("smoke", "full")
 #: strict: never wait for a person; guided: interactive auth steps are allowed.
 UNATTENDED = ("strict", "guided")
+#: none: commands run as the user runs them; bwrap: under bubblewrap (fsm_runner.execution.sandbox).
+SANDBOXES = ("none", "bwrap")
+#: host: the machine's network; none: a network namespace of the run's own (loopback only).
+NETWORKS = ("host", "none")
 _CREDENTIALS = re.compile(r"(://)[^/\s]*@")
 
 
@@ -283,6 +287,9 @@ class RunState:
     contract_sha256: str = ""
     contract_hashes: list[str] = field(factory=list)
     unattended: str = field(default="strict", validator=validators.in_(UNATTENDED))
+    #: The sandbox the run's commands ran in, and their network (absent in run.json of older runs: none).
+    sandbox: str = field(default="none", validator=validators.in_(SANDBOXES))
+    network: str = field(default="host", validator=validators.in_(NETWORKS))
     require_metrics: bool = True
     llm: str | None = None
     mode: str = field(default="smoke", validator=validators.in_(MODES))

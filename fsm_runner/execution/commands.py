@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import define, field, validators
 
 from fsm_runner.errors import EvidenceError, UsageError
@@ -40,6 +41,7 @@ from fsm_runner.execution.process import (
     stop_and_reap,
     wait_or_stop,
 )
+from fsm_runner.execution.sandbox import CommandSandbox, Wrapped
 
 TAIL_BYTES = 2048
 #: What an attempt file of a command still running says (read without parsing every attempt file).
@@ -197,12 +199,15 @@ def run_command(
     index: int = 1,
     attempt: int = 1,
     kill_grace: float = DEFAULT_KILL_GRACE,
+    sandbox: CommandSandbox | None = None,
 ) -> CommandResult:
     """Run one attempt of ``cmd`` with ``bash -c`` and record it under ``out_dir/name.*``.
 
     A command the policy blocks is never started. On timeout the whole process group gets SIGTERM, then
     SIGKILL after ``kill_grace`` seconds. After a normal exit, processes left in the group are killed, unless
     ``keep_background`` is set: then the still-running group's id is returned in ``pgid`` (for teardown).
+    With a ``sandbox`` (a run's :class:`~fsm_runner.execution.sandbox.Sandbox`, or its view for service
+    commands), ``bash -c`` runs inside it; ``argv`` records the whole command line.
     """
     if timeout is not None and timeout <= 0:
         raise UsageError(f"timeout for {name} must be positive, got {timeout!r}")
@@ -232,14 +237,15 @@ def run_command(
     files: dict[str, Any] = {"stdout_path": str(stdout_path), "stderr_path": str(stderr_path)}
     start = time.monotonic()
     try:
-        proc, pumps = spawn_group(argv, Path(cwd), clean_env, stdout_path, stderr_path, interactive)
+        wrapped = _in_sandbox(argv, Path(cwd), out_dir, sandbox)
+        common["argv"] = wrapped.argv
+        proc, pumps = spawn_group(
+            list(wrapped.argv), Path(cwd), clean_env, stdout_path, stderr_path, interactive, wrapped.pass_fds
+        )
     except OSError as exc:
-        error = f"could not start bash in {cwd}: {exc.strerror or exc}"
-        stdout_path.touch()
-        stderr_path.write_text(f"fsm-runner: {error}\n", encoding="utf-8")
-        duration = time.monotonic() - start
-        return _record(
-            CommandResult(**common, **files, duration_s=duration, error=error, tail=error), redactor
+        where = "bash in the sandbox" if sandbox is not None else "bash"
+        return _not_started(
+            CommandResult(**common, **files), f"could not start {where} in {cwd}", exc, start, redactor
         )
 
     leader_start = process_start_time(proc.pid)
@@ -283,6 +289,23 @@ def run_command(
         leader_start=leader_start if background is not None else None,
     )
     return _record(result, redactor)
+
+
+def _in_sandbox(argv: list[str], cwd: Path, out_dir: Path, sandbox: CommandSandbox | None) -> Wrapped:
+    """The command line as it is spawned: in the sandbox (writing its evidence to ``out_dir``), or as is."""
+    return sandbox.wrap(argv, cwd, evidence=out_dir) if sandbox is not None else Wrapped(tuple(argv))
+
+
+def _not_started(
+    result: CommandResult, what: str, exc: OSError, start: float, redactor: Redactor
+) -> CommandResult:
+    """Record an attempt whose process could not be started: the reason is its stderr and its error."""
+    error = f"{what}: {exc.strerror or exc}"
+    assert result.stdout_path is not None and result.stderr_path is not None
+    Path(result.stdout_path).touch()
+    Path(result.stderr_path).write_text(f"fsm-runner: {error}\n", encoding="utf-8")
+    duration = time.monotonic() - start
+    return _record(attrs.evolve(result, duration_s=duration, error=error, tail=error), redactor)
 
 
 def _record(result: CommandResult, redactor: Redactor) -> CommandResult:
@@ -349,12 +372,14 @@ def run_commands(
     on_start: Callable[[str, int, int], None] | None = None,
     on_end: Callable[[CommandResult], None] | None = None,
     kill_grace: float = DEFAULT_KILL_GRACE,
+    sandbox: CommandSandbox | None = None,
 ) -> StageRun:
     """Run a stage's commands in order, each up to ``1 + retries`` times; stop at the first that never passes.
 
     ``total_budget`` (seconds, for the whole stage) caps each command's timeout by what is left of it; once it
     is spent the stage stops with ``budget_exceeded``. A blocked command is not retried (it would be blocked
-    again). Writes one file set per attempt; the stage summary is the caller's job.
+    again). Writes one file set per attempt; the stage summary is the caller's job. ``sandbox`` is
+    :func:`run_command`'s.
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise UsageError(f"{stage}: retries must be a whole number >= 0, got {retries!r}")
@@ -392,6 +417,7 @@ def run_commands(
                 index=index,
                 attempt=attempt,
                 kill_grace=kill_grace,
+                sandbox=sandbox,
             )
             attempts = attempt
             results.append(last)

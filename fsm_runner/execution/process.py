@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -167,10 +168,12 @@ def spawn_group(
     stdout_path: Path,
     stderr_path: Path | None,
     interactive: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> tuple[subprocess.Popen[bytes], list[threading.Thread]]:
     """Start ``argv`` as the leader of a new process group, its output going to files (``stderr_path=None``:
     both streams into ``stdout_path``); also return the threads that tee it to the terminal when
-    ``interactive`` (join them once the command is done)."""
+    ``interactive`` (join them once the command is done). ``pass_fds`` stay open in the child (the
+    namespaces a sandboxed command joins)."""
     check_stop()  # this thread is being stopped: start nothing new
     if not interactive:
         with contextlib.ExitStack() as files:
@@ -184,6 +187,7 @@ def spawn_group(
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
+                pass_fds=tuple(pass_fds),
             )
         return proc, []
     # A human is watching: inherit stdin, and tee the output to the terminal and the evidence files.
@@ -198,6 +202,7 @@ def spawn_group(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
     assert proc.stdout is not None and proc.stderr is not None
     pumps = [

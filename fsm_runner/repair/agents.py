@@ -26,6 +26,7 @@ from fsm_runner.execution.process import (
     stop_and_reap,
     wait_or_stop,
 )
+from fsm_runner.execution.sandbox import Sandbox
 
 
 def str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
@@ -35,7 +36,11 @@ def str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
 
 @define(frozen=True)
 class RepairRequest:
-    """Everything an agent needs to fix a failed phase; ``work_dir`` is the ``repair_NN`` evidence dir."""
+    """Everything an agent needs to fix a failed phase; ``work_dir`` is the ``repair_NN`` evidence dir.
+
+    ``sandbox`` is the run's sandbox when it has one: :class:`CommandAgent` runs the agent in it, and an agent
+    of your own may wrap the programs it starts with :meth:`Sandbox.wrap` too.
+    """
 
     repo: Path = field(converter=Path)
     phase: str = field(validator=validators.instance_of(str))
@@ -48,6 +53,7 @@ class RepairRequest:
     run_id: str = field(validator=validators.instance_of(str))
     prompt: str = field(validator=validators.instance_of(str))
     work_dir: Path = field(converter=Path)
+    sandbox: Sandbox | None = field(default=None, kw_only=True, eq=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,7 +151,9 @@ class CommandAgent:
     """Runs an external coding agent CLI in the repo, in its own process group, with the prompt as a file.
 
     ``argv`` may use ``{prompt_file}``, ``{request_file}`` and ``{repo}``; output goes to
-    ``agent_output.log`` in the repair directory. On timeout the whole group is killed.
+    ``agent_output.log`` in the repair directory. On timeout the whole group is killed. With the request's
+    ``sandbox``, the agent runs in it: it may write the repo (not the contract files) and its repair directory
+    only, and nothing it starts outlives it; it keeps the host's network, which it needs to reach its model.
     """
 
     argv: tuple[str, ...] = field(converter=_argv)
@@ -179,8 +187,16 @@ class CommandAgent:
         }
         log = work / AGENT_OUTPUT
         start = time.monotonic()
+        fds: tuple[int, ...]
         try:
-            proc, _ = spawn_group(argv, request.repo, env, log, None)
+            command, fds = argv, ()
+            if request.sandbox is not None:
+                program = [Path(argv[0])] if os.path.isabs(argv[0]) else []  # visible even in the host's /tmp
+                wrapped = request.sandbox.wrap(
+                    argv, request.repo, evidence=work, network="host", also_read=program
+                )
+                command, fds = list(wrapped.argv), wrapped.pass_fds
+            proc, _ = spawn_group(command, request.repo, env, log, None, pass_fds=fds)
         except OSError as exc:
             return RepairReply(
                 ok=False, summary=f"cannot start repair agent {argv[0]!r}: {exc}", output_path=str(log)

@@ -8,6 +8,7 @@ from fsm_runner.errors import ContractError
 from fsm_runner.evidence import layout
 from fsm_runner.evidence.atomic import create_run_dir, write_json_atomic
 from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.sandbox import Sandbox
 from fsm_runner.repair.agents import AgentLike, RepairRequest, as_agent
 from fsm_runner.repair.step import run_repair
 
@@ -15,10 +16,17 @@ SCAFFOLD_GLOBS = (layout.PIPELINE_REL, layout.AGENT_AREA)
 
 
 def scaffold_contract(
-    repo: Path, pipeline_rel: str, agent: AgentLike, redactor: Redactor, evidence_root: Path | None = None
+    repo: Path,
+    pipeline_rel: str,
+    agent: AgentLike,
+    redactor: Redactor,
+    evidence_root: Path | None = None,
+    *,
+    sandboxed: bool = False,
 ) -> Path:
     """Returns the evidence dir (under ``evidence_root``, else the repo's default artifacts dir); raises
-    :class:`ContractError` when the agent wrote nothing."""
+    :class:`ContractError` when the agent wrote nothing. ``sandboxed``: a command agent runs under bwrap,
+    with the repo and the evidence dir writable (there is no contract yet to keep read-only)."""
     root = evidence_root or repo / layout.DEFAULT_OUT_DIR
     work_dir = create_run_dir(root, f"scaffold-{layout.new_run_id()}")
     globs = tuple(dict.fromkeys((pipeline_rel, *SCAFFOLD_GLOBS)))
@@ -38,14 +46,19 @@ def scaffold_contract(
         run_id=work_dir.name,
         prompt=message,
         work_dir=work_dir,
+        sandbox=Sandbox(writable=(repo, work_dir)) if sandboxed else None,
     )
-    run_repair(
-        as_agent(agent),
-        request,
-        allowed_globs=globs,
-        protected=(),
-        write_json=lambda path, data: write_json_atomic(path, redactor.scrub(data)),
-    )
+    try:
+        run_repair(
+            as_agent(agent),
+            request,
+            allowed_globs=globs,
+            protected=(),
+            write_json=lambda path, data: write_json_atomic(path, redactor.scrub(data)),
+        )
+    finally:
+        if request.sandbox is not None:
+            request.sandbox.close()
     if not (repo / pipeline_rel).is_file():
         raise ContractError(
             f"the repair agent was asked to write the contract but did not (evidence: {work_dir})",

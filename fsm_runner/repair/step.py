@@ -110,6 +110,7 @@ class RepairStep:
             run_id=ctx.run_id,
             prompt=ctx.redactor.mask(prompt),  # it quotes evidence and repo files, which may hold secrets
             work_dir=work_dir,
+            sandbox=ctx.bwrap_sandbox(),
         )
         agent = _ThenActions(self.agent, ctx, work_dir)
         reply, provenance = run_repair(

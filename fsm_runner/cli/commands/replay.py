@@ -15,7 +15,7 @@ from fsm_runner.replays import can_replay, check_replay, replay
 def command(args: argparse.Namespace) -> int:
     run_dir = find_run(args, args.run)
     if args.dry_run:
-        report = check_replay(run_dir)
+        report = check_replay(run_dir, sandbox=args.sandbox)
         if args.json:
             emit_json(report.to_json())
         else:
@@ -37,5 +37,6 @@ def command(args: argparse.Namespace) -> int:
             on_transition=live,
             wait=args.wait,
             on_wait=note,
+            sandbox=args.sandbox,
         )
     return finish(result.to_json(), json_mode=args.json)

@@ -50,6 +50,7 @@ def command(args: argparse.Namespace) -> int:
             wait=args.wait,
             on_wait=note,
             isolate=args.isolate,
+            sandbox=args.sandbox,
         )
         live.watch(session.run_dir)
         options: dict[str, Any] = {

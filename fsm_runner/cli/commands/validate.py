@@ -8,10 +8,10 @@ from pathlib import Path
 
 from fsm_runner.cli.errors import EXIT_OK, EXIT_USAGE
 from fsm_runner.cli.output import emit_json, print_lines
-from fsm_runner.contract import validate_repo
-from fsm_runner.contract.pipeline import load_pipeline
+from fsm_runner.contract import load_pipeline, validate_repo
 from fsm_runner.errors import ContractError, UsageError
 from fsm_runner.evidence.layout import ACTIONS_REL, BOOTSTRAP_REL
+from fsm_runner.execution.sandbox import resolve_sandbox, sandbox_problem
 from fsm_runner.targets import refuse_committed_outputs
 
 
@@ -25,6 +25,8 @@ def command(args: argparse.Namespace) -> int:
             refuse_committed_outputs(root, load_pipeline(root, args.pipeline), args.pipeline)
         except ContractError as exc:
             problems.append(exc)
+    if not problems:
+        problems = _sandbox_problems(root, args.pipeline, args.sandbox)
     if args.json:
         emit_json([{"path": p.path, "line": p.line, "key": p.key, "problem": p.problem} for p in problems])
     else:
@@ -36,3 +38,15 @@ def command(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"ok: {root}: {', '.join(checked)} valid")
     return EXIT_OK
+
+
+def _sandbox_problems(root: Path, pipeline_rel: str, requested: str | None) -> list[ContractError]:
+    """A run of this contract (with ``--sandbox``) needs bwrap: say so now when this machine cannot run it."""
+    spec = load_pipeline(root, pipeline_rel)
+    mode = resolve_sandbox(spec.security.sandbox, requested)
+    problem = sandbox_problem(spec.security.network) if mode == "bwrap" else None
+    if problem is None:
+        return []
+    if spec.security.sandbox == "bwrap":
+        return [ContractError(problem, path=spec.path, key="security.sandbox")]
+    return [ContractError(f"--sandbox bwrap: {problem}")]
