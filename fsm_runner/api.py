@@ -16,7 +16,7 @@ from fsm_runner.contract.pipeline import PipelineSpec, artifacts_root, load_pipe
 from fsm_runner.engine import topology
 from fsm_runner.engine.leftovers import end_dead_runs
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
-from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
+from fsm_runner.evidence.layout import PIPELINE_REL, contract_rel_problem, new_run_id
 from fsm_runner.evidence.records import UNATTENDED, ResolvedTarget
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.ports import pinned_port
@@ -86,6 +86,9 @@ def setup(
     dead runs of the tree left running is ended. A git URL needs none of this: each run has its own checkout.
     """
     _check_legacy(legacy)
+    problem = contract_rel_problem(pipeline_rel) if isinstance(pipeline_rel, str) else "must be a string"
+    if problem:  # before anything is resolved, locked, scaffolded or run
+        raise ContractError(f"the pipeline file {problem}", key="pipeline_rel")
     # A value that cannot be an agent fails now, not at the first repair.
     agent = as_agent(repair_agent) if repair_agent is not None else None
     if unattended not in UNATTENDED:

@@ -151,7 +151,7 @@ def test_custom_json_writer_is_used(make_request: RequestFactory) -> None:
         make_request(),
         write_json=lambda path, data: written.__setitem__(os.path.basename(path), data),
     )
-    assert reply.ok and set(written) == {"request.json", "reply.json", "provenance.json"}
+    assert reply.ok and set(written) == {"request.json", "before.json", "reply.json", "provenance.json"}
     assert written["reply.json"]["summary"] == "done"
 
 
