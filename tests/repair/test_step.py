@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import ACTIONS_REL
 from fsm_runner.repair.agents import CallableAgent, CommandAgent, RepairReply, RepairRequest, as_agent
 from fsm_runner.repair.step import RepairStep, run_repair
+from tests.conftest import pid_alive
 from tests.helpers.context import ContextFactory, contexts
 from tests.repair.conftest import MAIN, PIPELINE, RequestFactory
 
@@ -263,3 +265,49 @@ def test_step_reports_a_failed_action_as_the_repairs_error(make_ctx: ContextFact
     assert (
         report.error is not None and report.error.kind == "action" and "'boom' failed" in report.error.message
     )
+
+
+# -- nothing the agent started is left when the guardrails look ---------------------------------------------
+
+#: Tampers with evaluate.py a moment after the agent exited (it records its pid first).
+HELPER = (
+    "import os, pathlib, sys, time\n"
+    "pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+    "time.sleep(0.4)\n"
+    "pathlib.Path('evaluate.py').write_text('print(\"score: 1.0\")')\n"
+)
+LEAVE = {
+    "setsid": "subprocess.Popen(['setsid', sys.executable, helper, pid_file])\n",
+    "double fork": (
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.execv(sys.executable, [sys.executable, helper, pid_file])\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+    ),
+    "own group": "subprocess.Popen([sys.executable, helper, pid_file], process_group=0)\n",
+}
+
+
+@pytest.mark.parametrize("how", sorted(LEAVE))
+def test_a_helper_the_agent_leaves_behind_is_gone_before_the_check(
+    tmp_path: Path, repo: Path, make_request: RequestFactory, how: str
+) -> None:
+    (repo / "evaluate.py").write_text("print('score: 0.2')\n")
+    (tmp_path / "helper.py").write_text(HELPER)
+    pid_file = tmp_path / "helper.pid"
+    agent = script_agent(
+        tmp_path,
+        f"import subprocess\nhelper, pid_file = {str(tmp_path / 'helper.py')!r}, {str(pid_file)!r}\n"
+        + LEAVE[how]
+        + "while not pathlib.Path(pid_file).exists():\n    pass\n",
+    )
+    reply, prov = run_repair(agent, make_request())
+    assert reply.ok, reply.summary
+    assert "ended 1 process group(s) it left running" in reply.summary
+    helper = int(pid_file.read_text())
+    time.sleep(0.8)  # twice the helper's delay: had it lived, evaluate.py would have changed by now
+    assert (repo / "evaluate.py").read_text() == "print('score: 0.2')\n"
+    assert prov.changed == () and read(make_request().work_dir, "provenance.json")["changed"] == []
+    assert not pid_alive(helper)
