@@ -210,10 +210,10 @@ class RepairStep:
             )
         except RepairError as exc:
             ctx.log.warning("repair.guardrails_failed", error=str(exc))
-            error = ErrorInfo(
+            failed = ErrorInfo(
                 "repair", ctx.redactor.mask(str(exc)), "repair", str(work_dir / REPAIR_PROVENANCE)
             )
-            return RepairReport(agent_ok=False, summary=error.message, output_path=None, error=error)
+            return RepairReport(agent_ok=False, summary=failed.message, output_path=None, error=failed)
         finally:
             for output in work_dir.glob(f"{AGENT_OUTPUT}*"):
                 ctx.redactor.mask_file(output)

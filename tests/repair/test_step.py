@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -311,3 +312,37 @@ def test_a_helper_the_agent_leaves_behind_is_gone_before_the_check(
     assert (repo / "evaluate.py").read_text() == "print('score: 0.2')\n"
     assert prov.changed == () and read(make_request().work_dir, "provenance.json")["changed"] == []
     assert not pid_alive(helper)
+
+
+def test_step_reports_a_change_it_cannot_undo_as_the_repairs_error(make_ctx: ContextFactory) -> None:
+    """A file too large to keep in the snapshot, changed by the agent: the repair stops, naming it."""
+    ctx = failed_ctx(make_ctx)
+    (ctx.repo_root / "data.bin").write_bytes(b"0" * (5 * 1024 * 1024))
+    before = ctx.pipeline_path.read_bytes()
+
+    def agent(request: RepairRequest) -> None:
+        (request.repo / "data.bin").write_bytes(b"1" * 10)
+        (request.repo / "pipeline.yml").write_text("version: 1\n")
+
+    work = ctx.new_repair_dir()
+    report = RepairStep(as_agent(agent)).repair(ctx, work, FAILURE)
+    assert not report.agent_ok and report.error is not None
+    assert (report.error.kind, report.error.phase) == ("repair", "repair")
+    assert "could not undo it: data.bin (modified)" in report.error.message
+    assert report.error.evidence == str(work / "provenance.json")
+    assert ctx.pipeline_path.read_bytes() == before  # what could be undone, was
+    prov = read(work, "provenance.json")
+    assert [c["path"] for c in prov["unreverted"]] == ["data.bin"] and prov["pipeline_restored"] is True
+    assert read(work, "reply.json")["ok"] is True
+
+
+def test_before_json_records_the_contract_and_the_guarded_files(make_ctx: ContextFactory) -> None:
+    ctx = failed_ctx(make_ctx)
+    work = ctx.new_repair_dir()
+    RepairStep(as_agent(lambda _r: None)).repair(ctx, work, FAILURE)
+    before = read(work, "before.json")
+    pipeline_sha = hashlib.sha256(ctx.pipeline_path.read_bytes()).hexdigest()
+    assert before["contract"] == {"pipeline.yml": pipeline_sha, ".aider_fsm/bootstrap.yml": None}
+    assert sorted(before["files"]) == ["pipeline.yml", "src/main.py"]  # .aider_fsm/** is the agent's
+    assert before["allowed_globs"] == [".aider_fsm/**"] and before["protected"] == ["pipeline.yml"]
+    assert (ctx.run_dir / "contract" / f"{pipeline_sha}.pipeline.yml").read_bytes() == ctx.pipeline_path.read_bytes()
