@@ -213,7 +213,9 @@ class RepairStep:
             failed = ErrorInfo(
                 "repair", ctx.redactor.mask(str(exc)), "repair", str(work_dir / REPAIR_PROVENANCE)
             )
-            return RepairReport(agent_ok=False, summary=failed.message, output_path=None, error=failed)
+            log = work_dir / AGENT_OUTPUT
+            shown = str(log) if log.exists() else None
+            return RepairReport(agent_ok=False, summary=failed.message, output_path=shown, error=failed)
         finally:
             for output in work_dir.glob(f"{AGENT_OUTPUT}*"):
                 ctx.redactor.mask_file(output)
