@@ -16,7 +16,7 @@ from fsm_runner.contract.pipeline import PipelineSpec, artifacts_root, load_pipe
 from fsm_runner.engine import topology
 from fsm_runner.engine.leftovers import end_dead_runs
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
-from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
+from fsm_runner.evidence.layout import PIPELINE_REL, contract_rel_problem, new_run_id
 from fsm_runner.evidence.records import SANDBOXES, UNATTENDED, ResolvedTarget
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.ports import pinned_port
@@ -94,14 +94,9 @@ def setup(
     install).
     """
     _check_legacy(legacy)
+    _check_arguments(pipeline_rel, unattended, sandbox, wait=wait, isolate=isolate)
     # A value that cannot be an agent fails now, not at the first repair.
     agent = as_agent(repair_agent) if repair_agent is not None else None
-    if unattended not in UNATTENDED:
-        raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
-    if sandbox is not None and sandbox not in SANDBOXES:
-        raise UsageError(f"sandbox must be one of {', '.join(SANDBOXES)}, got {sandbox!r}")
-    if wait and isolate:
-        raise UsageError("pass wait=True or isolate=True, not both: an isolated run never waits for the tree")
     overrides = env_map(env_overrides)
     check_overrides({**os.environ, **overrides})
     pinned_port(overrides)  # a bad AIDER_FSM_PORT fails before anything is resolved or created
@@ -254,6 +249,21 @@ def _abandon(resolved: ResolvedTarget, runs_dir: Path | None, run_id: str) -> No
     if runs_dir is not None:
         with contextlib.suppress(OSError):
             (runs_dir / run_id).rmdir()  # only while it is empty: nothing was recorded in it
+
+
+def _check_arguments(
+    pipeline_rel: object, unattended: str, sandbox: str | None, *, wait: bool, isolate: bool
+) -> None:
+    """Arguments that are wrong whatever the target: refused before anything is resolved, locked or run."""
+    problem = contract_rel_problem(pipeline_rel) if isinstance(pipeline_rel, str) else "must be a string"
+    if problem:
+        raise ContractError(f"the pipeline file {problem}", key="pipeline_rel")
+    if unattended not in UNATTENDED:
+        raise UsageError(f"unattended must be one of {', '.join(UNATTENDED)}, got {unattended!r}")
+    if sandbox is not None and sandbox not in SANDBOXES:
+        raise UsageError(f"sandbox must be one of {', '.join(SANDBOXES)}, got {sandbox!r}")
+    if wait and isolate:
+        raise UsageError("pass wait=True or isolate=True, not both: an isolated run never waits for the tree")
 
 
 def _check_legacy(legacy: dict[str, Any]) -> None:

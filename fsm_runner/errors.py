@@ -54,3 +54,8 @@ class ReplayError(FsmRunnerError):
 
 class UsageError(FsmRunnerError):
     """The library or CLI was called with arguments that cannot work together."""
+
+
+class RepairError(FsmRunnerError):
+    """The runner could not hold a repair to its guardrails (an edit it could not undo, a tree it could not
+    check); the repair loop stops and the run fails with this error."""

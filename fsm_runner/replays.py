@@ -8,6 +8,9 @@ running anything; :func:`can_replay` answers yes or no, with the reason, and nev
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,7 +22,7 @@ from attrs import define
 from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
 from fsm_runner.contract.fields import PORT_ENV
-from fsm_runner.contract.pipeline import load_pipeline
+from fsm_runner.contract.pipeline import PipelineSpec, load_pipeline
 from fsm_runner.engine import topology
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.deployment import end_deployment
@@ -34,9 +37,18 @@ from fsm_runner.errors import (
     TargetError,
     UsageError,
 )
+from fsm_runner.evidence.atomic import write_json_atomic
+from fsm_runner.evidence.contract_copies import exact_copy, keep_contract_copies, read_contract_copy
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
-from fsm_runner.evidence.layout import JOURNAL
+from fsm_runner.evidence.layout import (
+    AGENT_PROCESS,
+    BOOTSTRAP_REL,
+    JOURNAL,
+    REPAIR_BEFORE,
+    REPAIR_DIR_GLOB,
+    REPAIR_PROVENANCE,
+)
 from fsm_runner.evidence.lock import lock_holder
 from fsm_runner.evidence.records import SANDBOXES, RunState, TransitionRecord
 from fsm_runner.evidence.redaction import MASK, Redactor
@@ -45,12 +57,14 @@ from fsm_runner.execution.ports import free_port, pinned_port, port_is_free
 from fsm_runner.execution.sandbox import require_sandbox, resolve_sandbox, sandbox_problem
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
+from fsm_runner.repair.agents import end_agent_processes
+from fsm_runner.repair.guardrails import UNREADABLE, FileState, matches_any, restore_file, snapshot_repo
 from fsm_runner.results import EvaluationResult
 from fsm_runner.session import Session
 from fsm_runner.states import phases
 from fsm_runner.targets import restore_checkout
 from fsm_runner.trees import TreeClaim, claim_tree
-from fsm_runner.typing import StrPath, TransitionHook
+from fsm_runner.typing import EventLogger, StrPath, TransitionHook
 
 
 def _load_run(run_dir: Path) -> tuple[RunState, tuple[TransitionRecord, ...]]:
@@ -192,11 +206,23 @@ class DryRunReport:
     #: The repository replay works in, and why it is not the recorded one (empty when it is).
     repo_root: Path | None = None
     repo_note: str = ""
+    #: How pipeline.yml changed since the run: a unified diff against the run's copy (empty when unchanged
+    #: or when the run kept no copy).
+    contract_diff: tuple[str, ...] = ()
+    #: What replay does about a repair the runner was killed in (empty when there is none), and whether
+    #: replay refuses because of it.
+    repair_note: str = ""
+    repair_refused: bool = False
 
     @property
     def ok(self) -> bool:
         """The machine accepts every record, the contract validates, and replay would run."""
-        return self.replayable and self.contract_problem is None and all(s.accepted for s in self.steps)
+        return (
+            self.replayable
+            and not self.repair_refused
+            and self.contract_problem is None
+            and all(s.accepted for s in self.steps)
+        )
 
     def lines(self) -> list[str]:
         out = []
@@ -209,6 +235,9 @@ class DryRunReport:
             out.append(f"contract: {self.contract_problem}")
         elif self.contract_changed:
             out.append("contract: changed since the run (accepted; it validates)")
+        out.extend(f"  {line}" for line in self.contract_diff)
+        if self.repair_note:
+            out.append(f"repair: {self.repair_note}")
         if not self.replayable:
             out.append(f"replay: {self.reason}")
         if self.secrets_needed:
@@ -233,6 +262,9 @@ class DryRunReport:
             "secrets_needed": list(self.secrets_needed),
             "repo_root": str(self.repo_root) if self.repo_root else None,
             "repo_note": self.repo_note,
+            "contract_diff": list(self.contract_diff),
+            "repair_note": self.repair_note,
+            "repair_refused": self.repair_refused,
             "steps": [attrs.asdict(s) for s in self.steps],
         }
 
@@ -286,12 +318,15 @@ def check_replay(run_dir: StrPath, *, sandbox: str | None = None) -> DryRunRepor
     problem = None
     changed = False
     contract_sandbox, contract_network = "none", "host"  # when it cannot be read: the run's own
+    diff: tuple[str, ...] = ()
     try:
         # A git run's removed checkout is re-created at the recorded commit: its contract is the recorded one.
         if run.target.clone is None or repo.exists():
             spec = load_pipeline(repo, run.pipeline_rel)
             changed = spec.sha256 != run.contract_sha256
             contract_sandbox, contract_network = spec.security.sandbox, spec.security.network
+            if changed:
+                diff = _contract_diff(path, run, repo, _contract_redactor(repo, spec))
     except ContractError as exc:
         problem = str(exc)
     replayable, reason = _verdict(path, run, records)
@@ -301,7 +336,60 @@ def check_replay(run_dir: StrPath, *, sandbox: str | None = None) -> DryRunRepor
         replayable, reason = False, unavailable
     needed = tuple(_secrets_missing(run, {}))
     steps = tuple(_walk(records))
-    return DryRunReport(path, steps, problem, changed, replayable, reason, needed, repo, moved)
+    repair_note, refused = "", False
+    work = _unfinished_repair(path, records)
+    if work is not None and repo.is_dir():
+        try:
+            undo = _plan_undo(path, repo, work)
+            repair_note, refused = undo.describe(), bool(undo.refused)
+        except ReplayError as exc:
+            repair_note, refused = str(exc), True
+    return DryRunReport(
+        path, steps, problem, changed, replayable, reason, needed, repo, moved, diff, repair_note, refused
+    )
+
+
+#: A contract diff longer than this is cut (the rest is counted).
+_MAX_DIFF_LINES = 200
+
+
+def _contract_redactor(repo: Path, spec: PipelineSpec) -> Redactor:
+    """Secrets the dry run knows of: the environment's, and secret-looking env values of the contract."""
+    env = dict(os.environ)
+    for name in ("tests", "auth", "deploy", "rollout", "evaluation", "benchmark"):
+        section = getattr(spec, name)
+        if section is not None:
+            env.update({f"{name}.{k}": v for k, v in section.env.items()})
+    try:
+        bootstrap = load_bootstrap(repo)
+    except ContractError:
+        bootstrap = None
+    if bootstrap is not None:
+        env.update({f"bootstrap.{k}": v for k, v in bootstrap.env.items()})
+    return Redactor.from_env(env)
+
+
+def _contract_diff(run_dir: Path, run: RunState, repo: Path, redactor: Redactor) -> tuple[str, ...]:
+    """The run's pipeline (its copy in the run dir) against the current one, as unified diff lines."""
+    old = read_contract_copy(run_dir, run.contract_sha256, run.pipeline_rel)
+    try:
+        new = (repo / run.pipeline_rel).read_bytes()
+    except OSError:
+        return ()
+    if old is None:
+        return ()
+    lines = list(
+        difflib.unified_diff(
+            old.decode("utf-8", "replace").splitlines(),
+            redactor.mask(new.decode("utf-8", "replace")).splitlines(),
+            f"{run.pipeline_rel} (the run's, sha256 {run.contract_sha256[:12]})",
+            f"{run.pipeline_rel} (now, sha256 {hashlib.sha256(new).hexdigest()[:12]})",
+            lineterm="",
+        )
+    )
+    if len(lines) > _MAX_DIFF_LINES:
+        lines = [*lines[:_MAX_DIFF_LINES], f"... {len(lines) - _MAX_DIFF_LINES} more lines"]
+    return tuple(lines)
 
 
 def _secrets_missing(run: RunState, given: Mapping[str, str]) -> list[str]:
@@ -388,8 +476,16 @@ def replay(
     run, records = _load_run(path)
     repo, moved, claim = _take_repo(path, run, wait=wait, on_wait=on_wait)
     try:
-        ctx = _restore(
-            path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console, sandbox=sandbox
+        ctx, ended_first = _restore(
+            path,
+            run,
+            records,
+            repo,
+            env_map(env_overrides),
+            repair_iters,
+            repair_agent,
+            console,
+            sandbox=sandbox,
         )
         state = _resume_state(run, records)
         last = records[-1].dest
@@ -410,7 +506,7 @@ def replay(
             claim.report(ctx.log)
 
         def drive() -> None:
-            ended = _end_leftovers(ctx, claim, moved=bool(moved))
+            ended = [*ended_first, *_end_leftovers(ctx, claim, moved=bool(moved))]
             _keep_port(ctx)
             if redrive:
                 ctx.failed_phase = state
@@ -447,6 +543,7 @@ def _take_repo(
 def _restore(
     run_dir: Path,
     run: RunState,
+    records: tuple[TransitionRecord, ...],
     root: Path,
     given: dict[str, str],
     repair_iters: int,
@@ -454,12 +551,8 @@ def _restore(
     console: bool | None,
     *,
     sandbox: str | None = None,
-) -> RunContext:
-    pipeline = load_pipeline(root, run.pipeline_rel)
-    mode, network = replay_sandbox(run, pipeline.security.sandbox, pipeline.security.network, sandbox)
-    if mode == "bwrap":
-        require_sandbox(network)
-    bootstrap = load_bootstrap(root)
+) -> tuple[RunContext, list[Leftovers]]:
+    """The run's context, restored; and what was ended to undo a repair the runner was killed in."""
     saved = run.env_overrides
     missing = _secrets_missing(run, given)
     if missing:
@@ -470,38 +563,51 @@ def _restore(
     overrides = {**{k: v for k, v in saved.items() if v != MASK}, **given}
     check_overrides({**os.environ, **overrides})
     log, sink = run_logger(run_dir, run.run_id, console=console)
-    hashes = run.contract_hashes or [run.contract_sha256]
-    target = run.target
-    if root != target.repo_root:  # the run dir's repository: record where the run lives now
-        target = attrs.evolve(target, repo_root=root, isolated_from=None)
-    state = attrs.evolve(
-        run,
-        target=target,
-        status="running",
-        contract_sha256=pipeline.sha256,
-        contract_hashes=hashes if pipeline.sha256 in hashes else [*hashes, pipeline.sha256],
-        env_overrides=overrides,
-        port=pinned_port(overrides) or run.port,
-        repair_iters=repair_iters,
-        redrive_count=run.redrive_count + 1,
-        sandbox=mode,
-        network=network,
-    )
-    ctx = RunContext.from_state(
-        state,
-        run_dir=run_dir,
-        pipeline=pipeline,
-        bootstrap=bootstrap,
-        base_env=dict(os.environ),
-        redactor=Redactor.from_env({**os.environ, **overrides}),
-        log=log.bind(redrive=state.redrive_count),
-        sink=sink,
-        repairer=RepairStep(as_agent(repair_agent)) if repair_agent is not None else None,
-    )
-    if bootstrap is not None:
-        ctx.bootstrap_env = expand_env(bootstrap.env, {**ctx.base_env, **overrides}, root)
-    ctx.refresh_redactor()
-    return ctx
+    try:
+        # Before the contract is even read: the agent is ended and what it may not change is put back.
+        redactor = Redactor.from_env({**os.environ, **overrides})
+        ended = _undo_interrupted_repair(run_dir, run, root, records, log, redactor)
+        pipeline = load_pipeline(root, run.pipeline_rel)
+        mode, network = replay_sandbox(run, pipeline.security.sandbox, pipeline.security.network, sandbox)
+        if mode == "bwrap":
+            require_sandbox(network)
+        bootstrap = load_bootstrap(root)
+        hashes = run.contract_hashes or [run.contract_sha256]
+        target = run.target
+        if root != target.repo_root:  # the run dir's repository: record where the run lives now
+            target = attrs.evolve(target, repo_root=root, isolated_from=None)
+        state = attrs.evolve(
+            run,
+            target=target,
+            status="running",
+            contract_sha256=pipeline.sha256,
+            contract_hashes=hashes if pipeline.sha256 in hashes else [*hashes, pipeline.sha256],
+            env_overrides=overrides,
+            port=pinned_port(overrides) or run.port,
+            repair_iters=repair_iters,
+            redrive_count=run.redrive_count + 1,
+            sandbox=mode,
+            network=network,
+        )
+        ctx = RunContext.from_state(
+            state,
+            run_dir=run_dir,
+            pipeline=pipeline,
+            bootstrap=bootstrap,
+            base_env=dict(os.environ),
+            redactor=redactor,
+            log=log.bind(redrive=state.redrive_count),
+            sink=sink,
+            repairer=RepairStep(as_agent(repair_agent)) if repair_agent is not None else None,
+        )
+        if bootstrap is not None:
+            ctx.bootstrap_env = expand_env(bootstrap.env, {**ctx.base_env, **overrides}, root)
+        ctx.refresh_redactor()
+        keep_contract_copies(run_dir, root, (run.pipeline_rel, BOOTSTRAP_REL), ctx.redactor)
+    except BaseException:
+        sink.close()
+        raise
+    return ctx, ended
 
 
 def replay_sandbox(
@@ -541,4 +647,143 @@ def _end_leftovers(ctx: RunContext, claim: TreeClaim | None, *, moved: bool) -> 
     own = None if moved else ctx.run_dir
     ended = end_dead_runs(ctx.run_dir.parent, log=ctx.log, target=ctx.target, also=also, own=own)
     end_deployment(ctx, kill=not moved)  # gone now (or never ours): the deployment must be set up again
+    return ended
+
+
+# -- a repair the runner was killed in ---------------------------------------------------------------------
+
+
+@define(frozen=True)
+class _RepairUndo:
+    """What replay does about a repair whose guardrails never ran: the contract files to put back (None:
+    remove what the agent created) and the other paths that changed, which replay cannot put back."""
+
+    work_dir: Path
+    restore: tuple[tuple[str, FileState | None], ...]
+    refused: tuple[str, ...]
+
+    def describe(self) -> str:
+        start = f"the runner was killed while the agent of {self.work_dir.name} ran"
+        if self.refused:
+            return (
+                f"{start}, and since it started these changed where the agent may not write: "
+                f"{', '.join(self.refused)}; replay refuses until they are as they were before the repair "
+                "(for example `git checkout -- PATH`), or start a new run"
+            )
+        if self.restore:
+            return f"{start}; replay ends it and puts back {', '.join(r for r, _ in self.restore)} first"
+        return f"{start}; replay ends it first (nothing it may not change was changed)"
+
+
+def _unfinished_repair(run_dir: Path, records: tuple[TransitionRecord, ...]) -> Path | None:
+    """The evidence dir of the repair the runner died in, when the journal ends in it and the guardrails
+    never ran (``before.json`` but no ``provenance.json``)."""
+    if records[-1].dest != topology.REPAIR:
+        return None
+    numbered = []
+    for path in run_dir.glob(REPAIR_DIR_GLOB):
+        suffix = path.name.rpartition("_")[2]
+        if suffix.isdigit() and path.is_dir():
+            numbered.append((int(suffix), path))
+    if not numbered:
+        return None
+    work = max(numbered)[1]
+    if not (work / REPAIR_BEFORE).is_file() or (work / REPAIR_PROVENANCE).exists():
+        return None
+    return work
+
+
+def _plan_undo(run_dir: Path, repo: Path, work: Path) -> _RepairUndo:
+    """Compare the tree with ``before.json``: contract files come back from the run dir's copies; anything
+    else the guardrails would have undone that changed is refused (its old bytes are not kept)."""
+    record = work / REPAIR_BEFORE
+    try:
+        doc = json.loads(record.read_text(encoding="utf-8"))
+        contract: dict[str, str | None] = dict(doc["contract"])
+        files: dict[str, dict[str, Any]] = dict(doc["files"])
+        allowed, guarded = list(doc["allowed_globs"]), list(doc["protected"])
+        exclude, unreadable = list(doc["exclude"]), list(doc.get("unreadable", {}))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReplayError(
+            f"{record}: cannot be read ({exc}); the runner was killed during this repair, so replay cannot "
+            "tell what the agent changed; start a new run"
+        ) from None
+    now = snapshot_repo(repo, exclude=exclude, keep_content=False, opaque=unreadable)
+    restore: list[tuple[str, FileState | None]] = []
+    refused: list[str] = []
+    for rel, sha in contract.items():
+        current = now.files.get(rel)
+        if (current.sha256 if current is not None else None) == sha:
+            continue
+        if sha is None:
+            restore.append((rel, None))
+            continue
+        data = exact_copy(run_dir, sha, rel) if sha != UNREADABLE else None
+        if data is None:
+            refused.append(f"{rel} (its bytes before the repair are not kept, or kept masked)")
+            continue
+        mode = files.get(rel, {}).get("mode")
+        restore.append((rel, FileState(sha, data, mode if isinstance(mode, int) else 0o100644)))
+    for path in sorted(set(files) | set(now.files)):
+        if path in contract or any(path == u or path.startswith(u + "/") for u in unreadable):
+            continue
+        old, new = files.get(path), now.files.get(path)
+        if old is None:
+            if new is not None and (matches_any(path, guarded) or not matches_any(path, allowed)):
+                refused.append(f"{path} (added)")
+        elif new is None:
+            refused.append(f"{path} (deleted)")
+        elif (new.sha256, new.mode) != (old.get("sha256"), old.get("mode")):
+            refused.append(f"{path} (modified)")
+    return _RepairUndo(work, tuple(restore), tuple(refused))
+
+
+def _undo_interrupted_repair(
+    run_dir: Path,
+    run: RunState,
+    repo: Path,
+    records: tuple[TransitionRecord, ...],
+    log: EventLogger,
+    redactor: Redactor,
+) -> list[Leftovers]:
+    """A runner killed while a repair agent ran never checked what the agent did. Before anything of the run
+    is read or run again: end the agent (its group, and what carries its mark), put the contract files back
+    to their bytes before the repair, and refuse, naming them, when other files the guardrails would have
+    undone changed. Returns what was ended."""
+    work = _unfinished_repair(run_dir, records)
+    if work is None:
+        return []
+    ended = end_dead_runs(None, log=log, target=run.target, own=run_dir)
+    try:
+        agent = json.loads((work / AGENT_PROCESS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        agent = None
+    if isinstance(agent, dict) and isinstance(agent.get("pgid"), int):
+        leader, mark = agent.get("leader_start"), agent.get("mark")
+        leader = leader if isinstance(leader, int) else None
+        end_agent_processes(agent["pgid"], leader, mark if isinstance(mark, str) else None)
+    undo = _plan_undo(run_dir, repo, work)
+    restored = []
+    for rel, state in undo.restore:
+        try:
+            if state is None:
+                (repo / rel).unlink(missing_ok=True)
+            else:
+                restore_file(repo, rel, state)
+        except OSError as exc:
+            raise ReplayError(
+                f"the runner was killed while the agent of {work.name} ran, and {repo / rel} cannot be put "
+                f"back to its bytes before the repair ({exc.strerror or exc}); restore it by hand or start a "
+                "new run"
+            ) from None
+        restored.append(rel)
+    if undo.refused:
+        log.warning("replay.repair_refused", repair=work.name, restored=restored, changed=list(undo.refused))
+        raise ReplayError(undo.describe())
+    note = f"the runner was killed while the agent ran; replay put back {', '.join(restored) or 'nothing'}"
+    write_json_atomic(
+        work / REPAIR_PROVENANCE,
+        redactor.scrub({"interrupted": True, "restored": restored, "notes": [note]}),
+    )
+    log.info("replay.repair_undone", repair=work.name, restored=restored)
     return ended

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 import fsm_runner
 from fsm_runner.evidence.journal import read_journal
 from fsm_runner.evidence.records import TransitionRecord
-from fsm_runner.replays import DryRunReport, can_replay, replay
+from fsm_runner.replays import DryRunReport, can_replay, check_replay, replay
 from tests.conftest import TargetFactory, pid_alive, procs_in, service_pid, wait_for_file
 from tests.helpers import target_files as files
 
@@ -70,6 +71,65 @@ def test_contract_fixed_by_hand_is_accepted_and_both_hashes_recorded(make_target
     assert result.ok
     hashes = json.loads((run_dir / "run.json").read_text())["contract_hashes"]
     assert len(hashes) == 2 and hashes[0] != hashes[1]
+
+
+def contract_copies(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (run_dir / "contract").iterdir()}
+
+
+def test_the_run_dir_keeps_every_contract_it_ran_with_and_the_dry_run_shows_the_diff(
+    make_target: TargetFactory,
+) -> None:
+    broken = files.PIPELINE.replace("required_keys: [ok, score]", "required_keys: [ok, score, accuracy]")
+    repo = make_target(pipeline=broken)
+    run_dir = failed_run(repo)
+    first = hashlib.sha256(broken.encode()).hexdigest()
+    boot = (repo / ".aider_fsm" / "bootstrap.yml").read_bytes()
+    assert contract_copies(run_dir) == {
+        f"{first}.pipeline.yml": broken.encode(),
+        f"{hashlib.sha256(boot).hexdigest()}.bootstrap.yml": boot,
+    }
+    assert replay(run_dir, dry_run=True).contract_diff == ()
+
+    (repo / "pipeline.yml").write_text(files.PIPELINE)
+    report = check_replay(run_dir)
+    assert report.contract_changed and report.ok
+    diff = list(report.contract_diff)
+    assert diff[0] == f"--- pipeline.yml (the run's, sha256 {first[:12]})"
+    assert diff[1].startswith("+++ pipeline.yml (now, sha256 ")
+    assert "-  required_keys: [ok, score, accuracy]" in diff and "+  required_keys: [ok, score]" in diff
+    lines = report.lines()
+    start = lines.index("contract: changed since the run (accepted; it validates)")
+    assert lines[start + 1 : start + 1 + len(diff)] == [f"  {line}" for line in diff]
+    assert report.to_json()["contract_diff"] == diff
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "fsm_runner", "replay", run_dir.name, "--dry-run", "--repo", str(repo)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "  -  required_keys: [ok, score, accuracy]\n  +  required_keys: [ok, score]\n" in shown.stdout
+
+    assert replay(run_dir).ok
+    second = hashlib.sha256(files.PIPELINE.encode()).hexdigest()
+    kept = contract_copies(run_dir)
+    assert kept[f"{first}.pipeline.yml"] == broken.encode()
+    assert kept[f"{second}.pipeline.yml"] == files.PIPELINE.encode()
+    assert len(kept) == 3
+
+
+def test_secrets_in_the_contract_are_masked_in_its_copy_and_its_diff(make_target: TargetFactory) -> None:
+    secret = "sk-live-0123456789abcdef"
+    pipeline = files.PIPELINE.replace(
+        "evaluation:\n", f"evaluation:\n  env:\n    EVAL_API_KEY: \"{secret}\"\n"
+    )
+    repo = make_target(pipeline=pipeline, scoring=files.SCORING_BROKEN)
+    run_dir = failed_run(repo)
+    (copy,) = (p for p in (run_dir / "contract").iterdir() if p.name.endswith(".pipeline.yml"))
+    assert secret not in copy.read_text() and 'EVAL_API_KEY: "***"' in copy.read_text()
+    (repo / "pipeline.yml").write_text(pipeline.replace("max_cmd_seconds: 60", "max_cmd_seconds: 50"))
+    report = check_replay(run_dir)
+    assert report.contract_diff and not any(secret in line for line in report.lines())
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ A run directory (``<repo>/.aider_fsm/artifacts/<run_id>/`` by default; for a git
 ``<clones>/<entry>.runs/<run_id>/``)::
 
     run.json  journal.jsonl  events.jsonl  .lock
+    contract/<sha256>.<name>     every contract file the run ran with (pipeline.yml, bootstrap.yml), by hash
     <phase>[.N]/cmdNN_tryMM.{json,stdout,stderr}  <phase>[.N]/summary.json
-    repair_NN/{request.json,prompt.md,agent_output.log,agent_process.json,reply.json,provenance.json}
+    repair_NN/{request.json,prompt.md,before.json,agent_output.log,agent_process.json,reply.json,provenance.json}
     round_N/{rollout.json,samples.jsonl,metrics.json,benchmark.json}
 
 Nothing else in the package spells these names out, so a reader of this module knows the whole layout.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 # -- the target repository's contract files ------------------------------------------------------------
 
@@ -70,6 +71,14 @@ JOURNAL = "journal.jsonl"
 EVENTS = "events.jsonl"
 LOCK = ".lock"
 WRITE_PROBE = ".fsm-runner-write-probe"
+#: Copies of the contract files the run ran with, one per content hash (see :func:`contract_copy`).
+CONTRACT_DIR = "contract"
+
+
+def contract_copy(sha256: str, rel: str) -> str:
+    """``contract/<sha256>.pipeline.yml``: the run dir's copy of contract file ``rel`` with that hash."""
+    return f"{CONTRACT_DIR}/{sha256}.{PurePosixPath(rel).name}"
+
 
 # -- inside a phase's evidence dir -------------------------------------------------------------------------
 
@@ -93,6 +102,9 @@ REPAIR_PROVENANCE = "provenance.json"
 AGENT_OUTPUT = "agent_output.log"
 #: The command agent's process group while it runs (``"running": false`` once it ended).
 AGENT_PROCESS = "agent_process.json"
+#: The contract's hashes and the guarded files before the agent ran, written before it starts: a runner
+#: killed during the repair leaves it without ``provenance.json``, and replay undoes the repair from it.
+REPAIR_BEFORE = "before.json"
 
 # -- inside a round_N dir: what one rollout + evaluate round produced, kept after the checkout is gone ---
 
@@ -142,6 +154,10 @@ def stage_dir_name(phase: str, count: int) -> str:
 
 def repair_dir_name(count: int) -> str:
     return f"repair_{count:02d}"
+
+
+#: Every ``repair_NN`` dir of a run (for ``Path.glob``).
+REPAIR_DIR_GLOB = "repair_[0-9]*"
 
 
 def round_dir_name(number: int) -> str:

@@ -146,6 +146,77 @@ def _env(value: Mapping[str, str] | None) -> dict[str, str]:
     return dict(value)
 
 
+#: Set, to a value of its own, in the environment of each command agent: a process that still carries it
+#: once the agent exited was started by the agent, whatever session or process group it moved to.
+AGENT_MARK_ENV = "FSM_REPAIR_AGENT_MARK"
+_DEAD_STATES = (b"Z", b"X", b"x")
+
+
+def _agent_groups(session: int | None, leader_start: int | None, mark: str | None) -> set[int]:
+    """Process groups of the live processes an agent left: those in its session, those carrying its mark,
+    and those in a session a marked process is in.
+
+    Session ``session`` is the agent's only while its leader is the recorded process or is gone: the kernel
+    does not reuse a number that still names a session, so members of a session whose leader exited are
+    the leader's.
+    """
+    if session is not None and leader_start is not None:
+        started = process_start_time(session)
+        if started is not None and started != leader_start:
+            session = None  # the number names another process now
+    needle = f"{AGENT_MARK_ENV}={mark}".encode() if mark else None
+    procs: list[tuple[int, int]] = []
+    sessions = {session} if session is not None else set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) < 4 or fields[0] in _DEAD_STATES:
+            continue
+        pgid, sid = int(fields[2]), int(fields[3])
+        procs.append((pgid, sid))
+        if needle is not None and sid not in sessions:
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    environ = fh.read()
+            except OSError:
+                continue  # another user's process, or gone
+            if needle in environ.split(b"\0"):
+                sessions.add(sid)
+    own = {os.getsid(0), os.getpgrp()}
+    return {
+        pgid for pgid, sid in procs if sid in sessions and sid not in own and pgid not in own and pgid > 1
+    }
+
+
+def end_agent_processes(
+    session: int | None, leader_start: int | None, mark: str | None, *, timeout: float = 5.0
+) -> list[int]:
+    """End everything a command agent left running (see :func:`_agent_groups`), including helpers that left
+    its process group with ``setsid``; returns the process groups ended.
+
+    A helper that also dropped the mark from its environment and left the agent's session is out of reach
+    (under the sandbox its PID namespace ends it).
+    """
+    ended: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        groups = _agent_groups(session, leader_start, mark)
+        if not groups:
+            break
+        for pgid in sorted(groups):
+            with contextlib.suppress(ValueError):
+                kill_group(pgid, grace=0)
+            if pgid not in ended:
+                ended.append(pgid)
+    return ended
+
+
 @define(frozen=True)
 class CommandAgent:
     """Runs an external coding agent CLI in the repo, in its own process group, with the prompt as a file.
@@ -179,11 +250,13 @@ class CommandAgent:
             for key, val in values.items():
                 arg = arg.replace(key, val)
             argv.append(arg)
+        mark = os.urandom(12).hex()
         env = {
             **os.environ,
             **self.env,
             "FSM_REPAIR_REQUEST": str(request_file),
             "FSM_REPAIR_PROMPT": str(prompt_file),
+            AGENT_MARK_ENV: mark,
         }
         log = work / AGENT_OUTPUT
         start = time.monotonic()
@@ -203,7 +276,9 @@ class CommandAgent:
             )
         # Recorded while it runs: a runner killed meanwhile leaves this behind, and the next setup or
         # replay of the tree ends the agent (see fsm_runner.engine.leftovers).
-        group = {"pgid": proc.pid, "leader_start": process_start_time(proc.pid)}
+        leader_start = process_start_time(proc.pid)
+        group = {"pgid": proc.pid, "leader_start": leader_start, "mark": mark}
+        left: list[int] = []
         record = work / AGENT_PROCESS
         try:
             write_json_atomic(record, {**group, "running": True})
@@ -222,12 +297,17 @@ class CommandAgent:
             stop_and_reap(proc, self.kill_grace)
             raise
         finally:
-            kill_group(proc.pid, grace=0)  # nothing the agent spawned outlives it
+            # Nothing the agent started outlives it: its group, its session, and what carries its mark
+            # (a setsid helper), all gone before the guardrails look at the tree.
+            kill_group(proc.pid, grace=0)
+            left = end_agent_processes(proc.pid, leader_start, mark)
             # A record left saying "running" names a dead group, which readers skip: never fail for it.
             with contextlib.suppress(EvidenceError):
                 write_json_atomic(record, {**group, "running": False})
         took = time.monotonic() - start
         summary = f"repair agent exited with code {proc.returncode} after {took:.1f}s"
+        if left:
+            summary += f"; ended {len(left)} process group(s) it left running outside its own"
         return RepairReply(ok=proc.returncode == 0, summary=summary, output_path=str(log))
 
 

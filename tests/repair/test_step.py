@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import ACTIONS_REL
 from fsm_runner.repair.agents import CallableAgent, CommandAgent, RepairReply, RepairRequest, as_agent
 from fsm_runner.repair.step import RepairStep, run_repair
+from tests.conftest import pid_alive
 from tests.helpers.context import ContextFactory, contexts
 from tests.repair.conftest import MAIN, PIPELINE, RequestFactory
 
@@ -151,7 +154,7 @@ def test_custom_json_writer_is_used(make_request: RequestFactory) -> None:
         make_request(),
         write_json=lambda path, data: written.__setitem__(os.path.basename(path), data),
     )
-    assert reply.ok and set(written) == {"request.json", "reply.json", "provenance.json"}
+    assert reply.ok and set(written) == {"request.json", "before.json", "reply.json", "provenance.json"}
     assert written["reply.json"]["summary"] == "done"
 
 
@@ -263,3 +266,83 @@ def test_step_reports_a_failed_action_as_the_repairs_error(make_ctx: ContextFact
     assert (
         report.error is not None and report.error.kind == "action" and "'boom' failed" in report.error.message
     )
+
+
+# -- nothing the agent started is left when the guardrails look ---------------------------------------------
+
+#: Tampers with evaluate.py a moment after the agent exited (it records its pid first).
+HELPER = (
+    "import os, pathlib, sys, time\n"
+    "pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+    "time.sleep(0.4)\n"
+    "pathlib.Path('evaluate.py').write_text('print(\"score: 1.0\")')\n"
+)
+LEAVE = {
+    "setsid": "subprocess.Popen(['setsid', sys.executable, helper, pid_file])\n",
+    "double fork": (
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.execv(sys.executable, [sys.executable, helper, pid_file])\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+    ),
+    "own group": "subprocess.Popen([sys.executable, helper, pid_file], process_group=0)\n",
+}
+
+
+@pytest.mark.parametrize("how", sorted(LEAVE))
+def test_a_helper_the_agent_leaves_behind_is_gone_before_the_check(
+    tmp_path: Path, repo: Path, make_request: RequestFactory, how: str
+) -> None:
+    (repo / "evaluate.py").write_text("print('score: 0.2')\n")
+    (tmp_path / "helper.py").write_text(HELPER)
+    pid_file = tmp_path / "helper.pid"
+    agent = script_agent(
+        tmp_path,
+        f"import subprocess\nhelper, pid_file = {str(tmp_path / 'helper.py')!r}, {str(pid_file)!r}\n"
+        + LEAVE[how]
+        + "while not pathlib.Path(pid_file).exists():\n    pass\n",
+    )
+    reply, prov = run_repair(agent, make_request())
+    assert reply.ok, reply.summary
+    assert "ended 1 process group(s) it left running" in reply.summary
+    helper = int(pid_file.read_text())
+    time.sleep(0.8)  # twice the helper's delay: had it lived, evaluate.py would have changed by now
+    assert (repo / "evaluate.py").read_text() == "print('score: 0.2')\n"
+    assert prov.changed == () and read(make_request().work_dir, "provenance.json")["changed"] == []
+    assert not pid_alive(helper)
+
+
+def test_step_reports_a_change_it_cannot_undo_as_the_repairs_error(make_ctx: ContextFactory) -> None:
+    """A file too large to keep in the snapshot, changed by the agent: the repair stops, naming it."""
+    ctx = failed_ctx(make_ctx)
+    (ctx.repo_root / "data.bin").write_bytes(b"0" * (5 * 1024 * 1024))
+    before = ctx.pipeline_path.read_bytes()
+
+    def agent(request: RepairRequest) -> None:
+        (request.repo / "data.bin").write_bytes(b"1" * 10)
+        (request.repo / "pipeline.yml").write_text("version: 1\n")
+
+    work = ctx.new_repair_dir()
+    report = RepairStep(as_agent(agent)).repair(ctx, work, FAILURE)
+    assert not report.agent_ok and report.error is not None
+    assert (report.error.kind, report.error.phase) == ("repair", "repair")
+    assert "could not undo it: data.bin (modified)" in report.error.message
+    assert report.error.evidence == str(work / "provenance.json")
+    assert ctx.pipeline_path.read_bytes() == before  # what could be undone, was
+    prov = read(work, "provenance.json")
+    assert [c["path"] for c in prov["unreverted"]] == ["data.bin"] and prov["pipeline_restored"] is True
+    assert read(work, "reply.json")["ok"] is True
+
+
+def test_before_json_records_the_contract_and_the_guarded_files(make_ctx: ContextFactory) -> None:
+    ctx = failed_ctx(make_ctx)
+    work = ctx.new_repair_dir()
+    RepairStep(as_agent(lambda _r: None)).repair(ctx, work, FAILURE)
+    before = read(work, "before.json")
+    pipeline_sha = hashlib.sha256(ctx.pipeline_path.read_bytes()).hexdigest()
+    assert before["contract"] == {"pipeline.yml": pipeline_sha, ".aider_fsm/bootstrap.yml": None}
+    assert sorted(before["files"]) == ["pipeline.yml", "src/main.py"]  # .aider_fsm/** is the agent's
+    assert before["allowed_globs"] == [".aider_fsm/**"] and before["protected"] == ["pipeline.yml"]
+    assert (ctx.run_dir / "contract" / f"{pipeline_sha}.pipeline.yml").read_bytes() == ctx.pipeline_path.read_bytes()

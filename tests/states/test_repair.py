@@ -64,7 +64,7 @@ def test_a_repair_keeps_allowed_edits_and_reverts_the_rest(make_ctx: PhaseContex
     # and the provenance left in repair_01
     assert run.evidence.name == "repair_01"
     assert sorted(p.name for p in run.evidence.iterdir()) == [
-        "prompt.md", "provenance.json", "reply.json", "request.json", "summary.json",
+        "before.json", "prompt.md", "provenance.json", "reply.json", "request.json", "summary.json",
     ]
     provenance = json.loads((run.evidence / "provenance.json").read_text())
     assert provenance["kept"] == [".aider_fsm/check.sh"] and provenance["pipeline_restored"] is True
