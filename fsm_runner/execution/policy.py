@@ -550,7 +550,7 @@ class SecurityPolicy:
                     return f"not in contract allowlist: {inv.shown()}"
         if self.strict:
             for inv in invocations:
-                why = _interactive(inv)
+                why = None if inv.deferred else _interactive(inv)
                 if why:
                     return f"looks interactive under unattended=strict: {why}"
         return None

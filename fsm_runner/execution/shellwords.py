@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -103,6 +104,7 @@ class Invocation:
     text: str = ""  # the simple command as the shell runs it, assignments in front dropped, unknowns shown
     source: str = ""  # the simple command as written
     shown_argv: tuple[str, ...] = ()
+    deferred: bool = False  # a command a variable or a setting holds, which may run later (EDITOR=..)
     expanded: tuple[
         tuple[str, str | None], ...
     ] = ()  # variables of the stage env read: (name, value or None)
@@ -154,6 +156,10 @@ _OCT = re.compile(r"[0-7]+")
 def basename(word: str) -> str:
     """The program name of a command word: ``/usr/bin/rm`` and ``rm`` are both ``rm``."""
     return word.rstrip("/").rsplit("/", 1)[-1] if "/" in word else word
+
+
+def _quote(word: str) -> str:
+    return shlex.quote(word)
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -993,7 +999,6 @@ _WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
     "dbus-run-session": (frozenset(), 0),
     "systemd-run": (frozenset({"-u", "--unit", "-p", "--property", "-E", "--setenv", "-M", "--uid"}), 0),
     "screen": (frozenset({"-S", "-c", "-t", "-p", "-e", "-h", "-T"}), 0),
-    "parallel": (frozenset({"-j", "--jobs", "-S", "--joblog", "-a", "--delay", "--timeout", "-n"}), 0),
     "catchsegv": (frozenset(), 0),
     "eatmydata": (frozenset(), 0),
     "torsocks": (frozenset(), 0),
@@ -1308,6 +1313,7 @@ class _Known:
     assigned: dict[str, list[str]] = field(factory=dict)
     functions: frozenset[str] = frozenset()
     fn_args: tuple[str, ...] = ()
+    aliases: dict[str, str] = field(factory=dict)  # alias name -> its text; ``hash -p PATH name`` -> PATH
 
 
 def _union(alternatives: list[list[str]]) -> list[str]:
@@ -1346,6 +1352,15 @@ def _product(options: list[list[Any]]) -> list[list[Any]]:
 
 _ASSIGN_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[[^\]]*\])?\+?=(.*)", re.S)
 _DYNAMIC = frozenset({"RANDOM", "SRANDOM", "SECONDS", "LINENO", "BASHPID", "PPID", "UID", "EUID"})
+_SELF_TEXT = frozenset({"BASH_COMMAND", "BASH_EXECUTION_STRING"})  # the shell's own command text
+#: Variables whose value is a command some program runs (git, less, man, ssh, an interactive bash).
+_COMMAND_VARIABLES = frozenset(
+    {"PROMPT_COMMAND", "GIT_SSH_COMMAND", "GIT_SSH", "GIT_EDITOR", "GIT_PAGER", "GIT_SEQUENCE_EDITOR"}
+    | {"GIT_EXTERNAL_DIFF", "GIT_ASKPASS", "SSH_ASKPASS", "SUDO_ASKPASS", "EDITOR", "VISUAL", "PAGER"}
+    | {"MANPAGER", "LESSOPEN", "LESSCLOSE", "BROWSER"}
+)
+#: Prompt strings: command substitutions in them run each time the prompt (or ``set -x`` trace) is shown.
+_PROMPTS = frozenset({"PS0", "PS1", "PS2", "PS3", "PS4"})
 _DECLARE = frozenset({"export", "declare", "typeset", "local", "readonly", "let"})
 _READ_VALUED = frozenset({"-p", "-d", "-n", "-N", "-t", "-u", "-i"})
 
@@ -1367,6 +1382,9 @@ class _Pass:
         self.outputs: dict[int, str] = {}
         self.final: dict[int, tuple[str, ...]] = {}
         self.used: list[tuple[str, str | None]] = []
+        self.aliases: dict[str, str] = {}
+        self.where: tuple[_Seg, Sequence[str], int] | None = None  # the simple command being read
+        self.deferring = 0
         ifs = "".join(c for v in known.assigned.get("IFS", ()) for c in v if c not in " \t\n" and c != _S)
         self.split = re.compile("[ \t\n" + re.escape(ifs) + "]+")
 
@@ -1388,10 +1406,11 @@ class _Pass:
 
     def segment(self, seg: _Seg, pos: Sequence[str], depth: int, redirected: bool) -> None:
         saved, self.used = self.used, []
+        where, self.where = self.where, (seg, pos, depth)
         try:
             self._segment(seg, pos, depth, redirected)
         finally:
-            self.used = saved
+            self.used, self.where = saved, where
 
     def _segment(self, seg: _Seg, pos: Sequence[str], depth: int, redirected: bool) -> None:
         if seg.kind == "fundef":
@@ -1465,7 +1484,30 @@ class _Pass:
         return True
 
     def record(self, name: str, values: Iterable[str]) -> None:
+        values = list(values)
         _add(self.assigned.setdefault(name, []), values)
+        if (name in _COMMAND_VARIABLES or name in _PROMPTS) and self.where is not None:
+            seg, pos, depth = self.where
+            for value in values:
+                self.later(value, seg, pos, depth, name, prompt=name in _PROMPTS)
+
+    def later(
+        self, text: str, seg: _Seg, pos: Sequence[str], depth: int, what: str, prompt: bool = False
+    ) -> None:
+        """A command held for later (a variable, a setting): read like one that runs now, marked deferred."""
+        self.deferring += 1
+        try:
+            if not prompt:
+                self.script(text, seg, pos, what, depth)
+            elif depth + 1 > MAX_DEPTH:
+                self.ctx.too_deep(text)
+            else:
+                lexer = _Lexer(self.ctx, text, depth + 1)
+                lexer._dquote(0, doc=True)
+                for child in lexer.body.children:
+                    self.body(child, pos)
+        finally:
+            self.deferring -= 1
 
     # -- expansion ----------------------------------------------------------------------------------------
 
@@ -1542,7 +1584,9 @@ class _Pass:
             values = [" \t\n"]
         elif name in _DYNAMIC:
             values = ["0"]
-        elif self.env is None:
+        elif name == "BASH":
+            values = ["/bin/bash"]
+        elif name in _SELF_TEXT or self.env is None:
             values = [self.ctx.span(VALUE, "$" + name, quoted)]
         else:
             value = self.env.get(name)
@@ -1710,6 +1754,12 @@ class _Pass:
         """Unwrap one simple command, record it, then read what it runs in turn."""
         used = tuple(self.used)
         words, names = list(fields), list(chain)
+        alias = self._alias(words[0]) if words else None
+        if alias is not None and "/" not in words[0]:
+            if alias.startswith("/"):  # hash -p PATH name: the name runs PATH
+                words = [alias, *words[1:]]
+            else:
+                self.script(" ".join([alias, *map(_quote, words[1:])]), seg, pos, f"alias {words[0]}", depth)
         while words:
             m = _ASSIGN_FIELD.fullmatch(words[0]) if names else None
             if m is not None:
@@ -1727,12 +1777,18 @@ class _Pass:
             names.append(argv[0])
         shown = tuple(self.ctx.shown(f) for f in argv)
         text = " ".join(self.ctx.shown(f) for f in fields)
+        deferred = self.deferring > 0
         self.invocations.append(
-            Invocation(tuple(names), argv, redirects, flags[1], flags[0], text, seg.source, shown, used)
+            Invocation(
+                tuple(names), argv, redirects, flags[1], flags[0], text, seg.source, shown, deferred, used
+            )
         )
         self.final.setdefault(id(seg), argv)
         if argv:
             self.program(argv, seg, pos, depth, flags[1])
+
+    def _alias(self, word: str) -> str | None:
+        return self.aliases.get(word) or self.known.aliases.get(word)
 
     def _check_name(
         self,
@@ -1959,7 +2015,80 @@ def _h_trap(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth:
 def _h_alias(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
     for arg in args:
         if "=" in arg and not arg.startswith("-"):
-            p.script(arg.split("=", 1)[1], seg, pos, "alias", depth)
+            name, _, body = arg.partition("=")
+            p.aliases[name] = body
+            p.script(body, seg, pos, "alias", depth)
+
+
+def _h_hash(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
+    """``hash -p PATH name``: from now on ``name`` runs PATH."""
+    path = _option_value(args, "p", "--path-never-used")
+    if path is None:
+        return
+    names = [a for a in args[args.index(path) + 1 :] if not a.startswith("-")] if path in args else []
+    for name in names:
+        p.aliases[name] = path if path.startswith("/") else "/" + path
+    p.command([path], seg, pos, depth, (False, False), (), ("hash",))
+
+
+def _h_at(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
+    """``at``/``batch`` run the commands they read on stdin (``-f FILE``: a script file)."""
+    if seg.stdin is not None and "-f" not in args:
+        p.script(p.stdin_text(seg, pos), seg, pos, "at", depth, True)
+
+
+def _h_parallel(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
+    """GNU parallel runs its command (or, with none, each input) through a shell."""
+    consumed, _ = _skip_options(args, _PARALLEL_VALUED)
+    rest = list(args[consumed:])
+    cut = next((i for i, a in enumerate(rest) if a in (":::", "::::", ":::+", "::::+")), len(rest))
+    command, inputs = rest[:cut], [a for a in rest[cut + 1 :] if a not in (":::", ":::+")]
+    if rest[cut : cut + 1] == ["::::"]:
+        inputs = []  # inputs from files
+    first = inputs[0] if inputs else ""
+    if command:
+        p.script(
+            " ".join(w.replace("{}", first) for w in command)
+            + ("" if "{}" in " ".join(command) else " " + first),
+            seg,
+            pos,
+            "parallel",
+            depth,
+        )
+    for text in inputs[:_MAX_CANDIDATES] if not command else ():
+        p.script(text, seg, pos, "parallel", depth)
+
+
+_PARALLEL_VALUED = frozenset({"-j", "--jobs", "-S", "--sshlogin", "--joblog", "-a", "--arg-file", "--delay"})
+_PARALLEL_VALUED |= frozenset({"--timeout", "-n", "--max-args", "--results", "--tmpdir", "-I", "--colsep"})
+_GIT_COMMAND_KEY = re.compile(
+    r"(alias\..+|core\.(pager|editor|sshcommand|fsmonitor|askpass|hookspath)|diff\.external"
+    r"|diff\..+\.(command|textconv)|sequence\.editor|gpg\.program|gpg\..+\.program|pager\..+|filter\..+\.(clean|smudge|process)"
+    r"|merge\..+\.driver|credential\.(.+\.)?helper|uploadpack\.packobjectshook)",
+    re.IGNORECASE,
+)
+
+
+def _h_git(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
+    """Settings whose value is a command git runs: ``git -c alias.x=!cmd x``, ``core.pager``, ..."""
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "-c" and i + 1 < len(args):
+            key, _, value = args[i + 1].partition("=")
+            pairs.append((key, value))
+        elif arg == "config":
+            rest = [a for a in args[i + 1 :] if not a.startswith("-")]
+            pairs.extend([(rest[0], rest[1])] if len(rest) >= 2 else [])
+            break
+        elif not arg.startswith("-"):
+            break
+        i += 2 if arg in ("-c", "-C", "--git-dir", "--work-tree", "--namespace") else 1
+    for key, value in pairs:
+        needs_bang = key.lower().startswith(("alias.", "credential."))
+        if _GIT_COMMAND_KEY.fullmatch(key) and (value.startswith("!") or not needs_bang):
+            p.later(value.removeprefix("!"), seg, pos, depth, f"git {key}")
 
 
 def _h_source(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
@@ -2017,6 +2146,9 @@ def _h_declare(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], dep
 
 
 def _h_read(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
+    """``read`` gives its variables what it reads: a here-string's words are known, a file's are not."""
+    value = p.stdin_text(seg, pos) if seg.stdin is not None else p.ctx.span(EXTERNAL, "read", False)
+    read = [value, *value.split()] if _S not in value else [value]
     i = 0
     while i < len(args):
         arg = args[i]
@@ -2024,11 +2156,11 @@ def _h_read(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth:
             i += 2
             continue
         if arg == "-a" and i + 1 < len(args):
-            p.record(args[i + 1], [p.ctx.span(EXTERNAL, "read", False)])
+            p.record(args[i + 1], read)
             i += 2
             continue
         if not arg.startswith("-"):
-            p.record(arg, [p.ctx.span(EXTERNAL, "read", False)])
+            p.record(arg, read)
         i += 1
 
 
@@ -2076,6 +2208,11 @@ _PROGRAMS: dict[str, Any] = {
     "source": _h_source,
     ".": _h_source,
     "find": _h_find,
+    "hash": _h_hash,
+    "at": _h_at,
+    "batch": _h_at,
+    "parallel": _h_parallel,
+    "git": _h_git,
     "read": _h_read,
     "mapfile": _h_mapfile,
     "readarray": _h_mapfile,
@@ -2127,7 +2264,8 @@ def _merge(known: _Known, p: _Pass) -> _Known:
     fn_args = list(known.fn_args)
     if p.positional_used:
         _add(fn_args, p.fn_args, _MAX_FN_ARGS)
-    return _Known(assigned, frozenset(p.functions), tuple(fn_args))
+    aliases = {**known.aliases, **p.aliases}
+    return _Known(assigned, frozenset(p.functions), tuple(fn_args), aliases)
 
 
 def collect(cmd: str, env: Mapping[str, str] | None = None) -> tuple[list[Invocation], list[str]]:

@@ -63,6 +63,16 @@ REPRODUCERS: list[tuple[str, str, str | None]] = [
     ("echo / | xargs rm -rf", HARD + "destroys /", HARD + "destroys /"),
     ("for d in /etc /usr; do rm -rf $d; done", HARD + "destroys /etc", HARD + "destroys /etc"),
     ("find / -exec rm -rf {} +", HARD + "destroys /", HARD + "destroys /"),
+    ("$BASH -c 'sudo id'", SAFE_DENY + "sudo", None),
+    ("hash -p /usr/bin/sudo ls; ls id", SAFE_DENY + "sudo", None),
+    ("alias ls=rm; ls -rf /", HARD + "destroys /", HARD + "destroys /"),
+    ("read x <<< 'sudo id'; $x", SAFE_DENY + "sudo", None),
+    ("parallel ::: 'sudo id'", SAFE_DENY + "sudo", None),
+    ("echo 'sudo id' | at now", SAFE_DENY + "sudo", None),
+    ("GIT_SSH_COMMAND='sudo id' git fetch", SAFE_DENY + "sudo", None),
+    ("PS4='$(sudo id)' bash -xc :", SAFE_DENY + "sudo", None),
+    ("git -c alias.x='!sudo id' x", SAFE_DENY + "sudo", None),
+    ("git config core.pager 'rm -rf /'", HARD + "destroys /", HARD + "destroys /"),
     # what the reader cannot tell: refused in safe mode, with why and how to write it
     ("echo c3VkbyBpZA== | base64 -d | bash", UNREADABLE + "a shell reading stdin runs text computed at run time", None),
     ("$(echo c3Vkbw== | base64 -d) id", UNREADABLE + "the program name $(echo c3Vkbw== | base64 -d)", None),
@@ -270,6 +280,10 @@ EVERYDAY = [
     "ruff check . && mypy src",
     "printf '%s\\n' a b c > list.txt",
     "python -c 'import json,sys; json.dump({}, sys.stdout)' > m.json",
+    "EDITOR=vim git commit -m 'msg'",  # a command held in a variable is checked, not run now
+    "git -c user.name=ci commit -m msg",
+    "alias ll='ls -la'; ll",
+    "parallel -j4 gzip ::: *.txt",
 ]
 
 
