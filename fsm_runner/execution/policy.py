@@ -197,8 +197,11 @@ def _first_dangerous(inv: Invocation, paths: Iterable[str], home: str) -> str | 
     return None
 
 
+_HARD_PROGRAMS = frozenset({"rm", "chmod", "chown", "chgrp", "find", "mv", "dd", "cp"}) | _DISK_WRITERS
+
+
 def _hard_deny_argv(inv: Invocation, home: str) -> str | None:
-    if not inv.argv:
+    if not inv.argv or (inv.argv[0] not in _HARD_PROGRAMS and not inv.argv[0].startswith("mkfs")):
         return None
     name, args = inv.argv[0], inv.argv[1:]
     opts, operands = _options_and_operands(args)

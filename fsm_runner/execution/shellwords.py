@@ -297,7 +297,7 @@ class _Matches:
 class _Seg:
     """One simple command as written: words, redirections, where its stdin comes from."""
 
-    __slots__ = ("words", "redirects", "stdin", "source", "kind", "op")
+    __slots__ = ("words", "redirects", "stdin", "source", "kind", "op", "plain")
 
     def __init__(
         self,
@@ -314,6 +314,7 @@ class _Seg:
         self.source = source
         self.kind = kind  # "" a command, "fundef" a function header, "syntax" a case header or pattern
         self.op = op  # the operator after it
+        self.plain: list[str] | None = None  # the words, when all are plain and none is special
 
 
 class _Body:
@@ -325,6 +326,16 @@ class _Body:
         self.depth = depth
 
 
+# Plain words (no quotes, expansions, braces, redirections; none starting with # or ~) up to an operator or
+# the end: the common case, read in one match.
+_WORD = r"[^\s\\'\"`$<>;&|(){}#~][^\s\\'\"`$<>;&|(){}]*"
+_SIMPLE = re.compile(rf"[ \t]*{_WORD}(?:[ \t]+{_WORD})*[ \t]*(?=[;&|\n]|\Z)")
+_SYNTAX_WORDS = frozenset({"[[", "case", "esac"})
+# first words that make a simple command more than a program and its arguments
+_LEADING = frozenset(
+    {"!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "esac"}
+)
+_LEADING |= frozenset({"for", "select", "function", "coproc", "case"})
 _KEYWORDS = frozenset(
     {"!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "esac"}
 )
@@ -345,6 +356,7 @@ class _Lexer:
         self.words: list[Word] = []
         self.redirects: list[tuple[str, Word]] = []
         self.pending: tuple[str, str] | None = None  # a redirection waiting for its word: (fd, operator)
+        self.plain: list[str] | None = None  # set by _simple_command, kept while nothing else is added
         self.stdin: Any = None
         self.docs: list[tuple[str, bool, bool, list[Word]]] = []  # here-documents waiting for their body
         self.seg_start = start
@@ -360,6 +372,8 @@ class _Lexer:
         text, n = self.text, len(self.text)
         while self.i < n:
             i = self.i
+            if not self.words and not self.in_word and not self.pattern and self._simple_command(i):
+                continue
             c = text[i]
             m = _PLAIN.match(text, i)
             if m is not None:
@@ -382,6 +396,20 @@ class _Lexer:
         self._end_word()
         self._end_segment("", n)
         return self.body
+
+    def _simple_command(self, i: int) -> bool:
+        """Most commands are plain words up to an operator: take them in one match."""
+        m = _SIMPLE.match(self.text, i)
+        if m is None or m.end() == i:
+            return False
+        words = m.group().split()
+        if not words or _SYNTAX_WORDS.intersection(words):
+            return False
+        self.words = [[("L", w, False)] for w in words]
+        self.i = m.end()
+        if words[0] not in _LEADING and "=" not in words[0]:
+            self.plain = words
+        return True
 
     def _special(self, c: str, i: int) -> None:
         text = self.text
@@ -466,11 +494,18 @@ class _Lexer:
             seg = _Seg(
                 self.words, self.redirects, self.stdin, self.text[self.seg_start : end].strip(), kind, op
             )
+            if (
+                self.plain is not None
+                and len(self.plain) == len(self.words)
+                and not self.redirects
+                and not kind
+            ):
+                seg.plain = self.plain
             self.body.segments.append(seg)
             self.pipe_from = seg if op in ("|", "|&") else None
         else:
             self.pipe_from = None
-        self.words, self.redirects, self.stdin, self.dbracket = [], [], None, False
+        self.words, self.redirects, self.stdin, self.dbracket, self.plain = [], [], None, False, None
 
     # -- operators and redirections ---------------------------------------------------------------------
 
@@ -1420,6 +1455,11 @@ class _Pass:
             return
         if seg.kind == "syntax":
             return
+        if seg.plain is not None:  # plain words: they are the fields
+            self.command(list(seg.plain), seg, pos, depth, (False, redirected or seg.stdin is not None), ())
+            if depth == 0:
+                self.normalised.append(" ".join(seg.plain) + " " + seg.op)
+            return
         words, i, loop = seg.words, 0, False
         while i < len(words):
             plain = _plain(words[i])
@@ -1775,8 +1815,11 @@ class _Pass:
         if words:
             argv = (basename(words[0]), *words[1:])
             names.append(argv[0])
-        shown = tuple(self.ctx.shown(f) for f in argv)
-        text = " ".join(self.ctx.shown(f) for f in fields)
+        if any(_S in f for f in fields):
+            shown = tuple(self.ctx.shown(f) for f in argv)
+            text = " ".join(self.ctx.shown(f) for f in fields)
+        else:
+            shown, text = argv, " ".join(fields)
         deferred = self.deferring > 0
         self.invocations.append(
             Invocation(
