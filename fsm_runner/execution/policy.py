@@ -45,23 +45,16 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import Attribute, define, field
 
 from fsm_runner.errors import ContractError
-from fsm_runner.execution.shellwords import (
-    SHELLS,
-    Invocation,
-    analyse,
-    basename,
-    find_starts,
-    home_rest,
-    shell_args,
-    span_kinds,
-    su_body,
-    without_unknowns,
-)
+
+# The shell reader is the largest module of the runner, and most imports of fsm_runner never check a command:
+# it is imported where a check needs it, on first use.
+if TYPE_CHECKING:
+    from fsm_runner.execution.shellwords import Invocation
 
 MODES = ("safe", "system")
 
@@ -112,6 +105,8 @@ def _system_target(path: str) -> str | None:
 def _dangerous_path(word: str, home: str) -> tuple[str, bool] | None:
     """What destroying ``word`` would destroy, when that is the system or a home directory, and whether
     that depends on a value the policy does not know being empty."""
+    from fsm_runner.execution.shellwords import home_rest, span_kinds, without_unknowns
+
     rest = home_rest(word)
     if rest is not None and re.sub(r"/+", "/", rest) in _HOME_ITSELF:
         return "your home directory", False
@@ -216,6 +211,8 @@ def _hard_deny_argv(inv: Invocation, home: str) -> str | None:
             if what:
                 return f"hard-deny: recursive {name} of {what.removeprefix('destroys ')}"
     elif name == "find":
+        from fsm_runner.execution.shellwords import basename, find_starts
+
         if "-delete" in args or any(
             a in _FIND_EXEC and basename(b) == "rm" for a, b in zip(args, args[1:], strict=False)
         ):
@@ -359,6 +356,8 @@ _CONFIRMING: dict[str, frozenset[str]] = {
 
 def _interactive(inv: Invocation) -> str | None:
     """Why ``inv`` would wait for a human, or None."""
+    from fsm_runner.execution.shellwords import SHELLS, shell_args, su_body
+
     if not inv.argv:
         return None
     name, args = inv.argv[0], inv.argv[1:]
@@ -515,6 +514,8 @@ class SecurityPolicy:
             return None
         if _fork_bomb(cmd):
             return "hard-deny: fork bomb"
+        from fsm_runner.execution.shellwords import analyse
+
         analysis = analyse(cmd, env, _NAMES)
         home = (env or {}).get("HOME") or os.path.expanduser("~")
         for inv in analysis.invocations:

@@ -29,9 +29,9 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, NamedTuple
 
-from attrs import define, field
+from attrs import define
 
 #: Shell levels (``$(..)``, ``bash -c``, ``eval``, ...) read; a command nested deeper is reported.
 MAX_DEPTH = 6
@@ -1130,8 +1130,7 @@ def _split_env_string(args: Sequence[str]) -> list[str]:
     return out
 
 
-@define(frozen=True)
-class ShellArgs:
+class ShellArgs(NamedTuple):
     """What ``bash ARGS`` runs: a ``-c`` body, a script file, or commands read from stdin."""
 
     body: str | None  # the -c text
@@ -1340,15 +1339,14 @@ class _Ctx:
         return body
 
 
-@define
-class _Known:
+class _Known(NamedTuple):
     """What an earlier pass found that changes how words read: values variables are given in the command,
     functions it defines and the arguments they are called with."""
 
-    assigned: dict[str, list[str]] = field(factory=dict)
+    assigned: dict[str, list[str]]
     functions: frozenset[str] = frozenset()
     fn_args: tuple[str, ...] = ()
-    aliases: dict[str, str] = field(factory=dict)  # alias name -> its text; ``hash -p PATH name`` -> PATH
+    aliases: dict[str, str] = {}  # alias name -> its text; ``hash -p PATH name`` -> PATH (never mutated)
 
 
 def _union(alternatives: list[list[str]]) -> list[str]:
@@ -2282,7 +2280,7 @@ def analyse(cmd: str, env: Mapping[str, str] | None = None, names: Iterable[str]
     ctx = _Ctx(cmd, env, frozenset(names) | READER_NAMES)
     cmd = cmd.replace(_S, "").replace(_E, "").replace(_PH, "").replace(_PH_END, "")
     top = _Lexer(ctx, cmd, 0).run()
-    known = _Known()
+    known = _Known({})
     for _ in range(_MAX_PASSES):
         p = _Pass(ctx, known)
         p.body(top, [])
