@@ -89,6 +89,8 @@ def _system_target(path: str) -> str | None:
     if norm == "/":
         return "/"
     parts = norm.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "proc" and parts[2] == "root":  # /proc/self/root is /
+        return _system_target("/" + "/".join(parts[3:]))
     if _GLOB.search(parts[0]):
         return "/"
     if parts[0] not in _SYSTEM_DIRS:
@@ -99,6 +101,8 @@ def _system_target(path: str) -> str | None:
         _GLOB.search(parts[1]) or parts[0] == "home" or "/".join(parts) in _SYSTEM_SUBDIRS
     ):
         return norm
+    if len(parts) == 3 and "/".join(parts[:2]) in _SYSTEM_SUBDIRS and _GLOB.search(parts[2]):
+        return norm  # /usr/bin/*
     return None
 
 
@@ -192,7 +196,9 @@ def _first_dangerous(inv: Invocation, paths: Iterable[str], home: str) -> str | 
     return None
 
 
-_HARD_PROGRAMS = frozenset({"rm", "chmod", "chown", "chgrp", "find", "mv", "dd", "cp"}) | _DISK_WRITERS
+_HARD_PROGRAMS = (
+    frozenset({"rm", "chmod", "chown", "chgrp", "find", "mv", "dd", "cp", "rsync"}) | _DISK_WRITERS
+)
 
 
 def _hard_deny_argv(inv: Invocation, home: str) -> str | None:
@@ -219,6 +225,9 @@ def _hard_deny_argv(inv: Invocation, home: str) -> str | None:
             return _prefixed(_first_dangerous(inv, find_starts(args), home))
     elif name == "mv":
         return _prefixed(_first_dangerous(inv, _mv_sources(args), home))
+    elif name == "rsync":
+        if any(o.startswith("--delete") or o == "--remove-source-files" for o in opts):
+            return _prefixed(_first_dangerous(inv, operands[-1:], home))
     elif name == "dd":
         for arg in args:
             if arg.startswith("of=") and _RAW_DISK.match(arg[3:]):

@@ -841,6 +841,8 @@ class _Lexer:
 # ----------------------------------------------------------------------------------------------------------
 
 _PH, _PH_END = "\ue002", "\ue003"  # a non-literal part inside a brace template
+_FS = "\ue004"  # a field break inside a value: "$@" and "${a[@]}" make one word per element
+_AS = "\ue005"  # between the elements of an array value, until it is recorded
 _BRACE_SPECIAL = re.compile(r"[{},\\\ue002\ue003]")
 _TEMPLATE = re.compile(r"\\(.)|\ue002(\d+)\ue003|([^\\\ue002]+)", re.S)
 _SEQ = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?")
@@ -1345,8 +1347,15 @@ class _Known(NamedTuple):
 
     assigned: dict[str, list[str]]
     functions: frozenset[str] = frozenset()
-    fn_args: tuple[str, ...] = ()
+    calls: tuple[tuple[str, ...], ...] = ()  # the arguments of each call of a function, and of set --
     aliases: dict[str, str] = {}  # alias name -> its text; ``hash -p PATH name`` -> PATH (never mutated)
+
+
+def _array_values(value: str) -> list[str]:
+    if _AS not in value:
+        return [value]
+    elements = value.split(_AS)
+    return [_FS.join(elements), *elements]
 
 
 def _union(alternatives: list[list[str]]) -> list[str]:
@@ -1405,7 +1414,7 @@ class _Pass:
         self.ctx, self.env, self.known = ctx, ctx.env, known
         self.assigned: dict[str, list[str]] = {}
         self.functions: set[str] = set(known.functions)
-        self.fn_args: list[str] = []
+        self.calls: list[tuple[str, ...]] = []
         self.referenced: set[str] = set()
         self.positional_used = False
         self.invocations: list[Invocation] = []
@@ -1512,17 +1521,15 @@ class _Pass:
         if m is None:
             return False
         value: Word = ([("L", first[1][m.end() :], False)] if m.end() < len(first[1]) else []) + word[1:]
-        if any(p[0] == "A" for p in value):
-            values = [f for p in value if p[0] == "A" for w in p[1] for f in self.flat(w, pos)]
-        else:
-            values = [v for alt in self.expand(value, pos, split=False) for v in alt] or [""]
+        values = [v for alt in self.expand(value, pos, split=False) for v in alt] or [""]
         if m.group(3):  # X+=value
             values += [old + v for old in self.var(m.group(1), True) for v in values]
         self.record(m.group(1), values)
         return True
 
     def record(self, name: str, values: Iterable[str]) -> None:
-        values = list(values)
+        """Another value ``name`` may have. An array gives each element and, for ``${a[@]}``, all of them."""
+        values = [v for value in values for v in _array_values(value)]
         _add(self.assigned.setdefault(name, []), values)
         if (name in _COMMAND_VARIABLES or name in _PROMPTS) and self.where is not None:
             seg, pos, depth = self.where
@@ -1568,7 +1575,7 @@ class _Pass:
         out: list[list[str]] = []
         for combo in _product(options):
             if not split:
-                out.append(["".join(text for text, _ in combo)])
+                out.append(["".join(text for text, _ in combo).replace(_FS, " ")])
                 continue
             out.append(self._split(combo, quoted))
         return out
@@ -1576,17 +1583,21 @@ class _Pass:
     def _split(self, pieces: list[tuple[str, bool]], keep: bool) -> list[str]:
         fields: list[str] = []
         cur: list[str] = []
-        for text, splittable in pieces:
-            if not splittable or not text:
-                cur.append(text)
-                continue
-            chunks = self.split.split(text)
-            cur.append(chunks[0])
-            for chunk in chunks[1:]:
-                joined = "".join(cur)
-                if joined or keep:
-                    fields.append(joined)
-                cur, keep = [chunk], False
+        for whole, splittable in pieces:
+            for k, text in enumerate(whole.split(_FS) if _FS in whole else (whole,)):
+                if k:  # a field break: the next element starts a word of its own
+                    fields.append("".join(cur))
+                    cur, keep = [], False
+                if not splittable or not text:
+                    cur.append(text)
+                    continue
+                chunks = self.split.split(text)
+                cur.append(chunks[0])
+                for chunk in chunks[1:]:
+                    joined = "".join(cur)
+                    if joined or keep:
+                        fields.append(joined)
+                    cur, keep = [chunk], False
         joined = "".join(cur)
         if joined or keep:
             fields.append(joined)
@@ -1609,7 +1620,7 @@ class _Pass:
         if kind == "P":
             return [(self.ctx.span(PROCSUB, part[3], part[2], part[1]), False)]
         values = [f for w in part[1] for f in self.flat(w, pos)]
-        return [(" ".join(values), True)]
+        return [(_AS.join(values), False)]
 
     def var(self, name: str, quoted: bool) -> list[str]:
         self.referenced.add(name)
@@ -1629,17 +1640,26 @@ class _Pass:
         else:
             value = self.env.get(name)
             values = [value if value is not None else ""]
-            self.used.append((name, value))
+            if name not in self.known.assigned:  # its value is the stage env's, not the command's own
+                self.used.append((name, value))
         extra = self.known.assigned.get(name)
         if extra:
             values = values + [e for e in extra if e not in values]
         return values
 
     def positional(self, pos: Sequence[str], name: str) -> list[str]:
+        """``$1``, ``$@``, ...: from the arguments of this level (``bash -c BODY $0 $1``) and of every call of
+        a function the command defines (or ``set --``), one alternative per call."""
         self.positional_used = True
-        values: list[str] = ["bash", *pos[:1]] if name == "0" else list(pos[1:]) + [""]
-        _add(values, self.known.fn_args, _MAX_FN_ARGS)
-        return values
+        if name == "0":
+            return ["bash", *pos[:1]]
+        calls = [tuple(pos[1:]), *self.known.calls]
+        if name in ("@", "*"):
+            values = [_FS.join(call) if name == "@" else " ".join(call) for call in calls]
+        else:
+            k = int(name)
+            values = [call[k - 1] if len(call) >= k else "" for call in calls]
+        return list(dict.fromkeys([*values, ""]))
 
     def param(self, part: Part, pos: Sequence[str]) -> list[str]:
         _, name, op, arg, quoted, display = part
@@ -1892,6 +1912,7 @@ class _Pass:
     def _xargs(self, args: list[str], seg: _Seg, pos: Sequence[str]) -> list[str]:
         """``xargs CMD``: CMD with the words read from stdin appended (or put in place of ``-I`` REPL)."""
         replace: str | None = None
+        text: str | None = None  # the input, when it comes from -a <(..)
         i = 0
         while i < len(args):
             arg = args[i]
@@ -1903,11 +1924,15 @@ class _Pass:
             if arg == "-I" and i + 1 < len(args):
                 replace, i = args[i + 1], i + 2
                 continue
+            if arg in ("-a", "--arg-file") and i + 1 < len(args):
+                source = self.ctx.procsub(args[i + 1])
+                text = self.output(source, pos) if source is not None else None
             if arg.startswith(("-I", "-i", "--replace")):
                 replace = arg.split("=", 1)[1] if "=" in arg else arg[2:] or "{}"
             i += 2 if arg in _XARGS_VALUED else 1
         command = args[i:] or ["echo"]
-        text = self.stdin_text(seg, pos)
+        if text is None:
+            text = self.stdin_text(seg, pos)
         if span_kinds(text) & OPAQUE:
             if replace is not None or basename(command[0]) in SHELLS:
                 self.unreadable.append(f"xargs runs words computed at run time ({self.ctx.shown(text)[:60]})")
@@ -1930,7 +1955,11 @@ class _Pass:
         elif name in SHELLS:
             self._shell(args, seg, pos, depth)
         if name in self.functions or name in self.known.functions:
-            _add(self.fn_args, args, _MAX_FN_ARGS)
+            self.call(args)
+
+    def call(self, args: Sequence[str]) -> None:
+        if len(self.calls) < _MAX_FN_ARGS and tuple(args) not in self.calls:
+            self.calls.append(tuple(args))
 
     def script(
         self, text: str, seg: _Seg, pos: Sequence[str], what: str, depth: int, redirected: bool = False
@@ -2190,6 +2219,7 @@ def _h_read(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth:
     """``read`` gives its variables what it reads: a here-string's words are known, a file's are not."""
     value = p.stdin_text(seg, pos) if seg.stdin is not None else p.ctx.span(EXTERNAL, "read", False)
     read = [value, *value.split()] if _S not in value else [value]
+    array = [_AS.join(value.split())] if _S not in value else [value]
     i = 0
     while i < len(args):
         arg = args[i]
@@ -2197,7 +2227,7 @@ def _h_read(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth:
             i += 2
             continue
         if arg == "-a" and i + 1 < len(args):
-            p.record(args[i + 1], read)
+            p.record(args[i + 1], array)
             i += 2
             continue
         if not arg.startswith("-"):
@@ -2229,9 +2259,9 @@ def _h_unset(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth
 
 def _h_set(p: _Pass, args: Sequence[str], seg: _Seg, pos: Sequence[str], depth: int) -> None:
     if "--" in args:
-        _add(p.fn_args, args[args.index("--") + 1 :], _MAX_FN_ARGS)
+        p.call(args[args.index("--") + 1 :])
     elif args and not args[0].startswith(("-", "+")):
-        _add(p.fn_args, args, _MAX_FN_ARGS)
+        p.call(args)
 
 
 _PROGRAMS: dict[str, Any] = {
@@ -2302,11 +2332,11 @@ def _merge(known: _Known, p: _Pass) -> _Known:
     for name in p.referenced | {"IFS"}:
         if name in p.assigned:
             _add(assigned.setdefault(name, []), p.assigned[name])
-    fn_args = list(known.fn_args)
+    calls = list(known.calls)
     if p.positional_used:
-        _add(fn_args, p.fn_args, _MAX_FN_ARGS)
+        calls += [c for c in p.calls if c not in calls][: _MAX_FN_ARGS - len(calls)]
     aliases = {**known.aliases, **p.aliases}
-    return _Known(assigned, frozenset(p.functions), tuple(fn_args), aliases)
+    return _Known(assigned, frozenset(p.functions), tuple(calls), aliases)
 
 
 def collect(cmd: str, env: Mapping[str, str] | None = None) -> tuple[list[Invocation], list[str]]:

@@ -120,6 +120,18 @@ HARD_FORMS = [
     "uv run rm -rf /",
     "alias x='rm -rf /'",
     "$(echo rm) -rf /",
+    'f() { "$@"; }; f rm -rf /',
+    "sh -c '\"$@\"' _ rm -rf /",
+    "set -- rm -rf /; \"$@\"",
+    'a=(rm -rf /); "${a[@]}"',
+    "declare -a x=(rm -rf /); \"${x[@]}\"",
+    "read -a a <<< 'rm -rf /'; \"${a[@]}\"",
+    "f() { $1 -rf $2; }; f rm /etc",
+    "xargs -a <(echo /) rm -rf",
+    "hash -p /bin/rm ls; ls -rf /",
+    "rm -rf /proc/self/root/etc",
+    "rm -rf /usr/bin/*",
+    "rsync -a --delete empty/ /",
 ]
 
 
