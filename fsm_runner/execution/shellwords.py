@@ -105,6 +105,7 @@ class Invocation:
     source: str = ""  # the simple command as written
     shown_argv: tuple[str, ...] = ()
     deferred: bool = False  # a command a variable or a setting holds, which may run later (EDITOR=..)
+    function: bool = False  # a call of a function the command defines (its body is read as commands)
     expanded: tuple[
         tuple[str, str | None], ...
     ] = ()  # variables of the stage env read: (name, value or None)
@@ -1839,9 +1840,21 @@ class _Pass:
         else:
             shown, text = argv, " ".join(fields)
         deferred = self.deferring > 0
+        defined = self.functions | self.known.functions
+        function = len(names) == 1 and bool(argv) and argv[0] in defined
         self.invocations.append(
             Invocation(
-                tuple(names), argv, redirects, flags[1], flags[0], text, seg.source, shown, deferred, used
+                tuple(names),
+                argv,
+                redirects,
+                flags[1],
+                flags[0],
+                text,
+                seg.source,
+                shown,
+                deferred,
+                function,
+                used,
             )
         )
         self.final.setdefault(id(seg), argv)

@@ -207,6 +207,9 @@ def test_the_allowlist_applies_to_each_invocation() -> None:
     # builtins that only change the shell's state need no entry; assignments in front are allowed
     assert policy.check("cd sub && export X=1 && PYTHONPATH=src python3 -m pytest") is None
     assert policy.check("test -f x || echo missing; make test") is None
+    # a function the command defines is checked through its body
+    assert policy.check("t() { make test; }; t") is None
+    assert policy.check("t() { make deploy; }; t") == "not in contract allowlist: make deploy"
 
 
 def test_the_denylist_sees_every_invocation_in_its_expanded_form() -> None:
