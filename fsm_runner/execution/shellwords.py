@@ -373,7 +373,8 @@ class _Lexer:
         text, n = self.text, len(self.text)
         while self.i < n:
             i = self.i
-            if not self.words and not self.in_word and not self.pattern and self._simple_command(i):
+            fresh = not self.words and not self.in_word and self.pending is None and not self.pattern
+            if fresh and self._simple_command(i):
                 continue
             c = text[i]
             m = _PLAIN.match(text, i)

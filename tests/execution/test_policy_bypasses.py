@@ -64,6 +64,7 @@ REPRODUCERS: list[tuple[str, str, str | None]] = [
     ("for d in /etc /usr; do rm -rf $d; done", HARD + "destroys /etc", HARD + "destroys /etc"),
     ("find / -exec rm -rf {} +", HARD + "destroys /", HARD + "destroys /"),
     ("$BASH -c 'sudo id'", SAFE_DENY + "sudo", None),
+    ("> out sudo id", SAFE_DENY + "sudo", None),
     ("hash -p /usr/bin/sudo ls; ls id", SAFE_DENY + "sudo", None),
     ("alias ls=rm; ls -rf /", HARD + "destroys /", HARD + "destroys /"),
     ("read x <<< 'sudo id'; $x", SAFE_DENY + "sudo", None),

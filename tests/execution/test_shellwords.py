@@ -59,6 +59,21 @@ def test_quotes_and_expansions_are_undone_like_bash(cmd: str, argv: tuple[str, .
     assert argv in argvs(cmd, {})
 
 
+@pytest.mark.parametrize(
+    ("cmd", "argv", "redirects"),
+    [
+        ("> out sudo id", ("id",), ((">", "out"),)),
+        ("2> err rm -rf /", ("rm", "-rf", "/"), (("2>", "err"),)),
+        ("rm -rf / 2>&1", ("rm", "-rf", "/"), (("2>&", "1"),)),
+        ("< in cat x", ("cat", "x"), (("<", "in"),)),
+        ("cmd &> log", ("cmd",), (("&>", "log"),)),
+    ],
+)
+def test_redirections_anywhere_in_a_command(cmd: str, argv: tuple[str, ...], redirects: tuple[str, ...]) -> None:
+    (inv,) = analyse(cmd, {}).invocations
+    assert (inv.argv, inv.redirects) == (argv, redirects)
+
+
 def test_variables_of_the_env_are_expanded_and_unset_ones_are_empty() -> None:
     env = {"VIRTUAL_ENV": "/repo/.venv", "CMD": "make test"}
     assert argvs('rm -rf "$VIRTUAL_ENV/lib"', env) == [("rm", "-rf", "/repo/.venv/lib")]
