@@ -845,6 +845,7 @@ class _Lexer:
 _PH, _PH_END = "\ue002", "\ue003"  # a non-literal part inside a brace template
 _FS = "\ue004"  # a field break inside a value: "$@" and "${a[@]}" make one word per element
 _AS = "\ue005"  # between the elements of an array value, until it is recorded
+_UNSET = "\ue006"  # the value of a variable that is not set (${X-word} tells it from an empty one)
 _BRACE_SPECIAL = re.compile(r"[{},\\\ue002\ue003]")
 _TEMPLATE = re.compile(r"\\(.)|\ue002(\d+)\ue003|([^\\\ue002]+)", re.S)
 _SEQ = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?")
@@ -1525,7 +1526,7 @@ class _Pass:
         value: Word = ([("L", first[1][m.end() :], False)] if m.end() < len(first[1]) else []) + word[1:]
         values = [v for alt in self.expand(value, pos, split=False) for v in alt] or [""]
         if m.group(3):  # X+=value
-            values += [old + v for old in self.var(m.group(1), True) for v in values]
+            values += [old.replace(_UNSET, "") + v for old in self.var(m.group(1), True) for v in values]
         self.record(m.group(1), values)
         return True
 
@@ -1641,7 +1642,7 @@ class _Pass:
             values = [self.ctx.span(VALUE, "$" + name, quoted)]
         else:
             value = self.env.get(name)
-            values = [value if value is not None else ""]
+            values = [value if value is not None else _UNSET]
             if name not in self.known.assigned:  # its value is the stage env's, not the command's own
                 self.used.append((name, value))
         extra = self.known.assigned.get(name)
@@ -1660,8 +1661,8 @@ class _Pass:
             values = [_FS.join(call) if name == "@" else " ".join(call) for call in calls]
         else:
             k = int(name)
-            values = [call[k - 1] if len(call) >= k else "" for call in calls]
-        return list(dict.fromkeys([*values, ""]))
+            values = [call[k - 1] if len(call) >= k else _UNSET for call in calls]
+        return list(dict.fromkeys(values))
 
     def param(self, part: Part, pos: Sequence[str]) -> list[str]:
         _, name, op, arg, quoted, display = part
@@ -1676,11 +1677,11 @@ class _Pass:
         else:
             base = self.var(name, quoted)
         if not op:
-            return base
+            return [v.replace(_UNSET, "") for v in base]
         out: list[str] = []
         for value in base:
             out.extend(self._operator(name, op, value, arg or [], pos, (display, quoted)))
-        return list(dict.fromkeys(out))[: _MAX_CANDIDATES * 2]
+        return list(dict.fromkeys(v.replace(_UNSET, "") for v in out))[: _MAX_CANDIDATES * 2]
 
     def _arg(self, arg: Word, pos: Sequence[str]) -> list[str]:
         return [v for alt in self.expand(arg, pos, split=False) for v in alt] or [""]
@@ -1689,22 +1690,24 @@ class _Pass:
         self, name: str, op: str, value: str, arg: Word, pos: Sequence[str], shown: tuple[str, bool]
     ) -> list[str]:
         unknown = _S in value
+        # without a colon the operators only test whether the variable is set: an empty value counts
+        absent = value == _UNSET or (op.startswith(":") and value == "")
         if op in (":-", "-", ":=", "="):
             if op in (":=", "="):
                 self.record(name, self._arg(arg, pos))
-            if value and not unknown:
+            if not absent and not unknown:
                 return [value]
             return ([value] if unknown else []) + self._arg(arg, pos)
         if op in (":?", "?"):
-            if not value:
+            if absent:
                 return []  # the shell stops the command here
             kinds = span_kinds(value)
             return [self.ctx.span(NONEMPTY, shown[0], shown[1])] if kinds & {"v", "V"} else [value]
         if op in (":+", "+"):
-            if value and not unknown:
+            if not absent and not unknown:
                 return self._arg(arg, pos)
             return ([""] + self._arg(arg, pos)) if unknown else [""]
-        return [self._transform(op, value, arg, pos, shown)]
+        return [self._transform(op, value.replace(_UNSET, ""), arg, pos, shown)]
 
     def _transform(self, op: str, value: str, arg: Word, pos: Sequence[str], shown: tuple[str, bool]) -> str:
         """``${x#p}``, ``${x%p}``, ``${x/p/r}``, ``${x^^}``, ``${x:1:2}`` of a known value."""
@@ -2322,7 +2325,7 @@ def analyse(cmd: str, env: Mapping[str, str] | None = None, names: Iterable[str]
     """Read ``cmd`` as bash would run it under ``env`` (None: variable values unknown). ``names`` are extra
     program names a glob command name is matched against."""
     ctx = _Ctx(cmd, env, frozenset(names) | READER_NAMES)
-    cmd = cmd.replace(_S, "").replace(_E, "").replace(_PH, "").replace(_PH_END, "")
+    cmd = re.sub("[\ue000-\ue006]", "", cmd)
     top = _Lexer(ctx, cmd, 0).run()
     known = _Known({})
     for _ in range(_MAX_PASSES):

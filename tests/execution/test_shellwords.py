@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -116,7 +118,7 @@ def test_assignments_in_the_command_give_variables_more_values() -> None:
     assert ("sudo", "id") in argvs("IFS=,; x=sudo,id; $x", {})
     assert ("rm", "-rf", "/etc", "/usr") in argvs("for d in /etc /usr; do rm -rf $d; done", {})
     assert ("rm", "-rf", "", "/etc") in argvs('f() { rm -rf "$1"; }; f /etc', {})
-    assert ("rm", "-rf", "/etc", "") in argvs("bash -c 'rm -rf \"$1\"' _ /etc", {})
+    assert ("rm", "-rf", "/etc") in argvs("bash -c 'rm -rf \"$1\"' _ /etc", {})
 
 
 def test_here_documents_are_data_unless_a_shell_reads_them() -> None:
@@ -259,3 +261,80 @@ def test_pathological_shapes_stay_fast(shape: str) -> None:
     assert time.perf_counter() - start < 2.0
     assert isinstance(analysis.invocations, tuple)
     assert all(isinstance(inv, Invocation) for inv in analysis.invocations)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the reader agrees with bash
+# --------------------------------------------------------------------------------------------------------
+
+AGREES_WITH_BASH = [
+    "p 'a b' \"c d\" e\\ f",
+    "p a\"b\"'c'\\d",
+    "p \"a\\\"b\" 'a\"b' \"a\\\\b\" \"a\\$b\"",
+    "p {a,b}{c,d} x{1..3}y a{,b}c",
+    "p '{a,b}' \\{a,b\\} {a,b {a} \"a b\"{1,2}",
+    "p $'a\\tb\\x41\\101\\u00e9' $'\\''",
+    'p $X "$X" "${X}"x $X$X',
+    "p ${Y#/} ${Y%/*} ${Y/repo/etc} ${Y^^} ${Y:1:3} ${Y##*/} ${Y%%/x}",
+    "p ${E:-def} ${E-def} ${Z:-z} ${X:+yes} ${E:+no}",
+    'p "$(echo hi there)" $(echo hi there) `echo a`',
+    "p $(printf '%s\\n' a b) \"$(printf 'x\\n\\n')\"",
+    "p '' \"\" x $E \"$E\"",
+    "p a # a comment",
+    "p a; p b | p c && p d",
+    "p \"a;b\" 'a|b' a\\;b",
+    'p "${Y:-$(echo no)}" "${E:-$(echo yes)}"',
+    "p ${Z:=zz} $Z",
+    "env${IFS}p x",
+    "{p,y}",
+    'eval "p 1 2"',
+    "bash -c 'p \"$1\" $2' _ 'a b' c",
+    "echo p from echo | bash",
+    "bash <<< 'p here string'",
+    "f() { p \"$@\"; }; f 'x y' z",
+    "a=(p 'v w' x); \"${a[@]}\"",
+    "read -r a b <<< 'p q'; $a $b",
+    "x=$(echo 'a  b'); p $x \"$x\"",
+    'p ${X// /_} "${X:0:1}" ${X/#a/A} ${X/%b/B}',
+    "IFS=:; v=a:b; p $v",
+    "p \"a\"{b,c}\"d\" \\$X '$X' \"$X\"{1,2}",
+    "for w in a b; do p $w; done",
+    "case x in x) p matched;; esac; if true; then p yes; fi",
+    "set -- 1 '2 3'; p \"$@\"",
+    "printf -v v '%s-%s' a b; p \"$v\"",
+    "v=x; v+=y; p $v",
+    "p a\\\nb \"a\nb\" 'it'\\''s' \"$X\"\"$E\"x \"\"$E\"\"",
+    "eval 'p \"$X\"'; p $(echo a; echo b)",
+    "echo p x | bash -s",
+    "bash -c 'p $0 $1' zero one",
+    "p <<EOF\n$X\nEOF",
+]
+
+
+@pytest.fixture
+def stub_p(tmp_path: Path) -> tuple[Path, Path]:
+    """A program ``p`` that records each argv it is run with (fields separated by \\x1f, runs by \\x1e)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "argv.log"
+    bin_dir.mkdir()
+    stub = bin_dir / "p"
+    stub.write_text(f"#!/bin/sh\nfor a in \"$@\"; do printf '%s\\037' \"$a\"; done >> '{log}'\nprintf '\\036' >> '{log}'\n")
+    stub.chmod(0o755)
+    return bin_dir, log
+
+
+@pytest.mark.parametrize("cmd", AGREES_WITH_BASH)
+def test_the_reader_predicts_the_argv_bash_runs(cmd: str, stub_p: tuple[Path, Path]) -> None:
+    bin_dir, log = stub_p
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "X": "a b", "Y": "/repo/x", "E": "", "LC_ALL": "C.UTF-8"}
+    subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=20, stdin=subprocess.DEVNULL)
+    ran = [tuple(run.split("\x1f")[:-1]) for run in log.read_text().split("\x1e")[:-1]]
+    assert ran, f"bash never ran p for {cmd!r}"
+    # an argument with several possible values shows all of them, so bash's argv is a subsequence of one
+    predicted = [inv.argv[1:] for inv in analyse(cmd, env).invocations if inv.argv[:1] == ("p",)]
+    for argv in ran:
+        assert any(_subsequence(argv, p) for p in predicted), f"bash ran p{argv} for {cmd!r}; read: {predicted}"
+
+
+def _subsequence(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
+    rest = iter(long)
+    return all(any(word == other for other in rest) for word in short)
