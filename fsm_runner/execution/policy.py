@@ -180,7 +180,9 @@ def _advice(inv: Invocation, word: str, unknown: bool) -> str:
     facts = dict(inv.expanded)
     if not facts:
         return ""
-    said = ", ".join(f"{k}={v}" if v else f"{k} is not set" for k, v in facts.items())
+    said = ", ".join(
+        f"{k}={v}" if v else f"{k} is empty" if v is not None else f"{k} is not set" for k, v in facts.items()
+    )
     return f"; {said} in the stage env: write a literal path inside the repository"
 
 
