@@ -228,7 +228,7 @@ def run_command(
         "timeout_s": timeout,
         "result_path": str(result_path),
     }
-    reason = policy.check(cmd)
+    reason = policy.check(cmd, env=clean_env)
     if reason is not None:
         return _record(CommandResult(**common, blocked=reason), redactor)
 

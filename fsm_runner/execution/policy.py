@@ -1,48 +1,60 @@
 """The command security policy: decide, before a command runs, whether it may run at all.
 
 Commands are shell text, so matching regexes against the raw string is easy to fool (``rm  -rf "/"``,
-``/bin/rm -fr /*``, ``x;sudo y``). The policy therefore lexes the command the way bash roughly would
-(:mod:`fsm_runner.execution.shellwords`): quotes are removed, ``; && || | & ( )`` and newlines split it into
-simple commands, ``$(..)``, backticks, ``<(..)``, ``bash -c '..'`` and ``eval`` bodies are checked as
-commands of their own, and wrappers (``sudo``, ``env``, ``nohup``, ``timeout 5``, ``xargs``, ...) and
-``VAR=x`` prefixes are peeled off to find the program that really runs. Rules then look at *command words*,
-not at text, so ``echo sudo is a word`` and ``echo "rm -rf /"`` are allowed while ``sudo ls`` is not.
+``$'sudo' id``, ``{sudo,id}``, ``sudo${IFS}id``). The policy therefore reads the command the way bash would
+(:mod:`fsm_runner.execution.shellwords`): quotes removed, braces and variables expanded (with the values the
+stage env gives them), every nested command read as one (``$(..)``, ``bash -c``, ``eval``, ``trap``,
+functions, ``find -exec``, here-documents and ``echo .. | bash`` fed to a shell) and wrappers peeled off
+(``sudo``, ``env``, ``timeout 5``, ``taskset 1``, ``chroot /``, ``strace -f``, ...). Rules then look at
+*command words*, not at text, so ``echo sudo is a word`` and ``echo "rm -rf /"`` are allowed while
+``sudo ls`` is not.
 
 Order of checks, first hit wins:
 
 1. hard deny (no mode lifts it): recursive ``rm``/``chmod``/``chown``, ``find -delete`` or ``mv`` on ``/``,
    a top-level system directory (``/etc``, ``/usr``, ``/home``, ...), a glob directly under them, or your home
-   directory (also when an unset ``$VAR`` would leave ``/``); ``rm --no-preserve-root``; fork bombs; writes to
-   raw disks (``dd of=``, ``>``, ``tee``, ``cp``, ``mkfs`` on ``/dev/sd*``, ``nvme*``, ``vd*``, ...).
-2. ``mode: safe`` denylist: privilege escalation (sudo, su, doas), disk tools (mkfs, fdisk, parted, wipefs),
-   ``dd of=/dev/*`` (except /dev/null and friends), power (shutdown, reboot, halt, poweroff, ``init 0``,
-   ``systemctl reboot``), firewall (iptables, nft, ufw), mount, kernel modules, user management,
-   ``docker system prune`` / ``docker volume prune``, ``kill -9 -1``, ``sysctl -w``. ``curl ... | sh`` and
-   package managers are *not* on it: the contract's commands are arbitrary code already, so a downloaded
-   installer adds no capability; add ``curl.*\\|\\s*(ba)?sh`` to the contract denylist to forbid it.
-3. the contract ``denylist`` (``re.search`` on the raw command and on its normalised form).
-4. the contract ``allowlist``: when non-empty, the command (raw or normalised) must ``re.search``-match one.
+   directory (also when a variable left empty would leave ``/``); ``rm --no-preserve-root``; fork bombs;
+   writes to raw disks (``dd of=``, ``>``, ``tee``, ``cp``, ``mkfs`` on ``/dev/sd*``, ``nvme*``, ...);
+   and commands nested deeper than the reader follows or expanding to more words than it checks.
+2. ``mode: safe`` denylist: privilege escalation (sudo, su, doas, chroot), disk tools (mkfs, fdisk, parted,
+   wipefs), ``dd of=/dev/*`` (except /dev/null and friends), power (shutdown, reboot, halt, poweroff,
+   ``init 0``, ``systemctl reboot``), firewall (iptables, nft, ufw), mount, kernel modules, user management,
+   ``docker system prune`` / ``docker volume prune``, ``kill -9 -1``, ``sysctl -w``. Then what safe mode
+   cannot read: a program name computed at run time or written as a glob, and text built at run time from
+   text in the command that a shell, ``eval`` or ``xargs`` runs (``echo c3Vkbw== | base64 -d | bash``). The
+   message says how to write it plainly. ``curl ... | sh`` and package managers are *not* refused: a
+   downloaded script is like a script file, which the policy does not read either.
+3. the contract ``denylist`` (``re.search`` on the raw command, its normalised form and every invocation).
+4. the contract ``allowlist``: when non-empty, every invocation (``a; b | c`` is three, ``$(d)`` and
+   ``bash -c 'e'`` bodies included) must ``re.search``-match one, as written or after expansion; shell
+   builtins that only change the shell's state (``cd``, ``export``, ``set``, ``test``, ``echo``, ...) are
+   exempt.
 5. ``strict`` (unattended=strict): commands that would wait for a human are refused (editors, pagers, REPLs
    and shells without a script, ``read``, ``ssh`` without BatchMode, ``git commit`` without ``-m``,
    ``docker run -t``, ``npm init`` / ``apt-get install`` / ``conda install`` / ``pip uninstall`` without
    ``-y``, ``gh auth login`` / ``huggingface-cli login`` without a token, ``aws configure``).
 
-This is a guardrail against mistakes and careless agents, not a sandbox: a command built at run time
-(``$(echo rm) -rf /``), relative paths that climb to ``/``, or a script file that does the damage are not
-seen.
+``system`` mode lifts rule 2 (what it cannot read runs, unread), never rule 1. This is a guardrail against
+mistakes and careless agents, not a sandbox: what a script file or a program does, what a downloaded script
+contains, and relative paths that climb to ``/`` are not seen.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import Attribute, define, field
 
 from fsm_runner.errors import ContractError
-from fsm_runner.execution.shellwords import SHELLS, Invocation, basename, collect, shell_args, su_body
+
+# The shell reader is the largest module of the runner, and most imports of fsm_runner never check a command:
+# it is imported where a check needs it, on first use.
+if TYPE_CHECKING:
+    from fsm_runner.execution.shellwords import Invocation
 
 MODES = ("safe", "system")
 
@@ -60,15 +72,13 @@ _SYSTEM_SUBDIRS = frozenset(
     | {"usr/local", "var/lib"}
 )
 _GLOB = re.compile(r"[*?\[]")
-_VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
-_GUARDED_VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?\?")
-_HOME = re.compile(r"^(~|\$HOME\b|\$\{HOME\})")
 _RAW_DISK = re.compile(
     r"^/dev/(sd[a-z]|hd[a-z]|vd[a-z]|xvd[a-z]|nvme\d|mmcblk\d|disk\d|disk/|dm-\d|md\d|mapper/)"
 )
-_FORK_BOMB = re.compile(r"(?:function)?([^\s(){}|&;]+)\(\)\{\1\|\1&;?\};?\1")
 _FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
 _DISK_WRITERS = frozenset({"tee", "shred", "wipefs", "mke2fs", "mkswap", "blkdiscard", "badblocks"})
+_HOME_ITSELF = frozenset({"", "/", "/*", "/.", "/.*"})
+_VARIABLE_NAME = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def _system_target(path: str) -> str | None:
@@ -79,6 +89,8 @@ def _system_target(path: str) -> str | None:
     if norm == "/":
         return "/"
     parts = norm.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "proc" and parts[2] == "root":  # /proc/self/root is /
+        return _system_target("/" + "/".join(parts[3:]))
     if _GLOB.search(parts[0]):
         return "/"
     if parts[0] not in _SYSTEM_DIRS:
@@ -89,23 +101,23 @@ def _system_target(path: str) -> str | None:
         _GLOB.search(parts[1]) or parts[0] == "home" or "/".join(parts) in _SYSTEM_SUBDIRS
     ):
         return norm
+    if len(parts) == 3 and "/".join(parts[:2]) in _SYSTEM_SUBDIRS and _GLOB.search(parts[2]):
+        return norm  # /usr/bin/*
     return None
 
 
-def _dangerous_path(raw: str) -> str | None:
-    """What destroying ``raw`` would destroy, when that is the system or a home directory."""
-    home = _HOME.match(raw)
-    if home:
-        rest = re.sub(r"/+", "/", raw[home.end() :])
-        return "your home directory" if rest in ("", "/", "/*", "/.", "/.*") else None
-    target = _system_target(raw)
-    if target:
-        return target
-    if "$" in raw and not _GUARDED_VARIABLE.search(raw):
-        target = _system_target(_VARIABLE.sub("", raw))
-        if target:
-            return f"{target} when a variable is empty"
-    return None
+def _dangerous_path(word: str, home: str) -> tuple[str, bool] | None:
+    """What destroying ``word`` would destroy, when that is the system or a home directory, and whether
+    that depends on a value the policy does not know being empty."""
+    from fsm_runner.execution.shellwords import home_rest, span_kinds, without_unknowns
+
+    rest = home_rest(word)
+    if rest is not None and re.sub(r"/+", "/", rest) in _HOME_ITSELF:
+        return "your home directory", False
+    target = _system_target(without_unknowns(word, home))
+    if target is None:
+        return None
+    return target, bool(span_kinds(word) - {"h", "H", "g", "G"})
 
 
 def _options_and_operands(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -129,37 +141,95 @@ def _has_flag(opts: Iterable[str], letters: str, long: Iterable[str]) -> bool:
     return any(o in longs or (_is_cluster(o) and any(ch in o[1:] for ch in letters)) for o in opts)
 
 
-def _first_dangerous(paths: Iterable[str]) -> str | None:
+def _mv_sources(args: Sequence[str]) -> list[str]:
+    """The operands ``mv`` moves away: all of them with ``-t DIR``, else all but the last."""
+    operands: list[str] = []
+    target_given = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            operands.extend(args[i + 1 :])
+            break
+        if arg in ("-t", "--target-directory", "-S", "--suffix"):
+            target_given = target_given or arg in ("-t", "--target-directory")
+            i += 2
+            continue
+        if arg.startswith(("--target-directory=", "--suffix=")):
+            target_given = target_given or arg.startswith("--target")
+        elif _is_cluster(arg) and ("t" in arg or "S" in arg):
+            letter = "t" if "t" in arg else "S"
+            target_given = target_given or letter == "t"
+            if arg.endswith(letter):
+                i += 1  # the value is the next argument
+        elif not arg.startswith("-") or arg == "-":
+            operands.append(arg)
+        i += 1
+    return operands if target_given else operands[:-1]
+
+
+def _advice(inv: Invocation, word: str, unknown: bool) -> str:
+    """How to write a denied path plainly, when a variable made it dangerous."""
+    if unknown:
+        names = _VARIABLE_NAME.findall(word)
+        name = names[0] if names else "VAR"
+        return (
+            f": set {name} in the stage env, write ${{{name}:?}} so that an empty value stops the command, "
+            "or write a literal path inside the repository"
+        )
+    facts = dict(inv.expanded)
+    if not facts:
+        return ""
+    said = ", ".join(
+        f"{k}={v}" if v else f"{k} is empty" if v is not None else f"{k} is not set" for k, v in facts.items()
+    )
+    return f"; {said} in the stage env: write a literal path inside the repository"
+
+
+def _first_dangerous(inv: Invocation, paths: Iterable[str], home: str) -> str | None:
+    """``destroys X (argv)`` for the first path that is the system or a home directory."""
+    shown = dict(zip(inv.argv, inv.shown_argv, strict=False))
     for path in paths:
-        what = _dangerous_path(path)
-        if what:
-            return what
+        found = _dangerous_path(path, home)
+        if found:
+            what, unknown = found
+            when = " when a variable is empty" if unknown else ""
+            return f"destroys {what}{when} ({inv.shown()}){_advice(inv, shown.get(path, path), unknown)}"
     return None
 
 
-def _hard_deny_argv(inv: Invocation) -> str | None:
-    if not inv.argv:
+_HARD_PROGRAMS = (
+    frozenset({"rm", "chmod", "chown", "chgrp", "find", "mv", "dd", "cp", "rsync"}) | _DISK_WRITERS
+)
+
+
+def _hard_deny_argv(inv: Invocation, home: str) -> str | None:
+    if not inv.argv or (inv.argv[0] not in _HARD_PROGRAMS and not inv.argv[0].startswith("mkfs")):
         return None
     name, args = inv.argv[0], inv.argv[1:]
     opts, operands = _options_and_operands(args)
-    what: str | None = None
     if name == "rm":
         if "--no-preserve-root" in opts:
             return f"hard-deny: rm --no-preserve-root ({inv.shown()})"
         if _has_flag(opts, "rR", ("--recursive",)):
-            what = _first_dangerous(operands)
+            return _prefixed(_first_dangerous(inv, operands, home))
     elif name in ("chmod", "chown", "chgrp"):
         if _has_flag(opts, "R", ("--recursive",)):
-            what = _first_dangerous(operands)
+            what = _first_dangerous(inv, operands, home)
             if what:
-                return f"hard-deny: recursive {name} of {what} ({inv.shown()})"
+                return f"hard-deny: recursive {name} of {what.removeprefix('destroys ')}"
     elif name == "find":
+        from fsm_runner.execution.shellwords import basename, find_starts
+
         if "-delete" in args or any(
             a in _FIND_EXEC and basename(b) == "rm" for a, b in zip(args, args[1:], strict=False)
         ):
-            what = _first_dangerous(_find_starts(args))
-    elif name == "mv" and len(operands) > 1:
-        what = _first_dangerous(operands[:-1])
+            return _prefixed(_first_dangerous(inv, find_starts(args), home))
+    elif name == "mv":
+        return _prefixed(_first_dangerous(inv, _mv_sources(args), home))
+    elif name == "rsync":
+        if any(o.startswith("--delete") or o == "--remove-source-files" for o in opts):
+            return _prefixed(_first_dangerous(inv, operands[-1:], home))
     elif name == "dd":
         for arg in args:
             if arg.startswith("of=") and _RAW_DISK.match(arg[3:]):
@@ -169,22 +239,15 @@ def _hard_deny_argv(inv: Invocation) -> str | None:
         for target in targets:
             if _RAW_DISK.match(target):
                 return f"hard-deny: writes to the raw disk {target} ({inv.shown()})"
-    return f"hard-deny: destroys {what} ({inv.shown()})" if what else None
+    return None
 
 
-def _find_starts(args: Sequence[str]) -> list[str]:
-    starts: list[str] = []
-    for arg in args:
-        if arg in ("-H", "-L", "-P") or (arg.startswith("-O") and len(arg) <= 3):
-            continue
-        if arg.startswith("-") or arg in ("(", "!", ")"):
-            break
-        starts.append(arg)
-    return starts
+def _prefixed(reason: str | None) -> str | None:
+    return f"hard-deny: {reason}" if reason else None
 
 
-def _hard_deny(inv: Invocation) -> str | None:
-    reason = _hard_deny_argv(inv)
+def _hard_deny(inv: Invocation, home: str) -> str | None:
+    reason = _hard_deny_argv(inv, home)
     if reason:
         return reason
     for op, target in inv.redirects:
@@ -193,12 +256,44 @@ def _hard_deny(inv: Invocation) -> str | None:
     return None
 
 
+_BOMB_HEAD = re.compile(r"\(\)\{")
+_NOT_NAME = frozenset("(){}|&;")
+
+
+def _fork_bomb(cmd: str) -> bool:
+    """``:(){ :|:& };:`` and its renamings: a function that pipes itself into itself in the background, then
+    called. Linear in the command's length (every definition head is looked at once)."""
+    text = re.sub(r"\s+", "", cmd)
+    for m in _BOMB_HEAD.finditer(text):
+        k = m.start()
+        while k > 0 and text[k - 1] not in _NOT_NAME:
+            k -= 1
+        name = text[k : m.start()]
+        for candidate in (name, name[8:] if name.startswith("function") else ""):
+            if candidate and _calls_itself(text, m.end(), candidate):
+                return True
+    return False
+
+
+def _calls_itself(text: str, i: int, name: str) -> bool:
+    body = f"{name}|{name}&"
+    if not text.startswith(body, i):
+        return False
+    i += len(body)
+    for optional in (";", "}", ";"):
+        if text.startswith(optional, i):
+            i += 1
+        elif optional == "}":
+            return False
+    return text.startswith(name, i)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Safe-mode denylist
 # ----------------------------------------------------------------------------------------------------------
 
 _SAFE_DENY = frozenset(
-    {"sudo", "su", "doas", "pkexec", "runuser"}
+    {"sudo", "su", "doas", "pkexec", "runuser", "chroot", "nsenter"}
     | {"shutdown", "reboot", "halt", "poweroff", "telinit"}
     | {"mke2fs", "mkswap", "fdisk", "sfdisk", "cfdisk", "gdisk", "sgdisk", "parted", "wipefs", "blkdiscard"}
     | {"iptables", "ip6tables", "iptables-restore", "nft", "ufw", "firewall-cmd"}
@@ -272,6 +367,8 @@ _CONFIRMING: dict[str, frozenset[str]] = {
 
 def _interactive(inv: Invocation) -> str | None:
     """Why ``inv`` would wait for a human, or None."""
+    from fsm_runner.execution.shellwords import SHELLS, shell_args, su_body
+
     if not inv.argv:
         return None
     name, args = inv.argv[0], inv.argv[1:]
@@ -418,31 +515,72 @@ class SecurityPolicy:
         object.__setattr__(self, "_allow", tuple(re.compile(p) for p in self.allowlist))
         object.__setattr__(self, "_deny", tuple(re.compile(p) for p in self.denylist))
 
-    def check(self, cmd: str) -> str | None:
-        """Return why ``cmd`` must not run, or None when it may."""
+    def check(self, cmd: str, env: Mapping[str, str] | None = None) -> str | None:
+        """Return why ``cmd`` must not run, or None when it may.
+
+        ``env`` is the environment the command will get (the stage env): variables it sets are expanded
+        before the check, those it does not set are empty. Without it, every variable's value is unknown.
+        """
         if not cmd.strip():
             return None
-        invocations, tokens = collect(cmd)
-        if _FORK_BOMB.search(re.sub(r"\s+", "", cmd)):
+        if _fork_bomb(cmd):
             return "hard-deny: fork bomb"
-        for inv in invocations:
-            reason = _hard_deny(inv)
+        from fsm_runner.execution.shellwords import analyse
+
+        analysis = analyse(cmd, env, _NAMES)
+        home = (env or {}).get("HOME") or os.path.expanduser("~")
+        for inv in analysis.invocations:
+            reason = _hard_deny(inv, home)
             if reason:
                 return reason
+        if analysis.hard:
+            return f"hard-deny: {analysis.hard[0]}"
         if self.mode == "safe":
-            for inv in invocations:
-                reason = _safe_deny(inv)
-                if reason:
-                    return reason
-        normalised = " ".join(tokens)
+            reason = self._safe(analysis.invocations, analysis.unreadable)
+            if reason:
+                return reason
+        return self._contract(cmd, analysis.normalised, analysis.invocations)
+
+    def _safe(self, invocations: Sequence[Invocation], unreadable: Sequence[str]) -> str | None:
+        for inv in invocations:
+            reason = _safe_deny(inv)
+            if reason:
+                return reason
+        if unreadable:
+            return f"unreadable in safe mode: {unreadable[0]}"
+        return None
+
+    def _contract(self, cmd: str, normalised: str, invocations: Sequence[Invocation]) -> str | None:
         for pattern in self._deny:
             if pattern.search(cmd) or pattern.search(normalised):
                 return f"contract denylist: {pattern.pattern}"
-        if self._allow and not any(p.search(cmd) or p.search(normalised) for p in self._allow):
-            return "not in contract allowlist"
+            for inv in invocations:
+                if pattern.search(inv.text) or pattern.search(inv.source):
+                    return f"contract denylist: {pattern.pattern} ({inv.shown()})"
+        if self._allow:
+            for inv in invocations:
+                if not inv.argv or inv.argv[0] in _SHELL_STATE or inv.function:
+                    continue
+                if not any(p.search(inv.text) or p.search(inv.source) for p in self._allow):
+                    return f"not in contract allowlist: {inv.shown()}"
         if self.strict:
             for inv in invocations:
-                why = _interactive(inv)
+                why = None if inv.deferred else _interactive(inv)
                 if why:
                     return f"looks interactive under unattended=strict: {why}"
         return None
+
+
+#: Builtins that only change the shell's own state or print: exempt from the contract allowlist.
+_SHELL_STATE = frozenset(
+    {"cd", "pushd", "popd", "dirs", "export", "unset", "set", "shopt", "local", "declare", "typeset"}
+    | {"readonly", "true", "false", ":", "test", "[", "[[", "exit", "return", "shift", "wait", "echo"}
+    | {"printf", "break", "continue", "umask", "let", "hash", "type"}
+)
+#: Program names a glob command name (``/usr/bin/su[d]o``) is matched against.
+_NAMES = (
+    _SAFE_DENY
+    | _DISK_WRITERS
+    | {"rm", "chmod", "chown", "chgrp", "find", "mv", "dd", "cp", "mkfs", "init", "systemctl", "kill"}
+    | {"docker", "podman", "sysctl"}
+)

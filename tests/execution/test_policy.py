@@ -198,7 +198,7 @@ def test_contract_allowlist_requires_a_match() -> None:
     policy = SecurityPolicy(allowlist=[r"^python -m pytest", r"^make (test|lint)$"])
     assert policy.check("python -m pytest -q") is None
     assert policy.check("make test") is None
-    assert policy.check("make deploy") == "not in contract allowlist"
+    assert policy.check("make deploy") == "not in contract allowlist: make deploy"
     assert SecurityPolicy(allowlist="^make").check("make x") is None  # a single string is one pattern
 
 
@@ -211,7 +211,7 @@ def test_order_hard_deny_then_safe_then_contract() -> None:
     assert system_allow_all.check("rm -rf /").startswith("hard-deny")  # type: ignore[union-attr]
     assert system_allow_all.check("sudo ls") is None
     # the allowlist is checked before interactivity: an unlisted editor is reported as unlisted
-    assert SecurityPolicy(allowlist=["^make"]).check("vim x") == "not in contract allowlist"
+    assert SecurityPolicy(allowlist=["^make"]).check("vim x") == "not in contract allowlist: vim x"
 
 
 @pytest.mark.parametrize(
