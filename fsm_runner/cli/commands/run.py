@@ -51,7 +51,7 @@ def command(args: argparse.Namespace) -> int:
             on_wait=note,
             isolate=args.isolate,
         )
-        live.watch(session.run_dir)
+        live.watch(session.run_dir, lambda text: session.ctx.redactor.mask(text))
         options: dict[str, Any] = {
             "mode": args.mode,
             "require_samples": args.require_samples,
