@@ -16,8 +16,9 @@ from fsm_runner.contract.pipeline import PipelineSpec, artifacts_root, load_pipe
 from fsm_runner.engine import topology
 from fsm_runner.engine.leftovers import end_dead_runs
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
+from fsm_runner.evidence.atomic import artifacts_inside
 from fsm_runner.evidence.layout import PIPELINE_REL, new_run_id
-from fsm_runner.evidence.records import UNATTENDED, ResolvedTarget
+from fsm_runner.evidence.records import UNATTENDED, ResolvedTarget, target_secrets
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.ports import pinned_port
 from fsm_runner.execution.stage_env import check_overrides, env_map
@@ -112,9 +113,10 @@ def setup(
         tree = resolved.repo_root
         if agent is None or (tree / pipeline_rel).exists():
             # A contract that cannot load fails here, before the tree is locked or touched.
-            own_runs = (tree / load_pipeline(tree, pipeline_rel).artifacts.out_dir).resolve()
+            own_runs = tree / load_pipeline(tree, pipeline_rel).artifacts.out_dir
         else:
             own_runs = artifacts_root(tree, pipeline_rel)
+        own_runs = own_runs.resolve() if runs_root else artifacts_inside(own_runs, tree)
         claim = claim_tree(
             tree,
             run_id=run_id,
@@ -151,7 +153,9 @@ def setup(
             claim.report(session.ctx.log)
             # Before anything deploys: a dead run's service would pass this run's health checks.
             also = [Path(claim.previous.run_dir)] if claim.previous and claim.previous.run_dir else []
-            ended = end_dead_runs(session.run_dir.parent, log=session.ctx.log, also=also)
+            ended = end_dead_runs(
+                session.run_dir.parent, log=session.ctx.log, also=also, redactor=session.ctx.redactor
+            )
             session.ctx.ended_leftovers = [e.to_json() for e in ended]
         except BaseException:
             session.close()
@@ -160,7 +164,8 @@ def setup(
     if session.driver.state == topology.FAILED:
         error = session.ctx.last_error
         session.close()
-        raise FsmRunnerError(f"setup failed: {error}")
+        shown = error.redacted(session.ctx.redactor) if error is not None else error
+        raise FsmRunnerError(f"setup failed: {shown}")
     return session
 
 
@@ -179,7 +184,7 @@ def _open(
     claim: TreeClaim | None,
 ) -> Session:
     """Load the contract (asking the agent for one when it is missing) and open the session."""
-    redactor = Redactor.from_env({**os.environ, **overrides})
+    redactor = Redactor.from_env({**os.environ, **overrides}, extra=target_secrets(resolved))
     pipeline = _load_contract(resolved, pipeline_rel, agent, redactor, runs_root)
     bootstrap = load_bootstrap(resolved.repo_root)
     refuse_committed_outputs(resolved.repo_root, pipeline, pipeline_rel)

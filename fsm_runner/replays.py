@@ -29,7 +29,7 @@ from fsm_runner.engine.lifecycle import live_sessions
 from fsm_runner.errors import ContractError, EvidenceError, FsmRunnerError, ReplayError, TargetError
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
-from fsm_runner.evidence.layout import JOURNAL
+from fsm_runner.evidence.layout import EVENTS, JOURNAL, LOCK
 from fsm_runner.evidence.lock import lock_holder
 from fsm_runner.evidence.records import RunState, TransitionRecord
 from fsm_runner.evidence.redaction import MASK, Redactor
@@ -40,7 +40,7 @@ from fsm_runner.repair import AgentLike, RepairStep, as_agent
 from fsm_runner.results import EvaluationResult
 from fsm_runner.session import Session
 from fsm_runner.states import phases
-from fsm_runner.targets import restore_checkout
+from fsm_runner.targets import restore_checkout, with_url_credentials
 from fsm_runner.trees import TreeClaim, claim_tree
 from fsm_runner.typing import StrPath, TransitionHook
 
@@ -358,6 +358,7 @@ def replay(
     if own is not None:
         own.close()  # can_replay let it through: a failed session between calls
     run, records = _load_run(path)
+    run = attrs.evolve(run, target=with_url_credentials(run.target))
     repo, moved, claim = _take_repo(path, run, wait=wait, on_wait=on_wait)
     try:
         ctx = _restore(path, run, repo, env_map(env_overrides), repair_iters, repair_agent, console)
@@ -488,6 +489,9 @@ def _end_leftovers(ctx: RunContext, claim: TreeClaim | None) -> list[Leftovers]:
     so may other dead runs of the tree: end them all before anything runs again."""
     previous = claim.previous if claim is not None else None
     also = [Path(previous.run_dir)] if previous and previous.run_dir else []
-    ended = end_dead_runs(ctx.run_dir.parent, log=ctx.log, also=also, own=ctx.run_dir)
+    ended = end_dead_runs(ctx.run_dir.parent, log=ctx.log, also=also, own=ctx.run_dir, redactor=ctx.redactor)
     end_deployment(ctx)  # what it recorded is gone now; the deployment must be set up again
+    # A killed runner never masked the command it waited for, nor what its services wrote: now nothing of
+    # the run is left running, mask all of it (not the events and journal this process appends to).
+    ctx.redactor.mask_tree(ctx.run_dir, skip=(EVENTS, JOURNAL, LOCK))
     return ended
