@@ -218,24 +218,38 @@ class Redactor:
         """:meth:`mask_file` every regular file under ``root`` (symlinks are not followed); returns the count.
 
         ``skip`` names files (relative to ``root``, ``/``-separated) to leave alone: files this process
-        still writes to (the run's events and journal) or has masked already.
+        still writes to (the run's events and journal) or has masked already. ``root`` is evidence: a file
+        or directory a command made unreadable in it (``chmod 000``) is made readable by its owner first.
         """
         if self._bytes_pattern is None:
             return 0
         root = Path(root)
         skipped = set(skip)
         count = 0
-        for folder, _dirs, names in os.walk(root):
+        for folder, dirs, names in os.walk(root):
+            for name in dirs:
+                _let_owner_in(Path(folder, name), stat.S_IRWXU)
             for name in sorted(names):
                 path = Path(folder, name)
                 if path.relative_to(root).as_posix() in skipped:
                     continue
+                _let_owner_in(path, stat.S_IRUSR | stat.S_IWUSR)
                 try:
                     count += self.mask_file(path)
                 except EvidenceError:
                     if os.path.lexists(path):
                         raise  # else it went away while we looked (a temp file renamed into place)
         return count
+
+
+def _let_owner_in(path: Path, bits: int) -> None:
+    """Add ``bits`` to the mode of ``path`` (never through a symlink) when it lacks them."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & bits != bits:
+            os.chmod(path, stat.S_IMODE(st.st_mode) | bits)
+    except OSError:
+        pass  # gone, or not ours: reading it says what is wrong
 
 
 def _copy_masked(

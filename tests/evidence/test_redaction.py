@@ -199,3 +199,16 @@ def test_mask_bytes_and_longest() -> None:
     assert redactor.longest == len("hunter2-secret") and Redactor().longest == 0
     assert redactor.mask_bytes("a pässwört-1 b hunter2-secret".encode()) == f"a {MASK} b {MASK}".encode()
     assert Redactor().mask_bytes(b"hunter2-secret") == b"hunter2-secret"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file: nothing is unreadable to it")
+def test_mask_tree_masks_what_a_command_made_unreadable(tmp_path: Path) -> None:
+    redactor = Redactor(["hunter2-secret"])
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "inner.txt").write_text("hunter2-secret\n")
+    (tmp_path / "closed.txt").write_text("hunter2-secret\n")
+    (tmp_path / "closed.txt").chmod(0)
+    (tmp_path / "locked").chmod(0)
+    assert redactor.mask_tree(tmp_path) == 2
+    assert (tmp_path / "closed.txt").read_text() == f"{MASK}\n"
+    assert (tmp_path / "locked" / "inner.txt").read_text() == f"{MASK}\n"
