@@ -192,21 +192,21 @@ git remote get-url origin >> "$AIDER_FSM_ARTIFACTS_DIR/leak.txt"
 
 #: A deployed service that prints a numbered line with a secret every 50 ms, and a last one when it is ended.
 CHATTY = """\
-import os, signal, sys, time
+import os, signal, time
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 n = 0
-def stop(*_):
-    print(f"chatty bye after {n}", flush=True)
-    os._exit(0)
-signal.signal(signal.SIGTERM, stop)
-while True:
+while not stopping:
     print(f"chatty {n} {os.environ['MY_API_KEY']} {os.environ['HF_TOKEN']}", flush=True)
     n += 1
     time.sleep(0.05)
+print(f"chatty bye after {n}", flush=True)
 """
 
 #: The SIGKILLed run holds here (first time only) until the test has killed the runner.
 HOLD_SH = """\
 sh leak.sh
+sleep 1  # the deployed service prints meanwhile
 if [ -f .aider_fsm/hold_wanted ] && [ ! -f .aider_fsm/released ]; then
   touch .aider_fsm/holding
   sleep 60
@@ -375,7 +375,7 @@ def test_planted_secrets_never_reach_the_run_dir_or_the_terminal(
     lines = _chatty_lines(run_dir)
     numbered = [int(ln.split()[1]) for ln in lines if not ln.startswith("chatty bye")]
     assert any(ln.startswith("chatty bye after") for ln in lines), lines[-3:]
-    assert len(numbered) >= 10 and all(ln.endswith(f"{MASK} {MASK}") for ln in lines if "bye" not in ln)
+    assert len(numbered) >= 5 and all(ln.endswith(f"{MASK} {MASK}") for ln in lines if "bye" not in ln)
     if scenario == "repair":
         (repair_dir,) = run_dir.glob("repair_*")
         prompt = (repair_dir / "prompt.md").read_text()
@@ -396,7 +396,7 @@ def test_a_deployed_services_output_is_all_kept_and_masked(make_target: TargetFa
         "    - python3 svc.py > .aider_fsm/svc.log 2>&1 &\n",
         "    - python3 svc.py > .aider_fsm/svc.log 2>&1 &\n    - python3 chatty.py &\n",
     )
-    pipeline = pipeline.replace("    - python3 evaluate.py\n", "    - sleep 0.5\n    - python3 evaluate.py\n")
+    pipeline = pipeline.replace("    - python3 evaluate.py\n", "    - sleep 1\n    - python3 evaluate.py\n")
     repo = make_target(pipeline=pipeline)
     (repo / "chatty.py").write_text(CHATTY)
     overrides = {"MY_API_KEY": PLANTED["env"], "HF_TOKEN": PLANTED["boot"]}
@@ -407,7 +407,7 @@ def test_a_deployed_services_output_is_all_kept_and_masked(make_target: TargetFa
     lines = stdout.read_text().splitlines()
     assert lines[-1].startswith("chatty bye after ")
     count = int(lines[-1].rsplit(" ", 1)[1])
-    assert count >= 10 and lines[:-1] == [f"chatty {n} {MASK} {MASK}" for n in range(count)]
+    assert count >= 5 and lines[:-1] == [f"chatty {n} {MASK} {MASK}" for n in range(count)]
 
 
 def test_a_dead_runs_evidence_is_masked_by_the_next_setup(make_target: TargetFactory) -> None:
