@@ -16,8 +16,9 @@ from fsm_runner.contract.pipeline import PipelineSpec, artifacts_root, load_pipe
 from fsm_runner.engine import topology
 from fsm_runner.engine.leftovers import end_dead_runs
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
+from fsm_runner.evidence.atomic import artifacts_inside
 from fsm_runner.evidence.layout import PIPELINE_REL, contract_rel_problem, new_run_id
-from fsm_runner.evidence.records import SANDBOXES, UNATTENDED, ResolvedTarget
+from fsm_runner.evidence.records import SANDBOXES, UNATTENDED, ResolvedTarget, target_secrets
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.ports import pinned_port
 from fsm_runner.execution.sandbox import require_sandbox, resolve_sandbox
@@ -117,9 +118,10 @@ def setup(
         tree = resolved.repo_root
         if agent is None or (tree / pipeline_rel).exists():
             # A contract that cannot load fails here, before the tree is locked or touched.
-            own_runs = (tree / load_pipeline(tree, pipeline_rel).artifacts.out_dir).resolve()
+            own_runs = tree / load_pipeline(tree, pipeline_rel).artifacts.out_dir
         else:
             own_runs = artifacts_root(tree, pipeline_rel)
+        own_runs = own_runs.resolve() if runs_root else artifacts_inside(own_runs, tree)
         claim = claim_tree(
             tree,
             run_id=run_id,
@@ -159,7 +161,11 @@ def setup(
         previous = claim.previous if claim is not None else None
         also = [Path(previous.run_dir)] if previous and previous.run_dir else []
         ended = end_dead_runs(
-            session.run_dir.parent, log=session.ctx.log, target=session.ctx.target, also=also
+            session.run_dir.parent,
+            log=session.ctx.log,
+            target=session.ctx.target,
+            also=also,
+            redactor=session.ctx.redactor,
         )
         session.ctx.ended_leftovers = [e.to_json() for e in ended]
     except BaseException:
@@ -169,7 +175,8 @@ def setup(
     if session.driver.state == topology.FAILED:
         error = session.ctx.last_error
         session.close()
-        raise FsmRunnerError(f"setup failed: {error}")
+        shown = error.redacted(session.ctx.redactor) if error is not None else error
+        raise FsmRunnerError(f"setup failed: {shown}")
     return session
 
 
@@ -189,7 +196,7 @@ def _open(
     sandbox: str | None = None,
 ) -> Session:
     """Load the contract (asking the agent for one when it is missing) and open the session."""
-    redactor = Redactor.from_env({**os.environ, **overrides})
+    redactor = Redactor.from_env({**os.environ, **overrides}, extra=target_secrets(resolved))
     pipeline = _load_contract(resolved, pipeline_rel, agent, redactor, runs_root, sandbox)
     mode = resolve_sandbox(pipeline.security.sandbox, sandbox)
     if mode == "bwrap":  # before the run exists: one error that says what to install or drop

@@ -44,7 +44,9 @@ from fsm_runner.evidence.journal import Journal
 from fsm_runner.evidence.layout import (
     AGENT_PROCESS,
     BOOTSTRAP_REL,
+    EVENTS,
     JOURNAL,
+    LOCK,
     REPAIR_BEFORE,
     REPAIR_DIR_GLOB,
     REPAIR_PROVENANCE,
@@ -62,7 +64,7 @@ from fsm_runner.repair.guardrails import UNREADABLE, FileState, matches_any, res
 from fsm_runner.results import EvaluationResult
 from fsm_runner.session import Session
 from fsm_runner.states import phases
-from fsm_runner.targets import restore_checkout
+from fsm_runner.targets import restore_checkout, with_url_credentials
 from fsm_runner.trees import TreeClaim, claim_tree
 from fsm_runner.typing import EventLogger, StrPath, TransitionHook
 
@@ -474,6 +476,7 @@ def replay(
     if own is not None:
         own.close()  # can_replay let it through: a failed session between calls
     run, records = _load_run(path)
+    run = attrs.evolve(run, target=with_url_credentials(run.target))
     repo, moved, claim = _take_repo(path, run, wait=wait, on_wait=on_wait)
     try:
         ctx, ended_first = _restore(
@@ -645,8 +648,13 @@ def _end_leftovers(ctx: RunContext, claim: TreeClaim | None, *, moved: bool) -> 
     previous = claim.previous if claim is not None else None
     also = [Path(previous.run_dir)] if previous and previous.run_dir else []
     own = None if moved else ctx.run_dir
-    ended = end_dead_runs(ctx.run_dir.parent, log=ctx.log, target=ctx.target, also=also, own=own)
+    ended = end_dead_runs(
+        ctx.run_dir.parent, log=ctx.log, target=ctx.target, also=also, own=own, redactor=ctx.redactor
+    )
     end_deployment(ctx, kill=not moved)  # gone now (or never ours): the deployment must be set up again
+    # A killed runner never masked the command it waited for, nor what its services wrote: now nothing of
+    # the run is left running, mask all of it (not the events and journal this process appends to).
+    ctx.redactor.mask_tree(ctx.run_dir, skip=(EVENTS, JOURNAL, LOCK))
     return ended
 
 

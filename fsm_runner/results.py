@@ -104,11 +104,14 @@ def _summaries(journal_path: Path, since: int) -> tuple[PhaseSummary, ...]:
 
 def _common(ctx: RunContext, state: str, journal_path: Path, since: int) -> dict[str, Any]:
     failed = state == FAILED
+    # A guard quotes what it found ("ok must be true, got ..."), a command error its output: masked here as
+    # in the evidence, so a result printed or logged by the caller carries no secret either.
+    error = ctx.last_error.redacted(ctx.redactor) if failed and ctx.last_error else None
     return {
         "phase": ctx.failed_phase if failed and ctx.failed_phase else state,
         "run_id": ctx.run_id,
         "run_dir": ctx.run_dir,
-        "error": ctx.last_error if failed else None,
+        "error": error,
         "phases": _summaries(journal_path, since),
         "repairs_used": ctx.repairs_used,
         "round": ctx.round,
@@ -116,7 +119,12 @@ def _common(ctx: RunContext, state: str, journal_path: Path, since: int) -> dict
 
 
 def _this_round(ctx: RunContext) -> dict[str, dict[str, Any]]:
-    return {phase: data for phase, data in ctx.outputs.items() if ctx.completed.get(phase) == ctx.round}
+    """This round's phase outputs, secrets masked (as run.json keeps them)."""
+    return {
+        phase: ctx.redactor.scrub(data)
+        for phase, data in ctx.outputs.items()
+        if ctx.completed.get(phase) == ctx.round
+    }
 
 
 def rollout_result(ctx: RunContext, state: str, journal_path: Path, *, since: int) -> RolloutResult:

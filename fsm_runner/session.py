@@ -85,7 +85,8 @@ class Session:
     ) -> Session:
         self = object.__new__(cls)
         root = artifacts_dir or resolved.repo_root / pipeline.artifacts.out_dir
-        run_dir = create_run_dir(root, run_id)
+        # The repository's own artifacts dir must stay in it; one the caller names may be anywhere.
+        run_dir = create_run_dir(root, run_id, inside=None if artifacts_dir else resolved.repo_root)
         self._lock = hold_lock(run_dir)
         self._claim = claim
         if claim is not None and claim.holder.run_dir != str(run_dir):

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
+
 from fsm_runner.contract.outputs import run_outputs
 from fsm_runner.contract.pipeline import PipelineSpec
 from fsm_runner.errors import ContractError, EvidenceError, TargetError, UsageError
@@ -50,6 +52,7 @@ __all__ = [
     "split_ref",
     "tracked_files",
     "url_runs_root",
+    "with_url_credentials",
 ]
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -340,6 +343,27 @@ def restore_checkout(target: ResolvedTarget, run_dir: Path, *, timeout: float = 
         add = ("worktree", "add", "--detach", str(path), target.commit)
         git(*add, cwd=clone, what=f"cannot re-create {path}")
     return True
+
+
+def with_url_credentials(target: ResolvedTarget, *, timeout: float = 30) -> ResolvedTarget:
+    """A git target as run.json recorded it, with the credentials of its URL back (read from the clone's
+    origin, when that is the same URL): run.json never holds them, but replay needs the real URL to find
+    the clone, and the run's redactor needs the token to mask it."""
+    url = target.url
+    if target.clone is None or not url or "://***@" not in url:
+        return target  # not a git target, or it had no credentials
+    config = target.clone / ".git" / "config"
+    try:
+        done = run_captured(
+            ["git", "config", "--file", str(config), "--get", "remote.origin.url"], timeout=timeout
+        )
+    except OSError:
+        return target
+    origin = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode != 0 or strip_credentials(origin) != url:
+        return target
+    spec = origin + target.spec[len(url) :] if target.spec.startswith(url) else target.spec
+    return attrs.evolve(target, url=origin, spec=spec)
 
 
 # -- naming a target -----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from fsm_runner.contract.pipeline import StageCommon
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.outcome import ErrorInfo, Outcome, skipped
 from fsm_runner.engine.phase import finish
+from fsm_runner.evidence.confine import ConfinementError
 from fsm_runner.states._outputs import set_aside_all
 
 Section = TypeVar("Section", bound=StageCommon)
@@ -61,7 +62,11 @@ class CommandPhase(Generic[Section]):
         problem = self.prepare(ctx, section, stage_dir)
         if problem is not None:
             return finish(ctx, self.name, stage_dir, started, None, error=problem)
-        moved = set_aside_all(ctx, self.name, self.outputs(ctx, section), stage_dir)
+        try:
+            moved = set_aside_all(ctx, self.name, self.outputs(ctx, section), stage_dir)
+        except ConfinementError as exc:
+            error = ErrorInfo("output", str(exc), self.name, str(ctx.repo_root))
+            return finish(ctx, self.name, stage_dir, started, None, error=error)
         run = ctx.run_stage(
             self.name,
             cmds,

@@ -8,6 +8,7 @@ from fsm_runner.contract.pipeline import DeploySpec
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.outcome import Outcome
+from fsm_runner.evidence.layout import stage_dir_name
 from fsm_runner.states._command import CommandPhase
 
 
@@ -24,6 +25,7 @@ class DeploySetupPhase(CommandPhase[DeploySpec]):
     def run(self, ctx: RunContext) -> Outcome:
         # Deploying again (after a failed deploy, a repair or a new model): the old service goes first.
         end_deployment(ctx)
+        mask_deploy_output(ctx)
         ctx.deployed_at = time.monotonic()
         ctx.health_passed_at = None
         deploy = ctx.pipeline.deploy
@@ -32,3 +34,13 @@ class DeploySetupPhase(CommandPhase[DeploySpec]):
             ctx.deployed = True
             ctx.deployed_llm = ctx.llm
         return super().run(ctx)
+
+
+def mask_deploy_output(ctx: RunContext) -> None:
+    """Mask secrets in the evidence of every deploy of the run; call it only once the services those deploys
+    started are gone, since masking replaces a file that holds a secret and a service still writing to it
+    would go on writing to the replaced one (and its lines would be lost)."""
+    for count in range(1, ctx.runs_of_phase.get(DeploySetupPhase.name, 0) + 1):
+        stage_dir = ctx.run_dir / stage_dir_name(DeploySetupPhase.name, count)
+        if stage_dir.is_dir():
+            ctx.redactor.mask_tree(stage_dir)

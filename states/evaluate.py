@@ -46,7 +46,7 @@ class EvaluatePhase(CommandPhase[EvaluationSpec]):
         if not section.metrics_path:
             return {}
         path = Path(ctx.repo_root, section.metrics_path)
-        check = check_metrics(path, section.required_keys)
+        check = check_metrics(path, section.required_keys, root=ctx.repo_root)
         data: dict[str, Any] = {"metrics": check.metrics, "metrics_path": str(path)}
         if check.metrics is not None:
             # The latest metrics at a fixed path, and this round's in round_N/.

@@ -11,6 +11,7 @@ from fsm_runner.engine.outcome import Outcome, skipped
 from fsm_runner.engine.phase import finish
 from fsm_runner.execution.commands import StageRun
 from fsm_runner.states._kubectl import kubectl_dump
+from fsm_runner.states.deploy_setup import mask_deploy_output
 
 POLICY_RUNS = {
     "always": {"success", "failure"},
@@ -39,6 +40,7 @@ class TeardownPhase:
         finally:
             # Whatever the teardown commands did (or a second signal interrupting them), end the groups.
             killed = end_deployment(ctx)
+            mask_deploy_output(ctx)  # what the services wrote until now, secrets masked
         data = {
             "policy": policy,
             "run_for": result,

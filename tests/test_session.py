@@ -239,3 +239,24 @@ def test_each_guard_failure_ends_failed_with_a_named_error(make_target: TargetFa
         assert result.error.evidence and Path(result.error.evidence).exists()
     cleanup = [r for r in records if r.trigger == "cleanup"]
     assert cleanup and cleanup[-1].outcome is not None and cleanup[-1].outcome.data["run_for"] == "failure"
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["in-place", "isolated"])
+def test_an_artifacts_dir_linked_out_of_the_repo_is_refused(
+    make_target: TargetFactory, tmp_path: Path, isolate: bool
+) -> None:
+    repo = make_target()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (repo / ".aider_fsm" / "artifacts").symlink_to(outside)
+    with pytest.raises(fsm_runner.EvidenceError) as caught:
+        fsm_runner.setup(repo, isolate=isolate)
+    assert str(caught.value) == (
+        f"the artifacts directory {repo / '.aider_fsm' / 'artifacts'} leads to {outside}, outside {repo} "
+        "(through a symbolic link); evidence goes outside the repository only when asked: remove the link, "
+        "or pass that directory as artifacts_dir= (--artifacts-dir)"
+    )
+    assert list(outside.iterdir()) == []
+    # Asked for, it is used.
+    with fsm_runner.setup(repo, artifacts_dir=outside, isolate=isolate) as sess:
+        assert sess.run_dir.parent == outside

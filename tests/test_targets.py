@@ -15,8 +15,10 @@ import pytest
 
 from fsm_runner.errors import TargetError, UsageError
 from fsm_runner.evidence.layout import checkout_owner, clone_checkouts_dir, clone_lock, clone_runs_dir
+from fsm_runner.evidence.records import strip_credentials
 from fsm_runner.targets import (
     ResolvedTarget,
+    _entry_name,
     default_clones_dir,
     remove_checkout,
     resolve_target,
@@ -24,6 +26,7 @@ from fsm_runner.targets import (
     split_ref,
     tracked_files,
     url_runs_root,
+    with_url_credentials,
 )
 
 GIT_ID = ("-c", "user.email=fsm@example.invalid", "-c", "user.name=fsm test", "-c", "commit.gpgsign=false")
@@ -370,6 +373,36 @@ def test_errors_do_not_echo_url_passwords(clones: Path) -> None:
     with pytest.raises(TargetError, match=r"cannot clone http://\*\*\*@127\.0\.0\.1:9/") as info:
         resolve_target("http://bob:s3cret-token@127.0.0.1:9/org/repo.git", clones_dir=clones, timeout=30)
     assert "s3cret-token" not in str(info.value) and "bob" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://ghp-usertoken-77@127.0.0.1:9/org/repo.git",
+        "http://ghp-usertoken-77@127.0.0.1:9",
+        "http://bob:ghp-usertoken-77@127.0.0.1:9",
+    ],
+)
+def test_a_url_token_is_in_no_error_and_no_cache_name(clones: Path, url: str) -> None:
+    with pytest.raises(TargetError) as info:
+        resolve_target(url, clones_dir=clones, timeout=30)
+    assert "ghp-usertoken" not in str(info.value) and "http://***@127.0.0.1:9" in str(info.value)
+    assert "ghp-usertoken" not in _entry_name(url)
+    assert [p for p in clones.rglob("*") if "ghp-usertoken" in p.name] == []
+
+
+def test_replay_gets_a_url_token_back_from_the_clone(upstream: Upstream, clones: Path) -> None:
+    """run.json keeps the URL without its token; the clone's origin still has it, and replay needs it."""
+    resolved = resolve_target(upstream.file_url, clones_dir=clones)
+    assert resolved.clone is not None
+    real = "http://tok-from-clone-9@127.0.0.1:9/org/repo.git"
+    git(resolved.clone, "config", "remote.origin.url", real)
+    recorded = attrs.evolve(resolved, url=strip_credentials(real), spec=strip_credentials(real) + "@v1")
+    again = with_url_credentials(recorded)
+    assert (again.url, again.spec) == (real, real + "@v1")
+    other = attrs.evolve(recorded, url="http://***@127.0.0.1:9/other.git")
+    assert with_url_credentials(other) == other  # the clone is not of that URL: left as recorded
+    assert with_url_credentials(resolved) == resolved  # nothing was stripped
 
 
 # -- tracked outputs -------------------------------------------------------------------------------------

@@ -22,11 +22,13 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from fsm_runner.cli.output import emit_json
+from fsm_runner.cli.output import emit_json, print_error
 from fsm_runner.engine.lifecycle import Interrupted, sigterm_raises
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
+from fsm_runner.evidence.records import strip_credentials
+from fsm_runner.evidence.redaction import Redactor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -42,32 +44,45 @@ def run_handled(args: argparse.Namespace, handler: Callable[[argparse.Namespace]
         with sigterm_raises():
             return handler(args)
     except Interrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
+        print_error(f"interrupted: {exc}")
         return 128 + exc.signum
     except KeyboardInterrupt:
-        print("interrupted: received SIGINT", file=sys.stderr)
+        print_error("interrupted: received SIGINT")
         return 128 + signal.SIGINT
     except FsmRunnerError as exc:
-        _report(json_mode, type(exc).__name__, str(exc))
+        _report(json_mode, type(exc).__name__, str(exc), _given_env(args))
         if isinstance(exc, ContractError) and args.command == "run":
-            print("hint: `fsm-runner validate TARGET` lists every problem of the contract", file=sys.stderr)
+            print_error("hint: `fsm-runner validate TARGET` lists every problem of the contract")
         return exit_code_of(exc)
     except BrokenPipeError:  # `fsm-runner runs | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # a bug: keep the traceback, show one line
         where = _save_traceback(exc)
-        _report(json_mode, "internal", f"internal error ({type(exc).__name__}: {exc}); {where}")
+        message = f"internal error ({type(exc).__name__}: {exc}); {where}"
+        _report(json_mode, "internal", message, _given_env(args))
         return EXIT_INTERNAL
 
 
-def _report(json_mode: bool, kind: str, message: str) -> None:
-    """One ``error:`` line (and the JSON error object with ``--json``); a closed stdout cannot stop it."""
+def _given_env(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--env K=V`` pairs of the command line (their secrets are masked like the environment's)."""
+    pairs = getattr(args, "env", None) or []
+    return {k: v for k, v in pairs if isinstance(k, str) and isinstance(v, str)}
+
+
+def _report(json_mode: bool, kind: str, message: str, env: Mapping[str, str] | None = None) -> None:
+    """One ``error:`` line (and the JSON error object with ``--json``); a closed stdout cannot stop it.
+
+    The message may quote what a target or a command said: the secrets of the caller's environment and of
+    ``--env`` (``env``) are masked, and a URL's credentials stripped, as in the evidence.
+    """
+    redactor = Redactor.from_env({**os.environ, **(env or {})})
+    message = strip_credentials(redactor.mask(message))
     if json_mode:
         with contextlib.suppress(OSError):
             emit_json({"ok": False, "error": {"kind": kind, "message": message}})
     with contextlib.suppress(OSError):
-        print(f"error: {message}", file=sys.stderr)
+        print_error(f"error: {message}")
 
 
 def _save_traceback(exc: BaseException) -> str:

@@ -9,17 +9,20 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from fsm_runner.cli.output import terminal_text
 from fsm_runner.cli.report import fmt_score, transition_lines
 from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
 from fsm_runner.evidence.records import TransitionRecord
 
 TICK_SECONDS = 0.5
 _CLEAR_LINE = "\r\x1b[K"
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]")
+#: Colours, cursor moves and other controls in a command's output mean nothing on the status line: dropped.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f-\x9f]")
 _OUTPUT_GLOBS = (f"*/*{STDOUT_SUFFIX}", f"*/*{STDERR_SUFFIX}", f"*/{AGENT_OUTPUT}")
 
 
@@ -76,6 +79,8 @@ class _Ticker:
         self.since = time.monotonic()
         self.since_wall = time.time()
         self.run_dir: Path | None = None
+        #: Masks the run's secrets in a line of output not masked yet (the command is still running).
+        self.mask: Callable[[str], str] = str
         self._shown = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fsm-runner-status", daemon=True)
@@ -103,9 +108,9 @@ class _Ticker:
 
     def draw(self) -> None:
         text = f"... {self.phase} {time.monotonic() - self.since:.1f}s"
-        last = last_output_line(self.run_dir, self.since_wall - 0.05) if self.run_dir else ""
+        last = self.mask(last_output_line(self.run_dir, self.since_wall - 0.05)) if self.run_dir else ""
         if last:
-            text += f"  | {last}"
+            text += f"  | {terminal_text(last)}"
         with self.lock:
             if self._stop.is_set():
                 return
@@ -124,9 +129,9 @@ class _Ticker:
         with self.lock:
             self._clear()
             if lines:
-                out.write("\n".join(lines) + "\n")
+                out.write(terminal_text("\n".join(lines)) + "\n")
                 out.flush()
-            self.phase = phase
+            self.phase = terminal_text(phase)
             self.since, self.since_wall = time.monotonic(), time.time()
 
 
@@ -144,10 +149,12 @@ class LiveReport:
         self.started = time.monotonic()
         self.ticker = _Ticker(err) if err.isatty() else None
 
-    def watch(self, run_dir: Path) -> None:
-        """Where the running commands write their output (known only once setup has opened the run)."""
+    def watch(self, run_dir: Path, mask: Callable[[str], str] = str) -> None:
+        """Where the running commands write their output (known only once setup has opened the run), and
+        how to mask the run's secrets in it: output is masked only once its command has ended."""
         if self.ticker is not None:
             self.ticker.run_dir = run_dir
+            self.ticker.mask = mask
 
     def __enter__(self) -> LiveReport:
         if self.ticker is not None:
@@ -166,5 +173,5 @@ class LiveReport:
         if self.ticker is not None:
             self.ticker.moved(parsed.dest, lines, self.out)
         elif lines:
-            self.out.write("\n".join(lines) + "\n")
+            self.out.write(terminal_text("\n".join(lines)) + "\n")
             self.out.flush()

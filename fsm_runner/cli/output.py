@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,18 +15,37 @@ from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.store import resolve_run
 from fsm_runner.targets import url_runs_root
 
+#: C0 controls but newline and tab, DEL, and C1 controls: what a terminal may act on instead of showing.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with every control character a terminal would act on shown as an escape (``\\x1b``).
+
+    What the CLI prints quotes text a target controls (command output in error tails, metrics strings,
+    names read from disk): an escape sequence in it could erase lines, retitle the terminal or fake output.
+    Every line the commands print passes through here; JSON output is escaped by the JSON encoder instead.
+    """
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 def emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    # ensure_ascii: every control and non-ASCII character is written as a \u escape.
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=True))
 
 
 def print_lines(lines: Sequence[str]) -> None:
     if lines:
-        print("\n".join(lines), flush=True)
+        print(terminal_text("\n".join(lines)), flush=True)
+
+
+def print_error(text: str) -> None:
+    """One line (or block) on stderr, control characters neutralised."""
+    print(terminal_text(text), file=sys.stderr, flush=True)
 
 
 def note(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr)
+    print_error(f"note: {text}")
 
 
 def runs_root(

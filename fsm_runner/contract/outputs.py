@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from attrs import define
 
 from fsm_runner.contract.pipeline import PipelineSpec
+from fsm_runner.evidence.confine import ConfinementError, open_inside, resolve_inside
 from fsm_runner.evidence.layout import ROLLOUT_REL
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -78,15 +81,25 @@ def _size(n: int) -> str:
 
 
 def read_json_object(
-    path: Path, *, max_bytes: int = MAX_JSON_BYTES
+    path: Path, *, max_bytes: int = MAX_JSON_BYTES, root: Path | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """The JSON object stored at ``path`` or a problem; never reads more than ``max_bytes`` + 1 bytes."""
-    if not path.exists():
+    """The JSON object stored at ``path`` or a problem; never reads more than ``max_bytes`` + 1 bytes.
+
+    With ``root``, ``path`` is a file a command wrote under ``root`` and is opened without leaving it
+    (:mod:`fsm_runner.evidence.confine`): a symlink out of the tree is a problem, never followed.
+    """
+    try:
+        fh = _open_output(Path(path), root)
+    except FileNotFoundError:
         return None, f"file not found: {path}"
-    if not path.is_file():
+    except ConfinementError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror or exc}"
+    if fh is None:
         return None, f"not a regular file: {path}"
     try:
-        with path.open("rb") as fh:
+        with fh:
             data = fh.read(max_bytes + 1)
     except OSError as exc:
         return None, f"cannot read {path}: {exc.strerror or exc}"
@@ -104,6 +117,21 @@ def read_json_object(
     return value, None
 
 
+def _open_output(path: Path, root: Path | None) -> BinaryIO | None:
+    """``path`` opened for reading (None when it is not a regular file); below ``root`` when given."""
+    if root is None:
+        if not path.exists():
+            raise FileNotFoundError(path)
+        return path.open("rb") if path.is_file() else None
+    rel = os.path.relpath(path, root) if path.is_absolute() else str(path)
+    fd = open_inside(root, rel)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def lookup(obj: dict[str, Any], key: str) -> Any:
     """``obj[key]`` if that literal key exists, else the nested value for a dotted key, else a sentinel."""
     if key in obj:
@@ -117,10 +145,13 @@ def lookup(obj: dict[str, Any], key: str) -> Any:
 
 
 def check_metrics(
-    path: Path, required_keys: Sequence[str], *, max_bytes: int = MAX_JSON_BYTES
+    path: Path, required_keys: Sequence[str], *, max_bytes: int = MAX_JSON_BYTES, root: Path | None = None
 ) -> MetricsCheck:
-    """Is ``path`` a JSON object with every required key (and ``ok`` exactly true when required)?"""
-    metrics, problem = read_json_object(Path(path), max_bytes=max_bytes)
+    """Is ``path`` a JSON object with every required key (and ``ok`` exactly true when required)?
+
+    ``root`` (the repository) confines the read: see :func:`read_json_object`.
+    """
+    metrics, problem = read_json_object(Path(path), max_bytes=max_bytes, root=root)
     if metrics is None:
         return MetricsCheck(False, None, (problem or "unreadable",))
     problems: list[str] = []
@@ -200,11 +231,13 @@ def _samples_location(rollout: dict[str, Any], root: Path, required: bool) -> tu
     if not isinstance(value, str) or not value.strip():
         return None, f"paths.samples_jsonl: expected a non-empty string, got {json_type(value)}"
     try:
-        resolved = (root / value).resolve()
-    except (OSError, RuntimeError, ValueError) as exc:
-        return None, f"paths.samples_jsonl: cannot resolve {value!r}: {exc}"
-    if not resolved.is_relative_to(root):
+        resolved = resolve_inside(root, os.path.relpath(value, root) if os.path.isabs(value) else value)
+    except ConfinementError:
         return None, f"paths.samples_jsonl: {value!r} is outside the repository"
+    except FileNotFoundError:
+        return root / value, None  # reported as missing where it is read
+    except (OSError, ValueError) as exc:
+        return None, f"paths.samples_jsonl: cannot resolve {value!r}: {exc}"
     return resolved, None
 
 
@@ -233,7 +266,7 @@ def check_rollout(repo_root: Path, *, require_samples: bool, rollout_rel: str = 
     rollout_path = root / rollout_rel
     if not rollout_path.exists() and not require_samples:
         return RolloutCheck(True, None, None, 0, ())
-    rollout, problem = read_json_object(rollout_path)
+    rollout, problem = read_json_object(rollout_path, root=root)
     if rollout is None:
         return RolloutCheck(False, None, None, 0, (f"{rollout_rel}: {problem}",))
     problems: list[str] = []

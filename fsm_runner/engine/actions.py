@@ -11,6 +11,7 @@ from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.outcome import ErrorInfo
 from fsm_runner.errors import ContractError
 from fsm_runner.evidence import layout
+from fsm_runner.evidence.confine import ConfinementError, write_inside
 
 
 def run_actions(ctx: RunContext, stage: str, out_dir: Path) -> tuple[list[dict[str, Any]], ErrorInfo | None]:
@@ -32,11 +33,14 @@ def run_actions(ctx: RunContext, stage: str, out_dir: Path) -> tuple[list[dict[s
         for number, action in enumerate(spec.actions, start=1):
             record: dict[str, Any] = {"id": action.id, "kind": action.kind, "rationale": action.rationale}
             if action.kind == "write_file" and action.path is not None:
-                target = ctx.repo_root / action.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(action.content or "", encoding="utf-8")
                 record["path"] = action.path
-                record["ok"] = True
+                try:
+                    # Checked as it writes: an earlier action may have made a symlink since the file loaded.
+                    write_inside(ctx.repo_root, action.path, (action.content or "").encode("utf-8"))
+                    record["ok"] = True
+                except ConfinementError as exc:
+                    record["ok"] = False
+                    error = ErrorInfo("action", f"action {action.id!r} refused: {exc}", stage, spec.path)
             elif action.cmd is not None:
                 run = ctx.run_stage(
                     stage,

@@ -23,7 +23,7 @@ from fsm_runner.evidence.layout import (
     round_file,
     stage_dir_name,
 )
-from fsm_runner.evidence.records import RoundRecord, RunState
+from fsm_runner.evidence.records import RoundRecord, RunState, target_secrets
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.commands import CommandResult, StageRun, run_commands
 from fsm_runner.execution.policy import SecurityPolicy
@@ -113,7 +113,8 @@ class RunContext(RunState):
         return path
 
     def refresh_redactor(self) -> None:
-        """Secrets may come from the caller's env, the overrides, bootstrap.yml or any stage's env."""
+        """Secrets may come from the caller's env, the overrides, bootstrap.yml, any stage's env or the
+        target's URL (a token in its user-info)."""
         env = {**self.base_env, **self.env_overrides, **self.bootstrap_env}
         if self.bootstrap is not None:
             env.update({f"bootstrap.{k}": v for k, v in self.bootstrap.env.items()})
@@ -121,7 +122,7 @@ class RunContext(RunState):
             section = getattr(self.pipeline, name)
             if section is not None:
                 env.update({f"{name}.{k}": v for k, v in section.env.items()})
-        self.redactor = Redactor.from_env(env)
+        self.redactor = Redactor.from_env(env, extra=target_secrets(self.target))
         if self.sink is not None:
             self.sink.redactor = self.redactor
 

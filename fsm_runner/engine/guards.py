@@ -26,7 +26,7 @@ def metrics_check(ctx: RunContext) -> MetricsCheck | None:
     spec = _metrics_spec(ctx)
     if spec is None or not spec.metrics_path:
         return None
-    return check_metrics(ctx.repo_root / spec.metrics_path, spec.required_keys)
+    return check_metrics(ctx.repo_root / spec.metrics_path, spec.required_keys, root=ctx.repo_root)
 
 
 def rollout_check(ctx: RunContext) -> RolloutCheck:

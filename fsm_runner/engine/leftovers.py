@@ -25,6 +25,7 @@ from fsm_runner.errors import EvidenceError
 from fsm_runner.evidence.layout import AGENT_PROCESS, RUN_JSON, repair_dir_name
 from fsm_runner.evidence.lock import lock_holder, lock_pid
 from fsm_runner.evidence.records import OK, ResolvedTarget, RunState
+from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.evidence.store import list_runs, read_run
 from fsm_runner.execution.commands import interrupted_command_groups
 from fsm_runner.execution.process import is_same_group, kill_group, process_start_time, running_group
@@ -75,6 +76,7 @@ def end_dead_runs(
     target: ResolvedTarget,
     also: Iterable[Path] = (),
     own: Path | None = None,
+    redactor: Redactor | None = None,
 ) -> list[Leftovers]:
     """End what the dead runs of ``target`` under ``runs_root`` (and the run dirs in ``also``) left running.
 
@@ -82,6 +84,9 @@ def end_dead_runs(
     the same clone): a run dir that came with a ``cp -r`` of a tree belongs to the original tree's runs,
     which may be live. ``own`` is a run this process holds the lock of and treats as dead (the run a replay
     continues). Each run that had something left is logged as a ``leftovers.ended`` event and returned.
+    With a ``redactor``, the evidence of each such run (but ``own``, which its caller masks) is masked once
+    its processes are gone: a killed runner never masked the output of the command it was waiting for, nor
+    of its deployment.
     """
     candidates: dict[Path, None] = {}
     if runs_root is not None:
@@ -98,6 +103,9 @@ def end_dead_runs(
         if found is not None:
             log.info("leftovers.ended", **found.to_json())
             ended.append(found)
+            if redactor is not None and run_dir != mine:
+                with contextlib.suppress(EvidenceError):  # best effort: another user's run, a full disk
+                    redactor.mask_tree(run_dir)
     return ended
 
 

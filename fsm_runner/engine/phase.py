@@ -3,6 +3,7 @@ turns a stage run into an outcome."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,7 +84,14 @@ def finish(
     data: dict[str, Any] | None = None,
     error: ErrorInfo | None = None,
 ) -> Outcome:
-    """Turn a stage run into an outcome and write ``<phase>/summary.json``."""
+    """Turn a stage run into an outcome and write ``<phase>/summary.json``.
+
+    Secrets are masked in every file of ``stage_dir`` first (commands may write there, through
+    ``$AIDER_FSM_ARTIFACTS_DIR``), unless a service the stage started still runs and writes to them: then
+    teardown masks them once it has ended the service.
+    """
+    if run is None or not run.background_pgids:
+        ctx.redactor.mask_tree(stage_dir, skip=_masked_already(stage_dir, run))
     commands = tuple(
         CommandRef(
             index=r.index,
@@ -112,3 +120,14 @@ def finish(
         summary["budget_exceeded"] = run.budget_exceeded
     ctx.write_json(stage_dir / SUMMARY, summary)
     return outcome
+
+
+def _masked_already(stage_dir: Path, run: StageRun | None) -> list[str]:
+    """The attempt files the command runner masked when each command ended (relative to ``stage_dir``)."""
+    done = []
+    for result in run.results if run else ():
+        if result.pgid is None:
+            for path in (result.stdout_path, result.stderr_path, result.result_path):
+                if path:
+                    done.append(Path(os.path.relpath(path, stage_dir)).as_posix())
+    return done

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fsm_runner.errors import EvidenceError
+from fsm_runner.evidence.confine import require_inside
 from fsm_runner.evidence.layout import WRITE_PROBE, single_name_problem
 
 
@@ -25,16 +26,19 @@ def _explain(exc: OSError) -> str:
     return f"{reason} (errno {exc.errno})" if exc.errno is not None else reason
 
 
-def create_run_dir(artifacts_root: Path, run_id: str) -> Path:
+def create_run_dir(artifacts_root: Path, run_id: str, *, inside: Path | None = None) -> Path:
     """Create ``artifacts_root/run_id`` and prove it can hold data.
 
     A probe file is written and fsynced, so a read-only mount or a full disk fails here, before any command
     runs, instead of losing evidence half-way through a run. An existing directory is accepted (replay reuses
-    it).
+    it). With ``inside`` (the repository, for the artifacts dir its contract names), ``artifacts_root`` must
+    not lead out of it through a symlink, and the run dir returned is the resolved one.
     """
     problem = single_name_problem(run_id)
     if problem:
         raise EvidenceError(f"invalid run id: {problem}")
+    if inside is not None:
+        artifacts_root = artifacts_inside(Path(artifacts_root), inside)
     run_dir = Path(artifacts_root) / run_id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +64,17 @@ def create_run_dir(artifacts_root: Path, run_id: str) -> Path:
         with contextlib.suppress(OSError):
             probe.unlink()
     return run_dir
+
+
+def artifacts_inside(artifacts_root: Path, repo: Path) -> Path:
+    """The repository's own artifacts dir, resolved; refused when a symlink takes it out of ``repo``."""
+    return require_inside(
+        artifacts_root,
+        repo,
+        "the artifacts directory",
+        "evidence goes outside the repository only when asked: remove the link, or pass that directory "
+        "as artifacts_dir= (--artifacts-dir)",
+    )
 
 
 def _dumps(data: Any, path: Path, *, indent: int | None) -> str:

@@ -23,7 +23,7 @@ from fsm_runner.evidence.layout import (
     contract_rel_problem,
     single_name_problem,
 )
-from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.evidence.redaction import MASK, Redactor
 from fsm_runner.evidence.structure import structure, unstructure
 
 OK = "ok"
@@ -40,6 +40,7 @@ SANDBOXES = ("none", "bwrap")
 #: host: the machine's network; none: a network namespace of the run's own (loopback only).
 NETWORKS = ("host", "none")
 _CREDENTIALS = re.compile(r"(://)[^/\s]*@")
+_WEB_SCHEME = re.compile(r"(?i)\bhttps?:\Z")
 
 
 # -- what a phase reports ----------------------------------------------------------------------------------
@@ -217,8 +218,23 @@ class RoundRecord:
 
 
 def strip_credentials(text: str) -> str:
-    """``https://user:token@host/x`` -> ``https://***@host/x``: a URL's secret never reaches evidence."""
+    """``https://user:token@host/x`` and ``https://token@host/x`` -> ``https://***@host/x``: a URL's secret
+    never reaches evidence, whether it is the password or (as with many tokens) the user name."""
     return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def url_secrets(text: str | None) -> tuple[str, ...]:
+    """The secrets in the user-info of the URLs in ``text``: the password of ``user:password@``, else the
+    user name of ``token@`` (a token is often passed that way); for the redactor, which masks them wherever a
+    command prints them (``git remote -v``, an error quoting the URL)."""
+    found = []
+    for match in _CREDENTIALS.finditer(text or ""):
+        user, colon, password = match.group(0)[len("://") : -1].partition(":")
+        if colon:
+            found.append(password)
+        elif _WEB_SCHEME.search(text or "", 0, match.start() + 1):
+            found.append(user)  # ssh://git@host names an account, not a secret
+    return tuple(value for value in found if value and value != MASK)
 
 
 def _named(problem_of: Callable[[str], str | None]) -> Callable[[object, object, str], None]:
@@ -269,6 +285,11 @@ class ResolvedTarget:
         if data["isolated_from"] is None:
             del data["isolated_from"]  # only isolated runs say it
         return data
+
+
+def target_secrets(target: ResolvedTarget) -> tuple[str, ...]:
+    """The secrets of a git target's URL (see :func:`url_secrets`), for the run's redactor."""
+    return (*url_secrets(target.url), *url_secrets(target.spec))
 
 
 @define(kw_only=True)

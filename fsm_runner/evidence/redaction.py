@@ -8,18 +8,18 @@ against a hostile command.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import re
-import shutil
-import tempfile
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from attrs import define, field, validators
 
 from fsm_runner.errors import EvidenceError
+from fsm_runner.evidence.atomic import _replacing
 
 MASK = "***"
 
@@ -130,6 +130,17 @@ class Redactor:
         """True when there is at least one value to mask."""
         return bool(self.values)
 
+    @property
+    def longest(self) -> int:
+        """The length in bytes (UTF-8) of the longest value, 0 when there is none."""
+        return max((len(v.encode("utf-8")) for v in self.values), default=0)
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        """:meth:`mask` for bytes (output read back from a file)."""
+        if self._bytes_pattern is None or not data:
+            return data
+        return self._bytes_pattern.sub(MASK.encode(), data)
+
     def mask(self, text: str) -> str:
         """Replace every occurrence of a secret value in ``text`` by ``***``."""
         if self._pattern is None or not text:
@@ -165,12 +176,14 @@ class Redactor:
         return obj
 
     def mask_file(self, path: Path, *, chunk_size: int = _CHUNK) -> int:
-        """Mask secret values in the file at ``path`` in place; return how many occurrences were masked.
+        """Mask secret values in the file at ``path``; return how many occurrences were masked.
 
         Streams the file in ``chunk_size`` (1 MiB) chunks, carrying an overlap of ``len(longest secret) - 1``
         bytes so a secret split across two chunks is still found; memory stays bounded whatever the file size.
-        The file is replaced atomically and only when something was masked (an untouched file keeps its inode,
-        so a process still writing to it keeps writing to the evidence file).
+        A file with a secret is replaced atomically (temp file + rename, same mode), so call this only once
+        nothing writes to it any more: a process still writing would go on writing to the replaced file. A
+        file without one is only read. Symlinks and anything but a regular file are left alone: what a link
+        points to is not evidence.
         """
         pattern = self._bytes_pattern
         if pattern is None:
@@ -178,59 +191,100 @@ class Redactor:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         path = Path(path)
-        overlap = max(len(v.encode("utf-8")) for v in self.values) - 1
-        count = 0
-        tmp_name: str | None = None
+        overlap = self.longest - 1
         try:
-            if not _contains(path, pattern, chunk_size, overlap):
-                return 0  # the common case: read once, write nothing
-            with open(path, "rb") as src:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mask", dir=path.parent)
-                with os.fdopen(fd, "wb") as dst:
-                    carry = b""
-                    while True:
-                        chunk = src.read(chunk_size)
-                        buf = carry + chunk
-                        if not chunk:
-                            masked, n = pattern.subn(MASK.encode(), buf)
-                            dst.write(masked)
-                            count += n
-                            break
-                        safe = len(buf) - overlap
-                        pos = 0
-                        for m in pattern.finditer(buf):
-                            if m.start() >= safe:
-                                break
-                            dst.write(buf[pos : m.start()])
-                            dst.write(MASK.encode())
-                            pos = m.end()
-                            count += 1
-                        keep_from = max(pos, safe)
-                        dst.write(buf[pos:keep_from])
-                        carry = buf[keep_from:]
-                    if count:
-                        dst.flush()
-                        os.fsync(dst.fileno())
-            if count:
-                shutil.copymode(path, tmp_name)
-                os.replace(tmp_name, path)
-                tmp_name = None
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink
+                return 0
             raise EvidenceError(f"cannot mask secrets in {path}: {exc.strerror or exc}") from exc
-        finally:
-            if tmp_name is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
+        failure = f"cannot mask secrets in {path}"
+        with os.fdopen(fd, "rb") as src:
+            try:
+                mode = os.fstat(fd).st_mode
+                if not stat.S_ISREG(mode) or not _contains(src, pattern, chunk_size, overlap):
+                    return 0  # the common case: read once, write nothing
+                src.seek(0)
+            except OSError as exc:
+                raise EvidenceError(f"{failure}: {exc.strerror or exc}") from exc
+            with _replacing(path, failure) as out_fd, os.fdopen(out_fd, "wb") as dst:
+                os.fchmod(out_fd, stat.S_IMODE(mode))
+                count = _copy_masked(src, dst, pattern, chunk_size, overlap)
+                dst.flush()
+                os.fsync(out_fd)
+        return count
+
+    def mask_tree(self, root: Path, *, skip: Iterable[str] = ()) -> int:
+        """:meth:`mask_file` every regular file under ``root`` (symlinks are not followed); returns the count.
+
+        ``skip`` names files (relative to ``root``, ``/``-separated) to leave alone: files this process
+        still writes to (the run's events and journal) or has masked already. ``root`` is evidence: a file
+        or directory a command made unreadable in it (``chmod 000``) is made readable by its owner first.
+        """
+        if self._bytes_pattern is None:
+            return 0
+        root = Path(root)
+        skipped = set(skip)
+        count = 0
+        for folder, dirs, names in os.walk(root):
+            for name in dirs:
+                _let_owner_in(Path(folder, name), stat.S_IRWXU)
+            for name in sorted(names):
+                path = Path(folder, name)
+                if path.relative_to(root).as_posix() in skipped:
+                    continue
+                _let_owner_in(path, stat.S_IRUSR | stat.S_IWUSR)
+                try:
+                    count += self.mask_file(path)
+                except EvidenceError:
+                    if os.path.lexists(path):
+                        raise  # else it went away while we looked (a temp file renamed into place)
         return count
 
 
-def _contains(path: Path, pattern: re.Pattern[bytes], chunk_size: int, overlap: int) -> bool:
+def _let_owner_in(path: Path, bits: int) -> None:
+    """Add ``bits`` to the mode of ``path`` (never through a symlink) when it lacks them."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & bits != bits:
+            os.chmod(path, stat.S_IMODE(st.st_mode) | bits)
+    except OSError:
+        pass  # gone, or not ours: reading it says what is wrong
+
+
+def _copy_masked(
+    src: BinaryIO, dst: BinaryIO, pattern: re.Pattern[bytes], chunk_size: int, overlap: int
+) -> int:
+    """Copy ``src`` to ``dst`` with every match of ``pattern`` replaced by the mask; returns the count."""
+    count = 0
+    carry = b""
+    while True:
+        chunk = src.read(chunk_size)
+        buf = carry + chunk
+        if not chunk:
+            masked, n = pattern.subn(MASK.encode(), buf)
+            dst.write(masked)
+            return count + n
+        safe = len(buf) - overlap
+        pos = 0
+        for m in pattern.finditer(buf):
+            if m.start() >= safe:
+                break
+            dst.write(buf[pos : m.start()])
+            dst.write(MASK.encode())
+            pos = m.end()
+            count += 1
+        keep_from = max(pos, safe)
+        dst.write(buf[pos:keep_from])
+        carry = buf[keep_from:]
+
+
+def _contains(src: BinaryIO, pattern: re.Pattern[bytes], chunk_size: int, overlap: int) -> bool:
     """A read-only pass: does any secret occur in the file (across chunk boundaries too)?"""
-    with open(path, "rb") as src:
-        carry = b""
-        while chunk := src.read(chunk_size):
-            buf = carry + chunk
-            if pattern.search(buf):
-                return True
-            carry = buf[-overlap:] if overlap else b""
+    carry = b""
+    while chunk := src.read(chunk_size):
+        buf = carry + chunk
+        if pattern.search(buf):
+            return True
+        carry = buf[-overlap:] if overlap else b""
     return False

@@ -8,6 +8,7 @@ done.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -171,16 +172,26 @@ def _check_env(env: Mapping[str, str]) -> dict[str, str]:
     return clean
 
 
-def _tail(path: Path, limit: int = TAIL_BYTES) -> str:
+def _tail(path: Path, redactor: Redactor, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of ``path``, secrets masked.
+
+    The file may not be masked yet (a service still writes to it), so a little more is read and masked
+    first, and the start of what was read is dropped after masking: a secret cut in two by the start of the
+    tail never shows half of itself.
+    """
+    extra = redactor.longest
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - limit))
-            data = fh.read(limit)
+            start = max(0, size - limit - extra)
+            fh.seek(start)
+            data = redactor.mask_bytes(fh.read(limit + extra))
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
+    if start:
+        data = data[extra:]
+    text = data[-limit:].decode("utf-8", errors="replace")
     return ("..." + text) if size > limit else text
 
 
@@ -258,6 +269,7 @@ def run_command(
             stop_and_reap(proc, kill_grace)
     except BaseException:  # Ctrl-C, a signal handler raising or a stop request: leave nothing behind
         stop_and_reap(proc, 0.2)
+        _mask_outputs(redactor, stdout_path, stderr_path, quiet=True)
         raise
     duration = time.monotonic() - start
 
@@ -272,19 +284,19 @@ def run_command(
     for pump in pumps:
         pump.join(timeout=max(0.0, pumps_deadline - time.monotonic()))
 
-    if redactor.active:
-        redactor.mask_file(stdout_path)
-        redactor.mask_file(stderr_path)
-    tail = _tail(stderr_path)
+    if background is None:
+        # A service left running still writes to these files: they are masked when it has been ended.
+        _mask_outputs(redactor, stdout_path, stderr_path)
+    tail = _tail(stderr_path, redactor)
     if not tail.strip():
-        tail = _tail(stdout_path)
+        tail = _tail(stdout_path, redactor)
     result = CommandResult(
         **common,
         **files,
         exit_code=proc.returncode,
         duration_s=duration,
         timed_out=timed_out,
-        tail=redactor.mask(tail),
+        tail=tail,
         pgid=background,
         leader_start=leader_start if background is not None else None,
     )
@@ -306,6 +318,14 @@ def _not_started(
     Path(result.stderr_path).write_text(f"fsm-runner: {error}\n", encoding="utf-8")
     duration = time.monotonic() - start
     return _record(attrs.evolve(result, duration_s=duration, error=error, tail=error), redactor)
+
+
+def _mask_outputs(redactor: Redactor, *paths: Path, quiet: bool = False) -> None:
+    """Mask an ended command's output files; ``quiet`` when an interrupt is what the caller must see."""
+    if redactor.active:
+        for path in paths:
+            with contextlib.suppress(*((EvidenceError,) if quiet else ())):
+                redactor.mask_file(path)
 
 
 def _record(result: CommandResult, redactor: Redactor) -> CommandResult:

@@ -6,8 +6,10 @@ Bounded in size whatever the evidence holds, and fenced so that backticks in out
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from fsm_runner.evidence.confine import ConfinementError, open_inside
 
 MAX_EVIDENCE_FILES = 4
 TAIL_LINES = 60
@@ -26,13 +28,19 @@ def _fence(text: str) -> str:
     return f"{ticks}\n{text.rstrip()}\n{ticks}"
 
 
-def _tail(path: Path) -> tuple[str, bool]:
-    """The last :data:`TAIL_LINES` lines of ``path`` (reading at most the final 32 KiB), and whether cut."""
-    with path.open("rb") as fh:
+def _tail(path: Path, mask: Callable[[str], str], repo: Path) -> tuple[str, bool]:
+    """The last :data:`TAIL_LINES` lines of ``path`` (reading at most the final 32 KiB), and whether cut.
+
+    ``mask`` runs on the text before any line is cut short, so a secret is never half left in the tail. A
+    file of the repository is read without following a symlink out of it.
+    """
+    inside = path.is_relative_to(repo)
+    opened = os.fdopen(open_inside(repo, str(path.relative_to(repo))), "rb") if inside else path.open("rb")
+    with opened as fh:
         size = fh.seek(0, os.SEEK_END)
         fh.seek(max(0, size - _TAIL_BYTES))
         data = fh.read()
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    lines = mask(data.decode("utf-8", errors="replace")).splitlines()
     if size > _TAIL_BYTES and lines:
         lines = lines[1:]  # the first line is probably partial
     cut = size > _TAIL_BYTES or len(lines) > TAIL_LINES
@@ -47,10 +55,15 @@ def render_prompt(
     evidence_paths: Sequence[str],
     allowed_globs: Sequence[str],
     repo: Path,
+    mask: Callable[[str], str] = str,
 ) -> str:
-    """A bounded markdown brief for a coding agent: the failure, evidence tails, and what it may edit."""
+    """A bounded markdown brief for a coding agent: the failure, evidence tails, and what it may edit.
+
+    ``mask`` (the run's :meth:`~fsm_runner.evidence.redaction.Redactor.mask`) is applied to the message and
+    to each evidence file before they are cut to size: the tails quote repository files as they are.
+    """
     repo = Path(repo)
-    message = error_message.strip() or "(no message)"
+    message = mask(error_message).strip() or "(no message)"
     if len(message) > _MAX_ERROR_CHARS:
         message = "[...]\n" + message[-_MAX_ERROR_CHARS:]
     out = [
@@ -74,7 +87,10 @@ def render_prompt(
             out.append(f"- `{raw}` ({note})")
             continue
         try:
-            text, cut = _tail(path)
+            text, cut = _tail(path, mask, repo)
+        except ConfinementError:
+            out.append(f"- `{raw}` (not shown: a symbolic link out of the repository)")
+            continue
         except OSError as exc:
             out.append(f"- `{raw}` (unreadable: {exc.strerror})")
             continue

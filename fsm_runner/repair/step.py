@@ -181,7 +181,9 @@ class RepairStep:
         phase = ctx.failed_phase or failure.phase
         evidence = tuple(p for p in (failure.evidence,) if p)
         message = ctx.redactor.mask(failure.message)
-        prompt = render_prompt(phase, failure.kind, message, evidence, self.allowed_globs, ctx.repo_root)
+        prompt = render_prompt(
+            phase, failure.kind, message, evidence, self.allowed_globs, ctx.repo_root, ctx.redactor.mask
+        )
         request = RepairRequest(
             repo=ctx.repo_root,
             phase=phase,

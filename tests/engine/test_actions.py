@@ -146,3 +146,29 @@ def test_commands_get_the_stage_env_and_secrets_are_masked(make_ctx: ContextFact
     assert error is None
     stdout = next((out / "actions" / "action01").glob("*.stdout")).read_text()
     assert stdout == "repair ***\n"
+
+
+@pytest.mark.parametrize(
+    "link, path",
+    [("data", "data/notes.txt"), ("notes.txt", "notes.txt")],
+    ids=["a-directory-on-the-way", "the-file-itself"],
+)
+def test_write_file_refuses_a_symlink_an_earlier_action_made(
+    make_ctx: ContextFactory, tmp_path: Path, link: str, path: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("mine\n")
+    target = outside if link == "data" else outside / "notes.txt"
+    ctx = with_actions(
+        make_ctx,
+        f"  - {{id: link, kind: run_cmd, cmd: 'ln -s {target} {link}'}}\n"
+        f"  - {{id: write, kind: write_file, path: {path}, content: overwritten}}\n"
+        "  - {id: after, kind: run_cmd, cmd: 'touch after'}\n",
+    )
+    records, error = run_actions(ctx, "repair", out_dir(ctx))
+    assert (outside / "notes.txt").read_text() == "mine\n"
+    assert error is not None and (error.kind, error.phase) == ("action", "repair")
+    assert error.message.startswith(f"action 'write' refused: {path}: {link} is a symbolic link (to {target})")
+    assert [(r["id"], r["ok"]) for r in records] == [("link", True), ("write", False)]
+    assert not (ctx.repo_root / "after").exists()  # the actions stop at the refused one

@@ -22,6 +22,7 @@ from fsm_runner.evidence.records import (
     TransitionRecord,
     strip_credentials,
     structure,
+    url_secrets,
 )
 from fsm_runner.evidence.redaction import Redactor
 
@@ -445,3 +446,22 @@ def test_an_optional_nested_record_may_be_null() -> None:
 )
 def test_strip_credentials(text: str, expected: str) -> None:
     assert strip_credentials(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, stripped, secrets",
+    [
+        ("https://ghp_tok12345@host/o/r.git", "https://***@host/o/r.git", ("ghp_tok12345",)),
+        ("http://bob:s3cret-pw@127.0.0.1:9/r.git@v1", "http://***@127.0.0.1:9/r.git@v1", ("s3cret-pw",)),
+        ("ssh://deploy@host/o/r.git", "ssh://***@host/o/r.git", ()),  # an account name, not a secret
+        ("https://***@host/o/r.git", "https://***@host/o/r.git", ()),
+        ("clone https://tok-a@h/x failed; https://u:tok-b@h/y", "clone https://***@h/x failed; https://***@h/y",
+         ("tok-a", "tok-b")),
+        ("https://host/o/r.git", "https://host/o/r.git", ()),
+    ],
+)
+def test_url_credentials_are_stripped_and_known_to_the_redactor(
+    text: str, stripped: str, secrets: tuple[str, ...]
+) -> None:
+    assert strip_credentials(text) == stripped
+    assert url_secrets(text) == secrets

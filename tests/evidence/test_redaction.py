@@ -164,3 +164,51 @@ def test_mask_file_missing_file_is_an_evidence_error(tmp_path: Path) -> None:
 def test_secret_values_from_the_process_env_are_never_flag_words() -> None:
     redactor = Redactor.from_env({**os.environ, "ENABLE_AUTH": "False", "X_TOKEN": "none"})
     assert "False" not in redactor.values and "none" not in redactor.values
+
+
+def test_mask_file_leaves_symlinks_and_what_they_point_to(tmp_path: Path) -> None:
+    redactor = Redactor(["hunter2-secret"])
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("hunter2-secret\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert redactor.mask_file(link) == 0
+    assert link.is_symlink() and target.read_text() == "hunter2-secret\n"
+
+
+def test_mask_tree_masks_every_regular_file_below_but_skipped_ones(tmp_path: Path) -> None:
+    redactor = Redactor(["hunter2-secret"])
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for rel in ("top.txt", "a/one.log", "a/b/two.json", "kept.jsonl"):
+        (tmp_path / rel).write_text("x hunter2-secret y\n")
+    os.mkfifo(tmp_path / "a" / "fifo")  # opened non-blocking and skipped: it cannot hang the runner
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "s.txt").write_text("hunter2-secret\n")
+    (tmp_path / "a" / "out").symlink_to(outside)
+    assert redactor.mask_tree(tmp_path, skip=["kept.jsonl"]) == 3
+    for rel in ("top.txt", "a/one.log", "a/b/two.json"):
+        assert (tmp_path / rel).read_text() == f"x {MASK} y\n"
+    assert (tmp_path / "kept.jsonl").read_text() == "x hunter2-secret y\n"
+    assert (outside / "s.txt").read_text() == "hunter2-secret\n"
+    assert Redactor().mask_tree(tmp_path) == 0
+
+
+def test_mask_bytes_and_longest() -> None:
+    redactor = Redactor(["hunter2-secret", "pässwört-1"])
+    assert redactor.longest == len("hunter2-secret") and Redactor().longest == 0
+    assert redactor.mask_bytes("a pässwört-1 b hunter2-secret".encode()) == f"a {MASK} b {MASK}".encode()
+    assert Redactor().mask_bytes(b"hunter2-secret") == b"hunter2-secret"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file: nothing is unreadable to it")
+def test_mask_tree_masks_what_a_command_made_unreadable(tmp_path: Path) -> None:
+    redactor = Redactor(["hunter2-secret"])
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "inner.txt").write_text("hunter2-secret\n")
+    (tmp_path / "closed.txt").write_text("hunter2-secret\n")
+    (tmp_path / "closed.txt").chmod(0)
+    (tmp_path / "locked").chmod(0)
+    assert redactor.mask_tree(tmp_path) == 2
+    assert (tmp_path / "closed.txt").read_text() == f"{MASK}\n"
+    assert (tmp_path / "locked" / "inner.txt").read_text() == f"{MASK}\n"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,59 @@ def test_planted_secret_never_reaches_evidence(tmp_path: Path) -> None:
         assert SECRET.encode() not in path.read_bytes(), path
     assert (tmp_path / "evidence" / "1" / "cmd01_try01.stdout").read_text() == "key=***\n"
     assert json.loads((tmp_path / "evidence" / "2" / "cmd01_try01.json").read_text())["cmd"] == "echo ***"
+
+
+def test_output_of_a_kept_service_is_not_replaced_while_it_writes(tmp_path: Path, pgids: list[int]) -> None:
+    """Masking replaces a file: the output of a service left running is masked later, by whoever ends it."""
+    env = {**PATH_ONLY, "SERVICE_API_KEY": SECRET}
+    service = '(for i in $(seq 1 400); do echo "line $i $SERVICE_API_KEY"; sleep 0.01; done) & echo "up $SERVICE_API_KEY"'
+    redactor = Redactor.from_env(env)
+    run = stage(tmp_path, [service], env=env, redactor=redactor, keep_background=True)
+    result = run.results[0]
+    assert run.ok and result.pgid is not None and SECRET not in result.tail
+    pgids.append(result.pgid)
+    stdout = Path(str(result.stdout_path))
+    inode = stdout.stat().st_ino
+    time.sleep(0.3)
+    kill_group(result.pgid, grace=0.5)
+    assert stdout.stat().st_ino == inode  # the service wrote to the evidence file all along
+    redactor.mask_file(stdout)
+    lines = stdout.read_text().splitlines()
+    assert lines[0] == "up ***" and len(lines) > 10
+    assert lines[1:] == [f"line {i} ***" for i in range(1, len(lines))]  # none lost
+
+
+def test_the_tail_of_unmasked_output_never_shows_part_of_a_secret(tmp_path: Path, pgids: list[int]) -> None:
+    env = {**PATH_ONLY, "SERVICE_API_KEY": SECRET}
+    # The last 2048 bytes start ten characters before the end of the secret.
+    printing = "python3 -c 'import os; print(\"a\" * 100 + os.environ[\"SERVICE_API_KEY\"] + \"b\" * 2037)'"
+    run = stage(tmp_path, [f"sleep 1000 & {printing}"], env=env, redactor=Redactor.from_env(env), keep_background=True)
+    result = run.results[0]
+    assert result.pgid is not None
+    pgids.append(result.pgid)
+    assert result.tail.startswith("...") and result.tail.rstrip().endswith("b" * 2000)
+    assert SECRET[-6:] not in result.tail and SECRET[:6] not in result.tail
+
+
+def test_an_interrupted_command_is_masked_before_the_interrupt_goes_on(tmp_path: Path) -> None:
+    env = {**PATH_ONLY, "SERVICE_API_KEY": SECRET}
+    marker = tmp_path / "printed"
+    cmd = f'echo "key=$SERVICE_API_KEY"; echo "err $SERVICE_API_KEY" >&2; touch {marker}; sleep 30'
+    interrupter = threading.Thread(target=_interrupt_when, args=(marker,), daemon=True)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        stage(tmp_path, [cmd], env=env, redactor=Redactor.from_env(env))
+    interrupter.join()
+    out = tmp_path / "evidence" / "cmd01_try01.stdout"
+    assert out.read_text() == "key=***\n"
+    assert (tmp_path / "evidence" / "cmd01_try01.stderr").read_text() == "err ***\n"
+
+
+def _interrupt_when(marker: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_large_output_does_not_grow_runner_memory(tmp_path: Path) -> None:

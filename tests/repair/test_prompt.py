@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.repair.prompt import MAX_EVIDENCE_FILES, TAIL_LINES, render_prompt
 
 
@@ -64,3 +65,21 @@ def test_long_error_message_keeps_its_end(repo: Path) -> None:
     text = render_prompt("tests", "command", message, [], [".aider_fsm/**"], repo)
     assert "[...]\n" in text and "the end" in text and "start " not in text
     assert len(text) < 6000
+
+
+def test_secrets_are_masked_before_lines_are_cut(repo: Path, tmp_path: Path) -> None:
+    """A long line is cut at 400 characters: a secret across the cut must not leave its first half."""
+    secret = "sekrit-value-0123456789"
+    (repo / "metrics.json").write_text('{"ok": "' + "x" * 385 + secret + '"}\n')
+    mask = Redactor([secret]).mask
+    text = render_prompt("evaluate", "guard", f"ok is {secret}", ["metrics.json"], ["src/**"], repo, mask)
+    assert secret[:6] not in text and "x" * 385 + "***" in text and "ok is ***" in text
+
+
+def test_a_repo_file_linked_out_of_the_repo_is_not_quoted(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "private.txt"
+    outside.write_text("not for the agent\n")
+    (repo / "metrics.json").symlink_to(outside)
+    text = render_prompt("evaluate", "guard", "bad", ["metrics.json"], ["src/**"], repo)
+    assert "not for the agent" not in text
+    assert "- `metrics.json` (not shown: a symbolic link out of the repository)" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,45 @@ def test_earlier_metrics_are_set_aside_reported_and_never_pass(make_ctx: PhaseCo
     assert not (run.ctx.run_dir / "evaluate.metrics.json").exists()
     message, _ = guards.explain("has_required_keys", run.ctx)
     assert message == f"guard has_required_keys failed: file not found: {run.repo / METRICS_REL}"
+
+
+def test_a_set_aside_output_is_masked_and_private(make_ctx: PhaseContexts) -> None:
+    stale = json.dumps({"ok": True, "score": 1.0, "note": "key hunter2-secret"})
+    ctx = make_ctx(HEAD + evaluation("echo wrote nothing"), files={METRICS_REL: stale}, secrets={"MY_KEY": "hunter2-secret"})
+    (ctx.repo_root / METRICS_REL).chmod(0o644)
+    run = run_phase(ctx, "evaluate")
+    kept = run.evidence / "previous.metrics.json"
+    assert kept.read_text() == stale.replace("hunter2-secret", "***")
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_stage_that_links_the_metrics_dir_out_of_the_repo_is_never_read_through(
+    make_ctx: PhaseContexts, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "metrics.json").write_text(json.dumps({"ok": True, "score": 1.0}))
+    run = run_phase(make_ctx, "evaluate", HEAD + evaluation(f"rm -rf out && ln -s {outside} out"))
+    assert run.outcome.status == OK and run.outcome.data["metrics"] is None  # nothing was read out there
+    assert not guards.has_required_keys(run.ctx)
+    message, evidence = guards.explain("has_required_keys", run.ctx)
+    assert message.startswith(f"guard has_required_keys failed: {METRICS_REL}: the symbolic link out -> {outside}")
+    assert "leads outside" in message and evidence == str(run.repo / METRICS_REL)
+    assert not (run.ctx.run_dir / "evaluate.metrics.json").exists()
+
+
+def test_a_leftover_link_out_of_the_repo_is_not_set_aside(make_ctx: PhaseContexts, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "metrics.json").write_text("someone else's file\n")
+    ctx = make_ctx(HEAD + evaluation("touch evaluated"))
+    (ctx.repo_root / "out").symlink_to(outside)
+    run = run_phase(ctx, "evaluate")
+    assert run.outcome.status == FAILED and run.outcome.error is not None
+    assert run.outcome.error.kind == "output"
+    assert run.outcome.error.message.startswith(f"{METRICS_REL}: the symbolic link out -> {outside} leads outside")
+    assert (outside / "metrics.json").read_text() == "someone else's file\n"
+    assert not (run.repo / "evaluated").exists() and not list(run.evidence.glob("previous.*"))
 
 
 def test_a_failing_evaluation_reports_the_command_and_no_metrics(make_ctx: PhaseContexts) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from fsm_runner.cli.errors import EXIT_OK
-from fsm_runner.cli.output import find_run
+from fsm_runner.cli.output import find_run, print_lines, terminal_text
 from fsm_runner.diagrams import diagram, render
 from fsm_runner.errors import UsageError
 
@@ -19,11 +19,11 @@ def command(args: argparse.Namespace) -> int:
     text = diagram(format="dot" if args.render else args.format, run_dir=run_dir)
     data = render(text, args.render) if args.render else text.encode("utf-8")
     if not args.output:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(terminal_text(text if text.endswith("\n") else text + "\n"))
         return EXIT_OK
     try:
         Path(args.output).write_bytes(data)
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    print(f"wrote {args.output}")
+    print_lines([f"wrote {args.output}"])
     return EXIT_OK

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from fsm_runner.cli.commands.run import finish, repair_options
 from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
 from fsm_runner.cli.live import LiveReport
 from fsm_runner.cli.output import emit_json, find_run, note, print_lines
 from fsm_runner.errors import ReplayError
+from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.replays import can_replay, check_replay, replay
 
 
@@ -26,7 +28,7 @@ def command(args: argparse.Namespace) -> int:
         raise ReplayError(f"cannot replay: {reason}")
     agent, iters = repair_options(args)
     live = LiveReport(quiet=args.json)
-    live.watch(run_dir)
+    live.watch(run_dir, Redactor.from_env({**os.environ, **dict(args.env)}).mask)
     with live:
         result = replay(
             run_dir,

@@ -52,7 +52,7 @@ def command(args: argparse.Namespace) -> int:
             isolate=args.isolate,
             sandbox=args.sandbox,
         )
-        live.watch(session.run_dir)
+        live.watch(session.run_dir, lambda text: session.ctx.redactor.mask(text))
         options: dict[str, Any] = {
             "mode": args.mode,
             "require_samples": args.require_samples,

@@ -25,7 +25,7 @@ def command(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([i.to_json() for i in infos])
     elif not infos:
-        print(f"no runs under {root}")
+        print_lines([f"no runs under {root}"])
     else:
         print_lines(runs_table(infos))
     return EXIT_OK

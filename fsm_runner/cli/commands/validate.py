@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from fsm_runner.cli.errors import EXIT_OK, EXIT_USAGE
-from fsm_runner.cli.output import emit_json, print_lines
+from fsm_runner.cli.output import emit_json, print_error, print_lines
 from fsm_runner.contract import load_pipeline, validate_repo
 from fsm_runner.errors import ContractError, UsageError
 from fsm_runner.evidence.layout import ACTIONS_REL, BOOTSTRAP_REL
@@ -32,11 +31,11 @@ def command(args: argparse.Namespace) -> int:
     else:
         print_lines([str(p) for p in problems])
     if problems:
-        print(f"error: {len(problems)} problem(s) in the contract of {root}", file=sys.stderr)
+        print_error(f"error: {len(problems)} problem(s) in the contract of {root}")
         return EXIT_USAGE
     checked = [args.pipeline, *(rel for rel in (BOOTSTRAP_REL, ACTIONS_REL) if (root / rel).exists())]
     if not args.json:
-        print(f"ok: {root}: {', '.join(checked)} valid")
+        print_lines([f"ok: {root}: {', '.join(checked)} valid"])
     return EXIT_OK
 
 
