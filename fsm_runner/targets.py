@@ -57,6 +57,9 @@ __all__ = [
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+#: git runs on the host side in trees a (sandboxed) command may have configured: settings that name a program
+#: to run are switched off, so a repository's own .git/config never runs code outside the sandbox.
+_HOST_SIDE = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
 _SCP_RE = re.compile(r"^(?:[^@/:]+@)?[^@/:]+:(?!//)")
 _SUPPORTED_SCHEMES = frozenset({"https", "http", "ssh", "git", "file"})
 _STDERR_TAIL = 10
@@ -117,7 +120,7 @@ class _Git:
         remaining = self.remaining(what)
         sub = args[2] if args[0] == "-c" else args[0]
         try:
-            done = run_captured(["git", *args], cwd=cwd, env=self.env, timeout=remaining)
+            done = run_captured(["git", *_HOST_SIDE, *args], cwd=cwd, env=self.env, timeout=remaining)
         except FileNotFoundError as exc:
             raise TargetError(f"{what}: git is not installed or not on PATH") from exc
         if done.timed_out:
@@ -460,7 +463,8 @@ def tracked_files(repo_root: Path, rels: list[str], *, timeout: float = 30) -> s
         return set()
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
     try:
-        done = run_captured(["git", "ls-files", "-z", "--", *rels], cwd=repo_root, env=env, timeout=timeout)
+        argv = ["git", *_HOST_SIDE, "ls-files", "-z", "--", *rels]
+        done = run_captured(argv, cwd=repo_root, env=env, timeout=timeout)
     except OSError:
         return set()
     if done.returncode != 0 or done.timed_out:

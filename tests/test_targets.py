@@ -542,3 +542,12 @@ def test_credentials_do_not_change_which_clone_and_runs_a_url_has(clones: Path) 
         "https://new-token@git.example.invalid/org/bench.git",
     ):
         assert url_runs_root(with_token, clones) == plain
+
+
+def test_a_trees_own_git_config_runs_nothing_on_the_host(upstream: Upstream, tmp_path: Path) -> None:
+    """A (sandboxed) stage may write .git/config; git run by the runner in that tree must not run its programs."""
+    marker = tmp_path / "ran"
+    git(upstream.work, "config", "core.fsmonitor", f"touch {marker}; false")
+    assert tracked_files(upstream.work, ["app.txt"]) == {"app.txt"}
+    resolve_target(upstream.work)
+    assert not marker.exists()

@@ -181,7 +181,7 @@ def _tail(path: Path, redactor: Redactor, limit: int = TAIL_BYTES) -> str:
     """
     extra = redactor.longest
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:  # never through a link
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             start = max(0, size - limit - extra)

@@ -151,9 +151,22 @@ def kill_group(pgid: int, *, grace: float = 2.0) -> None:
     _wait_gone(pgid, 1.0)
 
 
+def new_evidence_file(path: Path) -> IO[bytes]:
+    """A new, empty file at ``path`` for a command's output, never one a command prepared there.
+
+    A sandboxed command may write its own evidence directory: a link it plants at the name of a later
+    attempt's output must not make this process write through it. What is there is removed, and the file
+    is created exclusively without following links (a link planted in between makes this fail, not follow).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return os.fdopen(fd, "wb")
+
+
 def _pump(src: IO[bytes], dst_path: Path, echo_fd: int) -> None:
     """Copy a pipe to an evidence file and to the runner's terminal (interactive commands only)."""
-    with src, open(dst_path, "ab") as dst:
+    with src, os.fdopen(os.open(dst_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "ab") as dst:
         while chunk := os.read(src.fileno(), _PUMP_CHUNK):
             dst.write(chunk)
             dst.flush()
@@ -177,8 +190,8 @@ def spawn_group(
     check_stop()  # this thread is being stopped: start nothing new
     if not interactive:
         with contextlib.ExitStack() as files:
-            out = files.enter_context(open(stdout_path, "wb"))
-            err = files.enter_context(open(stderr_path, "wb")) if stderr_path is not None else out
+            out = files.enter_context(new_evidence_file(stdout_path))
+            err = files.enter_context(new_evidence_file(stderr_path)) if stderr_path is not None else out
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
@@ -192,8 +205,8 @@ def spawn_group(
         return proc, []
     # A human is watching: inherit stdin, and tee the output to the terminal and the evidence files.
     assert stderr_path is not None, "interactive commands keep stdout and stderr apart"
-    stdout_path.write_bytes(b"")
-    stderr_path.write_bytes(b"")
+    new_evidence_file(stdout_path).close()
+    new_evidence_file(stderr_path).close()
     proc = subprocess.Popen(
         argv,
         cwd=cwd,

@@ -390,6 +390,23 @@ def _resolved(paths: Iterable[Path]) -> list[Path]:
     return list(dict.fromkeys(Path(p).resolve() for p in paths))
 
 
+def _pinned(protected: Sequence[Path], writable: Sequence[Path]) -> list[Path]:
+    """The directories between a writable root and a protected path in it, each bound onto itself.
+
+    Only the protected paths themselves are mounts; a directory above one (``.aider_fsm`` above
+    ``bootstrap.yml``, the runs above the run dir) could be renamed away and replaced by a writable copy.
+    A mount point cannot be renamed (EBUSY), so each of them is made one.
+    """
+    found: dict[Path, None] = {}
+    for path in protected:
+        for root in writable:
+            if path != root and path.is_relative_to(root):
+                for parent in reversed(path.parents):
+                    if parent != root and parent.is_relative_to(root) and parent.is_dir():
+                        found[parent] = None
+    return list(found)
+
+
 @define(frozen=True)
 class Wrapped:
     """A command line ready to spawn, and the descriptors it needs (the namespaces it joins)."""
@@ -440,7 +457,11 @@ class Sandbox:
         a private /tmp, the writable paths, the sealed ones read-only again, the command's ``evidence`` dir
         writable, then the read-only files and ``also_read`` (an agent program kept under the host's /tmp)."""
         args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        for path in _resolved(self.writable):
+        writable = _resolved(self.writable)
+        for path in writable:
+            args += ["--bind", str(path), str(path)]
+        protected = [*self.sealed, *self.read_only, *([evidence] if evidence is not None else [])]
+        for path in _pinned(_resolved(protected), writable):
             args += ["--bind", str(path), str(path)]
         for path in _resolved(self.sealed):
             if path.is_dir():

@@ -207,7 +207,7 @@ class RepairStep:
                 agent,
                 request,
                 allowed_globs=self.allowed_globs,
-                protected=(ctx.pipeline_rel,),
+                protected=contract,
                 write_json=ctx.write_json,
                 contract=contract,
             )

@@ -80,7 +80,17 @@ def home_marker() -> Iterator[Path]:
 
 @needs_bwrap
 @pytest.mark.parametrize(
-    "where", ["dir outside the repo", "$HOME", "/var/tmp", "pipeline.yml", "bootstrap.yml", "replace pipeline"]
+    "where",
+    [
+        "dir outside the repo",
+        "$HOME",
+        "/var/tmp",
+        "pipeline.yml",
+        "bootstrap.yml",
+        "replace pipeline",
+        "rename the folder above bootstrap.yml",
+        "rename the runs",
+    ],
 )
 def test_a_stage_cannot_write_outside_the_repo_nor_the_contract(
     tmp_path: Path, home_marker: Path, where: str
@@ -95,6 +105,12 @@ def test_a_stage_cannot_write_outside_the_repo_nor_the_contract(
         "pipeline.yml": ("echo '# edited' >> pipeline.yml", None),
         "bootstrap.yml": ("echo '# edited' >> .aider_fsm/bootstrap.yml", None),
         "replace pipeline": ("cp pipeline.yml p.new && echo '# x' >> p.new && mv -f p.new pipeline.yml", None),
+        # A folder above a read-only file could be moved away and replaced by a writable copy.
+        "rename the folder above bootstrap.yml": (
+            "mv .aider_fsm moved && mkdir .aider_fsm && echo 'cmds: [x]' > .aider_fsm/bootstrap.yml",
+            None,
+        ),
+        "rename the runs": ("mv .aider_fsm/artifacts .aider_fsm/gone && mkdir .aider_fsm/artifacts", None),
     }[where]
     pipeline = SANDBOXED + f"tests:\n  cmds:\n    - {json.dumps(cmd)}\n"
     repo = write_repo(tmp_path / "target", pipeline, {".aider_fsm/bootstrap.yml": "version: 1\n"})
@@ -463,3 +479,20 @@ def test_a_contract_that_asks_for_the_sandbox_cannot_be_run_without_it(tmp_path:
     ok, run_dir = run_until(repo, "tests")
     assert ok and str(attempts(run_dir, "tests")[0]["argv"][0]).endswith("bwrap")
 
+
+
+@pytest.mark.parametrize("head", [SANDBOXED, "version: 1\n"], ids=["bwrap", "none"])
+def test_a_link_planted_at_a_later_attempts_output_is_never_written_through(tmp_path: Path, head: str) -> None:
+    """The runner writes command output on the host: a command must not choose where, even in its own dir."""
+    if head == SANDBOXED and BWRAP_PROBLEM is not None:
+        pytest.skip(f"the sandbox cannot work here: {BWRAP_PROBLEM}")
+    victim = tmp_path / "victim"
+    victim.write_text("original\n")
+    plant = f'ln -s {victim} "$AIDER_FSM_ARTIFACTS_DIR/cmd02_try01.stdout"'
+    pipeline = head + f"tests:\n  cmds:\n    - {json.dumps(plant)}\n    - echo WRITTEN-THROUGH-A-LINK\n"
+    repo = write_repo(tmp_path / "target", pipeline, {})
+    ok, run_dir = run_until(repo, "tests")
+    assert ok
+    assert victim.read_text() == "original\n"
+    second = run_dir / "tests" / "cmd02_try01.stdout"
+    assert not second.is_symlink() and second.read_text() == "WRITTEN-THROUGH-A-LINK\n"
