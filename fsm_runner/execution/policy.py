@@ -294,6 +294,7 @@ def _calls_itself(text: str, i: int, name: str) -> bool:
 
 _SAFE_DENY = frozenset(
     {"sudo", "su", "doas", "pkexec", "runuser", "chroot", "nsenter"}
+    | {"unshare", "setpriv", "capsh", "systemd-run"}
     | {"shutdown", "reboot", "halt", "poweroff", "telinit"}
     | {"mke2fs", "mkswap", "fdisk", "sfdisk", "cfdisk", "gdisk", "sgdisk", "parted", "wipefs", "blkdiscard"}
     | {"iptables", "ip6tables", "iptables-restore", "nft", "ufw", "firewall-cmd"}

@@ -1051,7 +1051,13 @@ _WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
     "unbuffer": (frozenset(), 0),
     "chronic": (frozenset(), 0),
     "busybox": (frozenset(), 0),
+    "toybox": (frozenset(), 0),
     "coproc": (frozenset(), 0),
+    # The dynamic loader runs the program it is given: /lib64/ld-linux-x86-64.so.2 /usr/bin/sudo
+    **dict.fromkeys(
+        ("ld.so", "ld-linux.so.2", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"),
+        (frozenset({"--library-path", "--preload", "--argv0", "--audit", "--inhibit-rpath"}), 0),
+    ),
 }
 # (program, subcommand) -> options that take a value; the command follows
 _SUB_WRAPPERS: dict[tuple[str, str], frozenset[str]] = {

@@ -26,6 +26,11 @@ UNREADABLE = "unreadable in safe mode: "
 # (command, what the safe-mode refusal starts with, what the system-mode refusal starts with or None)
 REPRODUCERS: list[tuple[str, str, str | None]] = [
     ("$'sudo' id", SAFE_DENY + "sudo", None),
+    ("/lib64/ld-linux-x86-64.so.2 /usr/bin/sudo id", SAFE_DENY + "sudo", None),
+    ("toybox rm -rf /etc", HARD + "destroys /etc", HARD + "destroys /etc"),
+    ("systemd-run id", SAFE_DENY + "systemd-run", None),
+    ("unshare -r sh -c id", SAFE_DENY + "unshare", None),
+    ("setpriv --reuid=0 id", SAFE_DENY + "setpriv", None),
     ("{sudo,id}", SAFE_DENY + "sudo", None),
     ("sudo${IFS}id", SAFE_DENY + "sudo", None),
     ("bash <<< 'sudo id'", SAFE_DENY + "sudo", None),
