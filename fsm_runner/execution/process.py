@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -31,13 +31,10 @@ _MAX_POLL_MS = 2**31 - 1  # poll() takes a C int; longer timeouts loop
 _DEAD_STATES = frozenset({"Z", "X", "x"})
 
 
-def _scan_proc(pgid: int) -> bool | None:
-    """True/False from /proc, or None when /proc cannot be read (not Linux)."""
-    try:
-        entries = os.listdir(_PROC)
-    except OSError:
-        return None
-    for entry in entries:
+def live_processes() -> Iterator[tuple[int, list[bytes]]]:
+    """Each live (not zombie) process in /proc: its pid and the fields of its ``stat`` after the name
+    (``state ppid pgrp session ...``). Raises OSError when /proc cannot be read (not Linux)."""
+    for entry in os.listdir(_PROC):
         if not entry.isdigit():
             continue
         try:
@@ -47,11 +44,16 @@ def _scan_proc(pgid: int) -> bool | None:
             continue  # exited while we were looking
         # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ')'.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) < 3:
-            continue
-        if int(fields[2]) == pgid and fields[0].decode("ascii", "replace") not in _DEAD_STATES:
-            return True
-    return False
+        if len(fields) >= 4 and fields[0].decode("ascii", "replace") not in _DEAD_STATES:
+            yield int(entry), fields
+
+
+def _scan_proc(pgid: int) -> bool | None:
+    """True/False from /proc, or None when /proc cannot be read (not Linux)."""
+    try:
+        return any(int(fields[2]) == pgid for _, fields in live_processes())
+    except OSError:
+        return None
 
 
 def process_start_time(pid: int) -> int | None:

@@ -21,6 +21,7 @@ from fsm_runner.evidence.atomic import write_json_atomic, write_text_atomic
 from fsm_runner.evidence.layout import AGENT_OUTPUT, AGENT_PROCESS, REPAIR_PROMPT, REPAIR_REQUEST
 from fsm_runner.execution.process import (
     kill_group,
+    live_processes,
     process_start_time,
     spawn_group,
     stop_and_reap,
@@ -149,7 +150,6 @@ def _env(value: Mapping[str, str] | None) -> dict[str, str]:
 #: Set, to a value of its own, in the environment of each command agent: a process that still carries it
 #: once the agent exited was started by the agent, whatever session or process group it moved to.
 AGENT_MARK_ENV = "FSM_REPAIR_AGENT_MARK"
-_DEAD_STATES = (b"Z", b"X", b"x")
 
 
 def _agent_groups(session: int | None, leader_start: int | None, mark: str | None) -> set[int]:
@@ -167,22 +167,12 @@ def _agent_groups(session: int | None, leader_start: int | None, mark: str | Non
     needle = f"{AGENT_MARK_ENV}={mark}".encode() if mark else None
     procs: list[tuple[int, int]] = []
     sessions = {session} if session is not None else set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) < 4 or fields[0] in _DEAD_STATES:
-            continue
+    for pid, fields in live_processes():
         pgid, sid = int(fields[2]), int(fields[3])
         procs.append((pgid, sid))
         if needle is not None and sid not in sessions:
             try:
-                with open(f"/proc/{entry}/environ", "rb") as fh:
+                with open(f"/proc/{pid}/environ", "rb") as fh:
                     environ = fh.read()
             except OSError:
                 continue  # another user's process, or gone
