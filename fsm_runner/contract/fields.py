@@ -18,6 +18,10 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: The run's TCP port. The runner picks it per run, so a contract may read it but never set it: a value fixed
 #: in a file every run shares would put two runs on one port.
 PORT_ENV = "AIDER_FSM_PORT"
+#: Largest time limit anywhere (7 days): beyond it a limit is a typo, and huge values overflow the clocks.
+MAX_SECONDS = 7 * 24 * 3600
+#: Most extra attempts of one command: more is a typo, and each attempt may take a full time limit.
+MAX_RETRIES = 100
 _META = "fsm_runner.contract"
 
 

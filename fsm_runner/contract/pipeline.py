@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from attrs import define, evolve, field, validators
 
-from fsm_runner.contract.fields import meta, to_env, to_str_tuple
+from fsm_runner.contract.fields import MAX_RETRIES, MAX_SECONDS, meta, to_env, to_str_tuple
 from fsm_runner.contract.reader import parse_model
 from fsm_runner.contract.yamlload import RawFile, present, read_file
 from fsm_runner.errors import ContractError
@@ -17,7 +17,9 @@ from fsm_runner.evidence.records import NETWORKS, SANDBOXES
 
 SECURITY_MODES = ("safe", "system")
 TEARDOWN_POLICIES = ("always", "on_success", "on_failure", "never")
-_seconds = validators.optional(validators.and_(validators.instance_of((int, float)), validators.gt(0)))
+_seconds = validators.optional(
+    validators.and_(validators.instance_of((int, float)), validators.gt(0), validators.le(MAX_SECONDS))
+)
 
 
 def _cmds(doc: str) -> Any:
@@ -94,8 +96,8 @@ class StageCommon:
     )
     retries: int = field(
         default=0,
-        validator=[validators.instance_of(int), validators.ge(0)],
-        metadata=meta("count", "Extra attempts per failing command."),
+        validator=[validators.instance_of(int), validators.ge(0), validators.le(MAX_RETRIES)],
+        metadata=meta("count", f"Extra attempts per failing command (at most {MAX_RETRIES})."),
     )
     env: dict[str, str] = field(
         factory=dict, converter=to_env, metadata=meta("env", "Variables added to the stage's environment.")

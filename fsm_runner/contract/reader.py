@@ -12,7 +12,14 @@ from typing import Any
 import attrs
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from fsm_runner.contract.fields import ENV_NAME, PORT_ENV, FieldInfo, contract_fields
+from fsm_runner.contract.fields import (
+    ENV_NAME,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    PORT_ENV,
+    FieldInfo,
+    contract_fields,
+)
 from fsm_runner.contract.yamlload import (
     MAP_TAG,
     MERGE_TAG,
@@ -45,6 +52,20 @@ def _join(prefix: str, key: str) -> str:
 
 def _quote_hint(node: Node) -> str:
     return " (quote it to make it a string)" if isinstance(node, ScalarNode) and node.style is None else ""
+
+
+def _number_hint(value: Any) -> str:
+    """YAML 1.1 reads `1e3` (no dot in the mantissa) as a string; say how to write the number."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    whole = f"{number:.0f}" if number.is_integer() and abs(number) < 1e16 else repr(number)
+    return f" ({value!r} is text to YAML; write {whole} or {float(number)!r})"
 
 
 def parse_model(cls: Any, raw: RawFile, repo_root: Path) -> tuple[Any, list[ContractError]]:
@@ -181,18 +202,8 @@ class Reader:
             if type(value) is not bool:
                 raise _Bad(node, f"expected true or false, got {got}")
             return value
-        if kind == "count":
-            if type(value) is not int:
-                raise _Bad(node, f"expected a whole number, got {got}")
-            if value < 0:
-                raise _Bad(node, f"must be 0 or more, got {value}")
-            return value
-        if kind == "seconds":
-            if type(value) not in (int, float):
-                raise _Bad(node, f"expected a number of seconds, got {got}")
-            if not (math.isfinite(value) and value > 0):
-                raise _Bad(node, f"must be a positive number of seconds, got {value}")
-            return float(value)
+        if kind in ("count", "seconds"):
+            return _number(kind, node, value)
         if not isinstance(value, str):
             raise _Bad(node, f"expected a string, got {got}{_quote_hint(node)}")
         if kind == "enum" and value not in info.choices:
@@ -226,6 +237,12 @@ class Reader:
                     problem += " (a command containing ': ' must be quoted)"
             elif not value.strip():
                 problem = f"empty {what[2:]}"
+            elif kind == "strs" and item is node and "," in value:
+                names = [part.strip() for part in value.split(",") if part.strip()]
+                problem = (
+                    f"{value!r} is one key whose name contains a comma; for a list of keys write "
+                    f"`[{', '.join(names)}]`"
+                )
             elif kind == "regexes":
                 try:
                     re.compile(value)
@@ -281,6 +298,26 @@ class Reader:
         if any(item is None for item in out):
             raise _Skip
         return tuple(out)
+
+
+def _number(kind: str, node: Node, value: Any) -> Any:
+    """A `count` (whole, 0..MAX_RETRIES) or a `seconds` value (positive, at most MAX_SECONDS)."""
+    got = node_type(node)
+    if kind == "count":
+        if type(value) is not int:
+            raise _Bad(node, f"expected a whole number, got {got}")
+        if value < 0:
+            raise _Bad(node, f"must be 0 or more, got {value}")
+        if value > MAX_RETRIES:
+            raise _Bad(node, f"must be at most {MAX_RETRIES}, got {value}")
+        return value
+    if type(value) not in (int, float):
+        raise _Bad(node, f"expected a number of seconds, got {got}{_number_hint(value)}")
+    if not (math.isfinite(value) and value > 0):
+        raise _Bad(node, f"must be a positive number of seconds, got {value}")
+    if value > MAX_SECONDS:
+        raise _Bad(node, f"must be at most {MAX_SECONDS} seconds (7 days), got {value:g}")
+    return float(value)
 
 
 def path_problem(value: str, repo_root: Path) -> str | None:

@@ -12,7 +12,14 @@ import attrs
 
 from fsm_runner.contract.actions import ActionsSpec
 from fsm_runner.contract.bootstrap import BootstrapSpec
-from fsm_runner.contract.fields import ENV_NAME, PORT_ENV, FieldInfo, contract_fields
+from fsm_runner.contract.fields import (
+    ENV_NAME,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    PORT_ENV,
+    FieldInfo,
+    contract_fields,
+)
 from fsm_runner.contract.pipeline import PipelineSpec
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -33,8 +40,8 @@ def _kind_schema(info: FieldInfo, defs: dict[str, Any]) -> dict[str, Any]:
         "str": dict(_NONBLANK),
         "text": {"type": "string"},
         "bool": {"type": "boolean"},
-        "count": {"type": "integer", "minimum": 0},
-        "seconds": {"type": "number", "exclusiveMinimum": 0},
+        "count": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
+        "seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
         "relpath": {"type": "string", "pattern": r"\S", "not": {"pattern": r"^(/|\.\.(/|$))"}},
         "enum": {"enum": list(info.choices)},
         "cmds": _one_or_many(dict(_NONBLANK)),

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from fsm_runner.contract.fields import PORT_ENV
+from fsm_runner.contract.fields import MAX_SECONDS, PORT_ENV
 from fsm_runner.errors import UsageError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -119,3 +119,5 @@ def check_overrides(env: Mapping[str, str]) -> None:
             value = -1.0
         if not value > 0 or value != value or value == float("inf"):
             raise UsageError(f"{name} must be a positive number of seconds, got {raw!r}")
+        if value > MAX_SECONDS:
+            raise UsageError(f"{name} must be at most {MAX_SECONDS} seconds (7 days), got {raw!r}")

@@ -292,6 +292,21 @@ BAD = [
         "version: 1\ntests:\n  workdir: 2021-02-30\n",
         ":3: tests.workdir: cannot read value '2021-02-30': day is out of range for month",
     ),
+    (
+        "version: 1\nevaluation:\n  required_keys: ok, score\n",
+        ":3: evaluation.required_keys: 'ok, score' is one key whose name contains a comma; for a list of "
+        "keys write `[ok, score]`",
+    ),
+    (
+        "version: 1\nsecurity: {max_cmd_seconds: 1e3}\n",
+        ":2: security.max_cmd_seconds: expected a number of seconds, got str ('1e3' is text to YAML; write "
+        "1000 or 1000.0)",
+    ),
+    (
+        "version: 1\nsecurity: {max_total_seconds: 1.0e+306}\n",
+        ":2: security.max_total_seconds: must be at most 604800 seconds (7 days), got 1e+306",
+    ),
+    ("version: 1\ntests: {retries: 101}\n", ":2: tests.retries: must be at most 100, got 101"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,10 @@ def test_invalid_runtime_limits_are_usage_errors(value: str) -> None:
 @pytest.mark.parametrize("value", ["", "1", "2.5"])
 def test_valid_runtime_limits_pass(value: str) -> None:
     check_overrides({"AIDER_FSM_MAX_TOTAL_SECONDS": value})
+
+
+@pytest.mark.parametrize("value", ["1.0e+306", "604801"])
+def test_runtime_limits_beyond_seven_days_are_refused(value: str) -> None:
+    with pytest.raises(UsageError, match=r"must be at most 604800 seconds \(7 days\), got '" + re.escape(value)):
+        check_overrides({"AIDER_FSM_MAX_CMD_SECONDS": value})
+    check_overrides({"AIDER_FSM_MAX_CMD_SECONDS": "604800"})
