@@ -10,7 +10,7 @@ from attrs import define, evolve, field, validators
 
 from fsm_runner.contract.fields import MAX_RETRIES, MAX_SECONDS, meta, to_env, to_str_tuple
 from fsm_runner.contract.reader import parse_model
-from fsm_runner.contract.yamlload import RawFile, present, read_file
+from fsm_runner.contract.yamlload import RawFile, compose, line_of, present, read_file
 from fsm_runner.errors import ContractError
 from fsm_runner.evidence.layout import DEFAULT_OUT_DIR, PIPELINE_REL, contract_rel_problem
 from fsm_runner.evidence.records import NETWORKS, SANDBOXES
@@ -216,6 +216,28 @@ def parse_pipeline(raw: RawFile, repo_root: Path) -> tuple[PipelineSpec | None, 
     if spec is None:
         return None, errors
     return _with_origin(spec, raw), []
+
+
+def metrics_gaps(spec: PipelineSpec, raw: RawFile) -> list[ContractError]:
+    """What a valid pipeline lacks for a run that requires metrics (the default): an evaluation whose
+    commands write no declared metrics file fails at the evaluate phase, so ``validate`` says so first."""
+    section = spec.evaluation
+    if section is None or not section.run_cmds or section.metrics_path:
+        return []
+    line = None
+    for knode, vnode in compose(raw).value:
+        if getattr(knode, "value", None) == "evaluation":
+            line = line_of(vnode)
+    return [
+        ContractError(
+            "missing; evaluation.run_cmds is set, so name the JSON file they write "
+            "(e.g. `metrics_path: .aider_fsm/metrics.json`), else every run that requires metrics fails "
+            "at evaluate",
+            path=raw.path,
+            line=line,
+            key="evaluation.metrics_path",
+        )
+    ]
 
 
 def _with_origin(spec: PipelineSpec, raw: RawFile) -> PipelineSpec:

@@ -55,3 +55,19 @@ def test_too_many_problems_are_summarised(tmp_path: Path) -> None:
     (tmp_path / "pipeline.yml").write_text("version: 1\n" + "".join(f"k{i}: 1\n" for i in range(130)))
     found = validate_repo(tmp_path)
     assert len(found) == 101 and found[-1].problem == "30 more problems not shown"
+
+
+def test_evaluation_commands_without_metrics_path_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yml").write_text(
+        "version: 1\ntests: {cmds: x}\nevaluation:\n  run_cmds: [make eval]\n"
+    )
+    found = [str(e).replace(str(tmp_path.resolve()), "R") for e in validate_repo(tmp_path)]
+    assert found == [
+        "R/pipeline.yml:4: evaluation.metrics_path: missing; evaluation.run_cmds is set, so name the JSON "
+        "file they write (e.g. `metrics_path: .aider_fsm/metrics.json`), else every run that requires "
+        "metrics fails at evaluate"
+    ]
+    (tmp_path / "pipeline.yml").write_text(
+        "version: 1\nevaluation: {run_cmds: [make eval], metrics_path: m.json}\n"
+    )
+    assert validate_repo(tmp_path) == []
