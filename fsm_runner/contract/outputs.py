@@ -147,7 +147,8 @@ def lookup(obj: dict[str, Any], key: str) -> Any:
 def check_metrics(
     path: Path, required_keys: Sequence[str], *, max_bytes: int = MAX_JSON_BYTES, root: Path | None = None
 ) -> MetricsCheck:
-    """Is ``path`` a JSON object with every required key (and ``ok`` exactly true when required)?
+    """Is ``path`` a JSON object with every required key, none null, ``score`` a number when required, and
+    ``ok`` exactly true whenever it is there (required or not)?
 
     ``root`` (the repository) confines the read: see :func:`read_json_object`.
     """
@@ -158,9 +159,34 @@ def check_metrics(
     missing = [key for key in required_keys if lookup(metrics, key) is _MISSING]
     if missing:
         problems.append(f"missing required keys: {', '.join(missing)}")
-    if "ok" in required_keys and "ok" not in missing and metrics["ok"] is not True:
-        problems.append(f"ok must be true, got {json.dumps(metrics['ok'])}")
+    for key in required_keys:
+        value = lookup(metrics, key)
+        if value is None:
+            problems.append(f"{key}: expected a value, got null")
+        elif key == "score" and value is not _MISSING and not _is_number(value):
+            problems.append(f"score: expected a number, got {json_type(value)} {_shown(value)}")
+    if "ok" in metrics and metrics["ok"] is not True:
+        problems.append(_not_ok(metrics))
     return MetricsCheck(not problems, metrics, tuple(problems))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shown(value: object, limit: int = 200) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _not_ok(metrics: dict[str, Any]) -> str:
+    """`ok` other than true fails the phase whether or not it is required; the file's own reason is quoted."""
+    problem = f"ok must be true, got {_shown(metrics['ok'])}"
+    for name in ("error", "message"):
+        reason = metrics.get(name)
+        if isinstance(reason, str) and reason.strip():
+            return f"{problem}; the metrics file says ({name}): {_shown(reason.strip(), 500)}"
+    return problem
 
 
 def _sample_problems(line: bytes) -> tuple[list[str], str | None]:

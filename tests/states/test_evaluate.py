@@ -82,8 +82,25 @@ def test_metrics_are_reported_and_copied_into_the_run_dir(make_ctx: PhaseContext
         ({"ok": False, "score": 0.1}, "[ok, score]", "ok must be true, got false", True),
         ("{not json", "[ok]", "invalid JSON at line 1 column 2: Expecting property name enclosed in double quotes", False),
         ([1, 2], "[ok]", "expected a JSON object, got array", False),
+        (
+            {"ok": False, "score": 0.1, "error": "judge timed out"},
+            "[score]",
+            'ok must be true, got false; the metrics file says (error): "judge timed out"',
+            True,
+        ),
+        ({"ok": True, "score": "0.9"}, "[ok, score]", 'score: expected a number, got str "0.9"', True),
+        ({"ok": True, "score": None}, "[ok, score]", "score: expected a value, got null", True),
     ],
-    ids=["missing-key", "missing-dotted-key", "not-ok", "not-json", "not-an-object"],
+    ids=[
+        "missing-key",
+        "missing-dotted-key",
+        "not-ok",
+        "not-json",
+        "not-an-object",
+        "not-ok-unrequired-with-error",
+        "string-score",
+        "null-score",
+    ],
 )
 def test_the_phase_reports_what_it_found_and_the_guard_refuses_it(
     make_ctx: PhaseContexts, metrics: object, keys: str, problem: str, copied: bool
