@@ -21,8 +21,9 @@ from attrs import define
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.layout import LOCK
 
-#: Waits between attempts to take a lock that a reader may be probing (None: give up).
-_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, None)
+#: Waits between attempts to take a lock that a reader may be probing (None: give up); about half a second in
+#: all, so a prober descheduled on a busy machine while it holds the lock for a moment cannot make this fail.
+_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, None)
 
 
 def hold_lock(run_dir: Path) -> IO[str]:
