@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,19 +36,14 @@ from fsm_runner.errors import (
     TargetError,
     UsageError,
 )
-from fsm_runner.evidence.atomic import write_json_atomic
-from fsm_runner.evidence.contract_copies import exact_copy, keep_contract_copies, read_contract_copy
+from fsm_runner.evidence.contract_copies import keep_contract_copies, read_contract_copy
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
 from fsm_runner.evidence.layout import (
-    AGENT_PROCESS,
     BOOTSTRAP_REL,
     EVENTS,
     JOURNAL,
     LOCK,
-    REPAIR_BEFORE,
-    REPAIR_DIR_GLOB,
-    REPAIR_PROVENANCE,
 )
 from fsm_runner.evidence.lock import lock_holder
 from fsm_runner.evidence.records import SANDBOXES, RunState, TransitionRecord
@@ -59,14 +53,13 @@ from fsm_runner.execution.ports import free_port, pinned_port, port_is_free
 from fsm_runner.execution.sandbox import require_sandbox, resolve_sandbox, sandbox_problem
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.repair import AgentLike, RepairStep, as_agent
-from fsm_runner.repair.agents import end_agent_processes
-from fsm_runner.repair.guardrails import UNREADABLE, FileState, matches_any, restore_file, snapshot_repo
+from fsm_runner.repair.interrupted import interrupted_repair_note, undo_interrupted_repair
 from fsm_runner.results import EvaluationResult
 from fsm_runner.session import Session
 from fsm_runner.states import phases
 from fsm_runner.targets import restore_checkout, with_url_credentials
 from fsm_runner.trees import TreeClaim, claim_tree
-from fsm_runner.typing import EventLogger, StrPath, TransitionHook
+from fsm_runner.typing import StrPath, TransitionHook
 
 
 def _load_run(run_dir: Path) -> tuple[RunState, tuple[TransitionRecord, ...]]:
@@ -338,14 +331,7 @@ def check_replay(run_dir: StrPath, *, sandbox: str | None = None) -> DryRunRepor
         replayable, reason = False, unavailable
     needed = tuple(_secrets_missing(run, {}))
     steps = tuple(_walk(records))
-    repair_note, refused = "", False
-    work = _unfinished_repair(path, records)
-    if work is not None and repo.is_dir():
-        try:
-            undo = _plan_undo(path, repo, work)
-            repair_note, refused = undo.describe(), bool(undo.refused)
-        except ReplayError as exc:
-            repair_note, refused = str(exc), True
+    repair_note, refused = interrupted_repair_note(path, repo, records) if repo.is_dir() else ("", False)
     return DryRunReport(
         path, steps, problem, changed, replayable, reason, needed, repo, moved, diff, repair_note, refused
     )
@@ -569,7 +555,7 @@ def _restore(
     try:
         # Before the contract is even read: the agent is ended and what it may not change is put back.
         redactor = Redactor.from_env({**os.environ, **overrides})
-        ended = _undo_interrupted_repair(run_dir, run, root, records, log, redactor)
+        ended = undo_interrupted_repair(run_dir, run, root, records, log, redactor)
         pipeline = load_pipeline(root, run.pipeline_rel)
         mode, network = replay_sandbox(run, pipeline.security.sandbox, pipeline.security.network, sandbox)
         if mode == "bwrap":
@@ -655,143 +641,4 @@ def _end_leftovers(ctx: RunContext, claim: TreeClaim | None, *, moved: bool) -> 
     # A killed runner never masked the command it waited for, nor what its services wrote: now nothing of
     # the run is left running, mask all of it (not the events and journal this process appends to).
     ctx.redactor.mask_tree(ctx.run_dir, skip=(EVENTS, JOURNAL, LOCK))
-    return ended
-
-
-# -- a repair the runner was killed in ---------------------------------------------------------------------
-
-
-@define(frozen=True)
-class _RepairUndo:
-    """What replay does about a repair whose guardrails never ran: the contract files to put back (None:
-    remove what the agent created) and the other paths that changed, which replay cannot put back."""
-
-    work_dir: Path
-    restore: tuple[tuple[str, FileState | None], ...]
-    refused: tuple[str, ...]
-
-    def describe(self) -> str:
-        start = f"the runner was killed while the agent of {self.work_dir.name} ran"
-        if self.refused:
-            return (
-                f"{start}, and since it started these changed where the agent may not write: "
-                f"{', '.join(self.refused)}; replay refuses until they are as they were before the repair "
-                "(for example `git checkout -- PATH`), or start a new run"
-            )
-        if self.restore:
-            return f"{start}; replay ends it and puts back {', '.join(r for r, _ in self.restore)} first"
-        return f"{start}; replay ends it first (nothing it may not change was changed)"
-
-
-def _unfinished_repair(run_dir: Path, records: tuple[TransitionRecord, ...]) -> Path | None:
-    """The evidence dir of the repair the runner died in, when the journal ends in it and the guardrails
-    never ran (``before.json`` but no ``provenance.json``)."""
-    if records[-1].dest != topology.REPAIR:
-        return None
-    numbered = []
-    for path in run_dir.glob(REPAIR_DIR_GLOB):
-        suffix = path.name.rpartition("_")[2]
-        if suffix.isdigit() and path.is_dir():
-            numbered.append((int(suffix), path))
-    if not numbered:
-        return None
-    work = max(numbered)[1]
-    if not (work / REPAIR_BEFORE).is_file() or (work / REPAIR_PROVENANCE).exists():
-        return None
-    return work
-
-
-def _plan_undo(run_dir: Path, repo: Path, work: Path) -> _RepairUndo:
-    """Compare the tree with ``before.json``: contract files come back from the run dir's copies; anything
-    else the guardrails would have undone that changed is refused (its old bytes are not kept)."""
-    record = work / REPAIR_BEFORE
-    try:
-        doc = json.loads(record.read_text(encoding="utf-8"))
-        contract: dict[str, str | None] = dict(doc["contract"])
-        files: dict[str, dict[str, Any]] = dict(doc["files"])
-        allowed, guarded = list(doc["allowed_globs"]), list(doc["protected"])
-        exclude, unreadable = list(doc["exclude"]), list(doc.get("unreadable", {}))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ReplayError(
-            f"{record}: cannot be read ({exc}); the runner was killed during this repair, so replay cannot "
-            "tell what the agent changed; start a new run"
-        ) from None
-    now = snapshot_repo(repo, exclude=exclude, keep_content=False, opaque=unreadable)
-    restore: list[tuple[str, FileState | None]] = []
-    refused: list[str] = []
-    for rel, sha in contract.items():
-        current = now.files.get(rel)
-        if (current.sha256 if current is not None else None) == sha:
-            continue
-        if sha is None:
-            restore.append((rel, None))
-            continue
-        data = exact_copy(run_dir, sha, rel) if sha != UNREADABLE else None
-        if data is None:
-            refused.append(f"{rel} (its bytes before the repair are not kept, or kept masked)")
-            continue
-        mode = files.get(rel, {}).get("mode")
-        restore.append((rel, FileState(sha, data, mode if isinstance(mode, int) else 0o100644)))
-    for path in sorted(set(files) | set(now.files)):
-        if path in contract or any(path == u or path.startswith(u + "/") for u in unreadable):
-            continue
-        old, new = files.get(path), now.files.get(path)
-        if old is None:
-            if new is not None and (matches_any(path, guarded) or not matches_any(path, allowed)):
-                refused.append(f"{path} (added)")
-        elif new is None:
-            refused.append(f"{path} (deleted)")
-        elif (new.sha256, new.mode) != (old.get("sha256"), old.get("mode")):
-            refused.append(f"{path} (modified)")
-    return _RepairUndo(work, tuple(restore), tuple(refused))
-
-
-def _undo_interrupted_repair(
-    run_dir: Path,
-    run: RunState,
-    repo: Path,
-    records: tuple[TransitionRecord, ...],
-    log: EventLogger,
-    redactor: Redactor,
-) -> list[Leftovers]:
-    """A runner killed while a repair agent ran never checked what the agent did. Before anything of the run
-    is read or run again: end the agent (its group, and what carries its mark), put the contract files back
-    to their bytes before the repair, and refuse, naming them, when other files the guardrails would have
-    undone changed. Returns what was ended."""
-    work = _unfinished_repair(run_dir, records)
-    if work is None:
-        return []
-    ended = end_dead_runs(None, log=log, target=run.target, own=run_dir)
-    try:
-        agent = json.loads((work / AGENT_PROCESS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        agent = None
-    if isinstance(agent, dict) and isinstance(agent.get("pgid"), int):
-        leader, mark = agent.get("leader_start"), agent.get("mark")
-        leader = leader if isinstance(leader, int) else None
-        end_agent_processes(agent["pgid"], leader, mark if isinstance(mark, str) else None)
-    undo = _plan_undo(run_dir, repo, work)
-    restored = []
-    for rel, state in undo.restore:
-        try:
-            if state is None:
-                (repo / rel).unlink(missing_ok=True)
-            else:
-                restore_file(repo, rel, state)
-        except OSError as exc:
-            raise ReplayError(
-                f"the runner was killed while the agent of {work.name} ran, and {repo / rel} cannot be put "
-                f"back to its bytes before the repair ({exc.strerror or exc}); restore it by hand or start a "
-                "new run"
-            ) from None
-        restored.append(rel)
-    if undo.refused:
-        log.warning("replay.repair_refused", repair=work.name, restored=restored, changed=list(undo.refused))
-        raise ReplayError(undo.describe())
-    note = f"the runner was killed while the agent ran; replay put back {', '.join(restored) or 'nothing'}"
-    write_json_atomic(
-        work / REPAIR_PROVENANCE,
-        redactor.scrub({"interrupted": True, "restored": restored, "notes": [note]}),
-    )
-    log.info("replay.repair_undone", repair=work.name, restored=restored)
     return ended
