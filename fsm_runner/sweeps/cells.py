@@ -1,0 +1,316 @@
+"""One cell of a sweep: one target scored for one llm, as an isolated run, in a process of its own.
+
+A cell runs in a child process (``python -m fsm_runner.sweeps.cells RESULT_FILE``, its spec as JSON on
+stdin) so that cells cannot share a working directory, a signal handler or a crash, and so that stopping a
+cell is stopping a process: SIGTERM makes the child tear its run down (the runner's own SIGTERM handling),
+and its process group is killed after a grace period. Both executors, local and Ray, start cells this way.
+The child writes its row atomically to RESULT_FILE; a child that dies before that still gives a row, failed,
+saying how it died and where its log is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field, validators
+
+from fsm_runner.errors import FsmRunnerError
+from fsm_runner.evidence.atomic import write_json_atomic
+from fsm_runner.evidence.records import MODES
+from fsm_runner.execution.process import group_alive, kill_group
+
+#: What a row's error keeps of a long message (the run dir has the whole of it).
+ERROR_CHARS = 2000
+
+
+def _pairs(value: Mapping[str, str] | tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else (value or ())
+    return tuple(sorted((str(k), str(v)) for k, v in items))
+
+
+@define(frozen=True)
+class CellSpec:
+    """What a cell runs: everything a child process needs, as plain JSON-able values."""
+
+    target: str
+    llm: str
+    mode: str = field(default="smoke", validator=validators.in_(MODES))
+    env_overrides: tuple[tuple[str, str], ...] = field(default=(), converter=_pairs)
+    repair_iters: int = field(default=0, validator=validators.ge(0))
+    #: A command line for a command repair agent (a callable cannot cross a process boundary).
+    repair_agent: str | None = None
+    artifacts_dir: str | None = None
+    sandbox: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "llm": self.llm,
+            "mode": self.mode,
+            "env_overrides": dict(self.env_overrides),
+            "repair_iters": self.repair_iters,
+            "repair_agent": self.repair_agent,
+            "artifacts_dir": self.artifacts_dir,
+            "sandbox": self.sandbox,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CellSpec:
+        return cls(
+            target=data["target"],
+            llm=data["llm"],
+            mode=data.get("mode", "smoke"),
+            env_overrides=_pairs(data.get("env_overrides")),
+            repair_iters=data.get("repair_iters", 0),
+            repair_agent=data.get("repair_agent"),
+            artifacts_dir=data.get("artifacts_dir"),
+            sandbox=data.get("sandbox"),
+        )
+
+
+@define(frozen=True)
+class CellResult:
+    """One row of a sweep: how one target did for one llm. Frozen and JSON-able (a line of results.jsonl)."""
+
+    target: str
+    llm: str
+    ok: bool
+    mode: str = "smoke"
+    commit: str | None = None
+    score: float | None = None
+    metrics: dict[str, Any] | None = field(default=None, eq=False)
+    run_id: str | None = None
+    run_dir: str | None = None
+    contract_hash: str | None = None
+    started_at: str = ""
+    duration_s: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "commit": self.commit,
+            "llm": self.llm,
+            "mode": self.mode,
+            "ok": self.ok,
+            "score": self.score,
+            "metrics": self.metrics,
+            "run_id": self.run_id,
+            "run_dir": self.run_dir,
+            "contract_hash": self.contract_hash,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CellResult:
+        """A row read back; raises KeyError/TypeError/ValueError on a shape that is not a row."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a row is a JSON object, got {type(data).__name__}")
+        for key, kind in (("target", str), ("llm", str), ("ok", bool)):
+            if not isinstance(data.get(key), kind):
+                raise ValueError(f"key {key!r} must be a {kind.__name__}, got {data.get(key)!r}")
+        metrics = data.get("metrics")
+        return cls(
+            target=data["target"],
+            llm=data["llm"],
+            ok=data["ok"],
+            mode=str(data.get("mode", "smoke")),
+            commit=_optional_str(data, "commit"),
+            score=_score(data.get("score")),
+            metrics=dict(metrics) if isinstance(metrics, Mapping) else None,
+            run_id=_optional_str(data, "run_id"),
+            run_dir=_optional_str(data, "run_dir"),
+            contract_hash=_optional_str(data, "contract_hash"),
+            started_at=str(data.get("started_at", "")),
+            duration_s=float(data.get("duration_s", 0.0)),
+            error=_optional_str(data, "error"),
+        )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Which cell this row is a result of."""
+        return (self.target, self.llm)
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"key {key!r} must be a string or null, got {value!r}")
+    return value
+
+
+def _score(value: object) -> float | None:
+    """A score a row can hold: a finite number (booleans are not scores), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _failed(spec: CellSpec, started_at: str, start: float, error: str, **known: Any) -> CellResult:
+    return CellResult(
+        target=spec.target,
+        llm=spec.llm,
+        mode=spec.mode,
+        ok=False,
+        started_at=started_at,
+        duration_s=round(time.monotonic() - start, 3),
+        error=error[:ERROR_CHARS],
+        **known,
+    )
+
+
+def run_cell(spec: CellSpec) -> CellResult:
+    """Run one cell in this process: setup (an isolated run) -> evaluate (which rolls ``spec.llm`` out
+    first when the pipeline has a rollout) -> close. Every failure of the run is a failed row, never an
+    exception; an interrupt (SIGINT, or SIGTERM through the runner's handler) still propagates."""
+    from fsm_runner.api import setup  # the sweep layer sits above the session API
+
+    started_at, start = _now(), time.monotonic()
+    local = Path(spec.target).is_dir()
+    try:
+        session = setup(
+            spec.target,
+            isolate=local,
+            console=False,
+            env_overrides=dict(spec.env_overrides),
+            repair_agent=spec.repair_agent,
+            artifacts_dir=spec.artifacts_dir,
+            sandbox=spec.sandbox,
+        )
+    except FsmRunnerError as exc:
+        return _failed(spec, started_at, start, f"setup: {exc}")
+    known: dict[str, Any] = {}
+    with session:
+        ctx = session.ctx
+        known = {
+            "commit": ctx.target.commit,
+            "run_id": session.run_id,
+            "run_dir": str(session.run_dir),
+            "contract_hash": ctx.contract_hashes[-1] if ctx.contract_hashes else None,
+        }
+        try:
+            result = session.evaluate(llm=spec.llm, mode=spec.mode, repair_iters=spec.repair_iters)
+        except FsmRunnerError as exc:
+            return _failed(spec, started_at, start, str(exc), **known)
+    if not result.ok:
+        error = result.error
+        text = f"{error.phase}: {error.message}" if error is not None else f"failed in {result.phase}"
+        return _failed(spec, started_at, start, text, metrics=result.metrics, **known)
+    return CellResult(
+        target=spec.target,
+        llm=spec.llm,
+        mode=spec.mode,
+        ok=True,
+        score=_score(result.score),
+        metrics=result.metrics,
+        started_at=started_at,
+        duration_s=round(time.monotonic() - start, 3),
+        **known,
+    )
+
+
+class CellProcess:
+    """A cell running in a child process that leads a process group of its own.
+
+    ``poll()`` returns the row once the child has exited; ``stop()`` asks the child to tear its run down
+    (SIGTERM) and kills its group after ``grace`` seconds. A child that exits without writing its row (killed,
+    crashed) gives a failed row naming its exit status and its log.
+    """
+
+    def __init__(self, spec: CellSpec, workdir: Path, name: str) -> None:
+        self.spec = spec
+        self.result_path = workdir / f"{name}.result.json"
+        self.log_path = workdir / f"{name}.log"
+        self.started_at = _now()
+        self._start = time.monotonic()
+        self.result_path.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "fsm_runner.sweeps.cells", str(self.result_path)],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        assert self._proc.stdin is not None
+        with self._proc.stdin:
+            self._proc.stdin.write(json.dumps(spec.to_json()).encode())
+        self.pid = self._proc.pid
+        self._result: CellResult | None = None
+
+    def poll(self) -> CellResult | None:
+        """The row when the child has exited, else None."""
+        if self._result is None and self._proc.poll() is not None:
+            self._result = self._read()
+        return self._result
+
+    def wait(self, timeout: float | None = None) -> CellResult | None:
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.poll()
+
+    def stop(self, grace: float = 30.0) -> CellResult:
+        """Tear the cell down: SIGTERM (the run tears down what it deployed), then the whole group."""
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(grace)
+        if group_alive(self._proc.pid):
+            kill_group(self._proc.pid, grace=1.0)
+        self._proc.wait()
+        result = self.poll()
+        assert result is not None
+        return result
+
+    def _read(self) -> CellResult:
+        try:
+            return CellResult.from_json(json.loads(self.result_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        code = self._proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return _failed(
+            self.spec,
+            self.started_at,
+            self._start,
+            f"the cell's process {how} before it wrote its result; see {self.log_path}",
+        )
+
+
+def main(argv: list[str]) -> int:
+    """``python -m fsm_runner.sweeps.cells RESULT_FILE``: run the cell described on stdin, write its row."""
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m fsm_runner.sweeps.cells RESULT_FILE < SPEC.json\n")
+        return 2
+    try:
+        spec = CellSpec.from_json(json.loads(sys.stdin.read()))
+    except (ValueError, KeyError, TypeError) as exc:
+        sys.stderr.write(f"error: the cell spec on stdin is not valid: {exc}\n")
+        return 2
+    row = run_cell(spec)
+    write_json_atomic(Path(argv[0]), row.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
