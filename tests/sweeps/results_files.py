@@ -10,8 +10,15 @@ BENCH, BROKEN = "examples/arith_bench", "examples/broken_target"
 LLMS = ("exact", "sloppy", "/ckpts/step-1000")
 
 
-def row(target: str, llm: str, score: float | None = None, *, ok: bool = True, error: str | None = None,
-        metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+def row(
+    target: str,
+    llm: str,
+    score: float | None = None,
+    *,
+    ok: bool = True,
+    error: str | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One results.jsonl line: metrics default to ``{"score": score}`` for a success, none for a failure."""
     if metrics is None and ok:
         metrics = {"ok": True, "score": score}
@@ -38,7 +45,12 @@ def sweep_rows() -> list[dict[str, Any]]:
         row(BENCH, "sloppy", 0.75, metrics={"ok": True, "score": 0.75, "details": {"correct": 6, "n": 8}}),
         row(BENCH, "exact", 1.0, metrics={"ok": True, "score": 1.0, "details": {"correct": 8, "n": 8}}),
         row(BROKEN, "exact", ok=False, error="evaluate: KeyError: 'answer'"),
-        row(BENCH, "/ckpts/step-1000", 0.5, metrics={"ok": True, "score": 0.5, "details": {"correct": 4, "n": 8}}),
+        row(
+            BENCH,
+            "/ckpts/step-1000",
+            0.5,
+            metrics={"ok": True, "score": 0.5, "details": {"correct": 4, "n": 8}},
+        ),
         row(BROKEN, "sloppy", ok=False, error="evaluate: KeyError: 'answer'"),
         row(BROKEN, "/ckpts/step-1000", ok=False, error="evaluate: KeyError: 'answer'"),
     ]
