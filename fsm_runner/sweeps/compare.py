@@ -354,7 +354,7 @@ class ComparisonTable:
                 "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
             )
         failures = [
-            f"  {row.target} x {llm}: {cell.error or 'failed'}"
+            f"  {row.target} x {llm}: {one_line(cell.error or 'failed')}"
             for row in self.rows
             for llm in self.columns
             if (cell := row.cells.get(llm)) is not None and not cell.ok
@@ -365,6 +365,14 @@ class ComparisonTable:
 
     def to_text(self) -> str:
         return "\n".join(self.lines())
+
+
+def one_line(error: str) -> str:
+    """An error on one line: its first line and, for a longer one (a traceback tail), its last."""
+    lines = [line.strip(" |") for line in error.splitlines() if line.strip(" |")]
+    if len(lines) < 2:
+        return lines[0] if lines else error
+    return f"{lines[0]} ... {lines[-1]}"
 
 
 def format_value(value: Any) -> str:

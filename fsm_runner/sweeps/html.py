@@ -36,6 +36,7 @@ table { border-collapse: collapse; margin-bottom: 2em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 td.failed { color: #b00020; font-weight: bold; }
+li { white-space: pre-wrap; font-family: monospace; }
 span.up { color: #1a7f37; } span.down { color: #b00020; }
 svg text { font-size: 12px; fill: #333; }
 """

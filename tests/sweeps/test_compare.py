@@ -317,3 +317,15 @@ def test_the_page_of_a_metric_outside_zero_to_one(tmp_path: Path) -> None:
     points = next(a["points"] for t, a in parsed.starts if t == "polyline") or ""
     ys = [float(p.split(",")[1]) for p in points.split()]
     assert ys[0] < ys[1] < ys[2]  # 8, 6, 4 correct: higher values higher on the page
+
+
+def test_a_long_error_is_one_line_in_the_text_and_whole_in_the_json(tmp_path: Path) -> None:
+    error = (
+        "evaluate: command 1/1 exit code 1; see cmd01_try01.stderr\n  | Traceback ...\n  | KeyError: 'answer'"
+    )
+    table = compare(write_results(tmp_path / "r.jsonl", [row(BROKEN, "exact", ok=False, error=error)]))
+    assert (
+        f"  {BROKEN} x exact: evaluate: command 1/1 exit code 1; see cmd01_try01.stderr ... KeyError: 'answer'"
+        in (table.lines())
+    )
+    assert table.to_json()["rows"][0]["cells"]["exact"]["error"] == error
