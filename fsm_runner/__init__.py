@@ -13,6 +13,9 @@ every thread, is torn down.
 
 After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.check_replay(run_dir)`` (a dry run),
 ``fsm_runner.replay(run_dir)`` and ``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
+
+Comparing checkpoints: ``fsm_runner.compare([run_dir_or_results, ...])`` is a table of a metric per target
+and llm, with deltas against a baseline.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from fsm_runner.repair import CallableAgent, CommandAgent, RepairAgent, RepairRe
 from fsm_runner.replays import DryRunReport, can_replay, check_replay, replay
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.session import Session
+from fsm_runner.sweeps import ComparisonTable, compare
 
 __all__ = [
     "CallableAgent",
     "CommandAgent",
+    "ComparisonTable",
     "ContractError",
     "DryRunReport",
     "ErrorInfo",
@@ -57,6 +62,7 @@ __all__ = [
     "UsageError",
     "can_replay",
     "check_replay",
+    "compare",
     "diagram",
     "replay",
     "setup",

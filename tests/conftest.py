@@ -117,3 +117,25 @@ def _no_leftover_services(tmp_path: Path) -> Iterator[None]:
             leftovers.append(pid)
             os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"services left running: {leftovers}"
+
+
+ARITH_BENCH = Path(__file__).resolve().parents[1] / "examples" / "arith_bench"
+
+
+@pytest.fixture(scope="session")
+def arith_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real runs of a copy of examples/arith_bench, one per model (``exact`` scores 1.0, ``sloppy``
+    0.75), by llm; made once for every test that only reads them."""
+    import shutil
+
+    import fsm_runner
+
+    target = tmp_path_factory.mktemp("arith_runs") / "arith_bench"
+    shutil.copytree(ARITH_BENCH, target, ignore=shutil.ignore_patterns(".venv", "artifacts", "__pycache__"))
+    runs = {}
+    for llm in ("exact", "sloppy"):
+        with fsm_runner.setup(target) as sess:
+            result = sess.evaluate(llm=llm, mode="smoke")
+            assert result.ok, result.error
+        runs[llm] = sess.run_dir
+    return runs

@@ -3,7 +3,7 @@
 Layers, lowest first; a module may import a lower layer, and its own subpackage:
 
     errors, typing, evidence.layout   (names and shapes everything may use)
-    evidence -> contract -> execution -> engine -> states | repair -> api, session, replay, ... -> cli
+    evidence -> contract -> execution -> engine -> states | repair -> api, session, replay, ... -> sweeps -> cli
 
 ``states`` and ``repair`` sit side by side and never import each other: the repair phase reaches the repair
 package only through the engine's ``Repairer`` protocol.

@@ -46,6 +46,12 @@ HELP: dict[str, tuple[str, str]] = {
         "the state machine as Mermaid or DOT text, optionally with the path a run took",
         "fsm-runner diagram --run latest --repo ./bench --format dot --output run.dot",
     ),
+    "compare": (
+        "a table of a metric per target and checkpoint from sweep results or runs, with deltas; "
+        "two run dirs alone: every metric key side by side",
+        "fsm-runner compare sweeps/nightly --metric score --baseline exact --html report.html\n"
+        "fsm-runner compare RUN_DIR_A RUN_DIR_B",
+    ),
     "schema": (
         "print the JSON Schema of pipeline.yml v1 (or of another contract file)",
         "fsm-runner schema > pipeline.schema.json",
@@ -209,6 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--render", choices=RENDER_FORMATS, help="render the DOT text with Graphviz `dot` (needs --output)"
     )
     diagram.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    compare = command("compare", "json")
+    compare.add_argument(
+        "sources",
+        nargs="+",
+        metavar="RESULTS_OR_RUNS",
+        help="results.jsonl files, sweep directories (holding results.jsonl) or run directories",
+    )
+    compare.add_argument(
+        "--metric",
+        metavar="KEY",
+        help="the metric of the cells: a metrics key, dotted for nested ones (default: score)",
+    )
+    compare.add_argument(
+        "--baseline", metavar="LLM", help="the column deltas are taken against (default: the first)"
+    )
+    compare.add_argument(
+        "--html", metavar="FILE", help="also write the table and a chart as one self-contained page"
+    )
 
     schema = command("schema")
     schema.add_argument("--file", choices=SCHEMA_FILES, default="pipeline", help="default: pipeline")

@@ -178,3 +178,12 @@ def metrics_copy(phase: str) -> str:
 def set_aside_name(name: str) -> str:
     """Where an output left by an earlier run is moved before a phase writes it again."""
     return f"previous.{name}"
+
+
+# -- a sweep directory ----------------------------------------------------------------------------------
+#
+#   <out_dir>/results.jsonl   one row per finished cell, appended (a later row of a cell replaces it)
+#   <out_dir>/sweep.json      the sweep's manifest
+
+SWEEP_RESULTS = "results.jsonl"
+SWEEP_MANIFEST = "sweep.json"

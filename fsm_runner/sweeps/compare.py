@@ -1,0 +1,579 @@
+"""Comparing results: targets x checkpoints as a table of one metric, and two runs key by key.
+
+The sources are what sweeps and sessions leave behind, read from disk: a sweep's ``results.jsonl`` (or the
+sweep directory holding it) and run directories (one cell per round of the run). A sweep's rows in memory
+(anything with ``rows`` whose items have ``to_json()``) are accepted too, so a training loop can compare
+what it has just collected. The table is plain data (:meth:`ComparisonTable.to_json` and back); the text
+and HTML renderings are built from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field
+
+from fsm_runner.errors import EvidenceError, UsageError
+from fsm_runner.evidence.layout import JOURNAL, RUN_JSON, SWEEP_MANIFEST, SWEEP_RESULTS
+from fsm_runner.evidence.records import RoundRecord, RunState
+from fsm_runner.evidence.store import read_run
+
+#: The metric read from a row's ``score`` (else from its metrics' ``score`` key).
+SCORE = "score"
+#: How many metric keys an error message lists before it stops.
+_KEYS_SHOWN = 20
+
+
+# -- what the sources hold ----------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class _Result:
+    """One cell as a source recorded it: a results.jsonl row, a sweep row, or a run's round."""
+
+    target: str
+    llm: str
+    ok: bool
+    score: Any = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@define(frozen=True)
+class _Read:
+    """What the sources gave: the results in order, and the order a sweep manifest declared (if any)."""
+
+    results: list[_Result] = field(factory=list)
+    targets: list[str] = field(factory=list)
+    llms: list[str] = field(factory=list)
+
+
+def run_dir_of(source: Any) -> Path | None:
+    """The run directory ``source`` names (a run dir, or its run.json), or None when it names none."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(source)
+    if path.is_file() and path.name == RUN_JSON:
+        return path.parent
+    in_run = path.is_dir() and ((path / RUN_JSON).is_file() or (path / JOURNAL).is_file())
+    return path if in_run and not (path / SWEEP_RESULTS).is_file() else None
+
+
+def _read_sources(sources: Iterable[Any]) -> _Read:
+    read = _Read()
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)):
+            _read_path(Path(source), read)
+        else:
+            read.results.extend(_from_object(source))
+    return read
+
+
+def _read_path(path: Path, read: _Read) -> None:
+    run_dir = run_dir_of(path)
+    if run_dir is not None:
+        read.results.extend(_from_run(run_dir))
+        return
+    if path.is_dir():
+        results = path / SWEEP_RESULTS
+        if not results.is_file():
+            raise UsageError(
+                f"{path}: neither a sweep directory (no {SWEEP_RESULTS}) nor a run directory "
+                f"(no {RUN_JSON}); give a results file, a sweep's out_dir or a run directory"
+            )
+        path = results
+    elif not path.exists():
+        raise UsageError(
+            f"{path}: no such file or directory (give a {SWEEP_RESULTS}, a sweep dir or a run dir)"
+        )
+    read.results.extend(_from_results_file(path))
+    _read_manifest(path.parent / SWEEP_MANIFEST, read)
+
+
+def _from_results_file(path: Path) -> list[_Result]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise UsageError(f"{path}: cannot read: {detail}") from None
+    results = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except RecursionError:
+            raise UsageError(f"{where}: nested too deeply to be a result row") from None
+        except ValueError as exc:
+            raise UsageError(f"{where}: not JSON ({exc}); every line is one result row") from None
+        results.append(_result_of(data, where))
+    return results
+
+
+def _result_of(data: Any, where: str) -> _Result:
+    """A row in the results.jsonl format (also a sweep row's ``to_json()``)."""
+    if not isinstance(data, Mapping):
+        raise UsageError(
+            f"{where}: expected a JSON object with target, llm and ok, got {type(data).__name__}"
+        )
+    for key in ("target", "llm"):
+        if not isinstance(data.get(key), str):
+            raise UsageError(f"{where}: {key!r} must be a string, got {data.get(key)!r}")
+    metrics = data.get("metrics")
+    error = data.get("error")
+    return _Result(
+        target=data["target"],
+        llm=data["llm"],
+        ok=data.get("ok") is True,
+        score=data.get("score"),
+        metrics=dict(metrics) if isinstance(metrics, Mapping) else None,
+        error=None if error is None else str(error),
+    )
+
+
+def _from_object(source: Any) -> list[_Result]:
+    """A sweep's result (``rows``), one of its rows (``to_json()``), a row as a mapping, or a list of them."""
+    rows = getattr(source, "rows", None)
+    if rows is None and isinstance(source, Mapping) and isinstance(source.get("rows"), list):
+        rows = source["rows"]
+    if rows is not None:
+        return [r for row in rows for r in _from_object(row)]
+    data = source.to_json() if callable(getattr(source, "to_json", None)) else source
+    if isinstance(data, Mapping):
+        return [_result_of(data, f"row {data.get('target')!r} x {data.get('llm')!r}")]
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        return [r for item in source for r in _from_object(item)]
+    raise UsageError(
+        f"cannot compare a {type(source).__name__}: give paths (results.jsonl, sweep dirs, run dirs) or "
+        "sweep results"
+    )
+
+
+def _read_manifest(path: Path, read: _Read) -> None:
+    """The targets and llms a sweep declared, in the order given (cells finish in any order)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return  # the order is a nicety; results.jsonl is what counts
+    if not isinstance(data, Mapping):
+        return
+    for key, into in (("targets", read.targets), ("llms", read.llms)):
+        values = data.get(key)
+        if isinstance(values, list):
+            into.extend(v for v in values if isinstance(v, str) and v not in into)
+
+
+def _round_metrics(entry: RoundRecord) -> dict[str, Any] | None:
+    """A round's evaluation metrics, with its benchmark metrics under ``benchmark``."""
+    if entry.metrics is None and entry.benchmark is None:
+        return None
+    metrics = dict(entry.metrics or {})
+    if entry.benchmark is not None:
+        metrics.setdefault("benchmark", entry.benchmark)
+    return metrics
+
+
+def _round_error(run: RunState, entry: RoundRecord) -> str | None:
+    if entry.ok:
+        return None
+    if run.last_error is not None and entry.round == run.rounds[-1].round:
+        return f"{run.last_error.phase}: {run.last_error.message}"
+    return f"round {entry.round} ended {entry.status}"
+
+
+def _from_run(run_dir: Path) -> list[_Result]:
+    """One cell per round of the run; a run that failed before its first round is one failed cell."""
+    run = read_run(run_dir)
+    target = run.target.spec
+    if not run.rounds:
+        error = f"{run.last_error.phase}: {run.last_error.message}" if run.last_error else None
+        return [
+            _Result(target, run.llm or "-", False, error=error or f"the run is {run.status}, with no round")
+        ]
+    return [
+        _Result(
+            target=target,
+            llm=entry.llm or "-",
+            ok=entry.ok,
+            score=entry.score,
+            metrics=_round_metrics(entry),
+            error=_round_error(run, entry),
+        )
+        for entry in run.rounds
+    ]
+
+
+# -- reading a metric ---------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _lookup(metrics: Mapping[str, Any] | None, key: str) -> Any:
+    """``metrics[key]``, else the dotted path ``a.b.c`` into nested objects; ``_MISSING`` when absent."""
+    if not metrics:
+        return _MISSING
+    if key in metrics:
+        return metrics[key]
+    value: Any = metrics
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _metric_of(result: _Result, metric: str) -> Any:
+    if metric == SCORE and result.score is not None:
+        return result.score
+    return _lookup(result.metrics, metric)
+
+
+def flatten(metrics: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted keys (``details.correct``), in the order they appear."""
+    flat: dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def difference(new: Any, old: Any) -> float | None:
+    """``new - old`` for two numbers (without float noise such as 0.09999999999999998), else None."""
+    if not (is_number(new) and is_number(old)):
+        return None
+    change = new - old
+    return change if isinstance(change, int) else round(change, 12)
+
+
+# -- the table ----------------------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class ComparisonCell:
+    """One target x llm: the metric's value, its change against the baseline column's value (None in the
+    baseline column, for a failed cell, or when either value is not a number), and how the cell ended."""
+
+    value: Any = None
+    delta: float | None = None
+    ok: bool = True
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"value": self.value, "delta": self.delta, "ok": self.ok}
+        if not self.ok:
+            data["error"] = self.error
+        return data
+
+
+@define(frozen=True)
+class ComparisonRow:
+    """A target's cells by llm; an llm the target has no result for yet has no cell."""
+
+    target: str
+    cells: dict[str, ComparisonCell] = field(factory=dict)
+
+
+@define(frozen=True)
+class ComparisonTable:
+    """Rows are targets, columns llms (checkpoints), cells one metric with its delta against ``baseline``."""
+
+    metric: str
+    baseline: str | None
+    columns: tuple[str, ...] = ()
+    rows: tuple[ComparisonRow, ...] = ()
+
+    def cell(self, target: str, llm: str) -> ComparisonCell | None:
+        for row in self.rows:
+            if row.target == target:
+                return row.cells.get(llm)
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "columns": list(self.columns),
+            "rows": [
+                {"target": row.target, "cells": {llm: cell.to_json() for llm, cell in row.cells.items()}}
+                for row in self.rows
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ComparisonTable:
+        """The table :meth:`to_json` wrote; a :class:`UsageError` saying which part is wrong otherwise."""
+
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise UsageError(f"not a comparison table: {what}")
+
+        need(isinstance(data, Mapping), "expected a JSON object")
+        need(isinstance(data.get("metric"), str), "'metric' must be a string")
+        need(data.get("baseline") is None or isinstance(data["baseline"], str), "'baseline' must be a string")
+        columns = data.get("columns")
+        need(isinstance(columns, list) and all(isinstance(c, str) for c in columns), "'columns': strings")
+        need(isinstance(data.get("rows"), list), "'rows' must be a list")
+        rows = []
+        for index, row in enumerate(data["rows"]):
+            need(isinstance(row, Mapping) and isinstance(row.get("target"), str), f"rows[{index}].target")
+            need(isinstance(row.get("cells"), Mapping), f"rows[{index}].cells must be an object")
+            cells = {}
+            for llm, cell in row["cells"].items():
+                need(isinstance(cell, Mapping) and isinstance(cell.get("ok"), bool), f"rows[{index}] {llm}")
+                error = cell.get("error")
+                cells[llm] = ComparisonCell(
+                    cell.get("value"), cell.get("delta"), cell["ok"], None if error is None else str(error)
+                )
+            rows.append(ComparisonRow(row["target"], cells))
+        return cls(data["metric"], data.get("baseline"), tuple(columns), tuple(rows))
+
+    def lines(self) -> list[str]:
+        """The table as aligned text: ``0.750 (-0.250)`` against the baseline, ``FAILED`` for a failed cell,
+        ``-`` for a cell with no result; the failures' errors follow the table."""
+        if not self.rows:
+            return [f"metric {self.metric}: no results"]
+        header = ["target", *(f"{c} (baseline)" if c == self.baseline else c for c in self.columns)]
+        body = [[row.target, *(_cell_text(row.cells.get(c)) for c in self.columns)] for row in self.rows]
+        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+        out = [f"metric: {self.metric}"]
+        for line in [header, *body]:
+            out.append(
+                "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+            )
+        failures = [
+            f"  {row.target} x {llm}: {one_line(cell.error or 'failed')}"
+            for row in self.rows
+            for llm in self.columns
+            if (cell := row.cells.get(llm)) is not None and not cell.ok
+        ]
+        if failures:
+            out += ["", "failed:", *failures]
+        return out
+
+    def to_text(self) -> str:
+        return "\n".join(self.lines())
+
+
+def one_line(error: str) -> str:
+    """An error on one line: its first line and, for a longer one (a traceback tail), its last."""
+    lines = [line.strip(" |") for line in error.splitlines() if line.strip(" |")]
+    if len(lines) < 2:
+        return lines[0] if lines else error
+    return f"{lines[0]} ... {lines[-1]}"
+
+
+def format_value(value: Any) -> str:
+    """A metric for a table: numbers with three decimals, nothing as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (int, str)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def format_delta(delta: float | None) -> str:
+    """``(+0.250)``; a whole-number metric's change as a whole number (``(+2)``)."""
+    if delta is None:
+        return ""
+    return f"({delta:+d})" if isinstance(delta, int) else f"({delta:+.3f})"
+
+
+def _cell_text(cell: ComparisonCell | None) -> str:
+    if cell is None:
+        return "-"
+    if not cell.ok:
+        return "FAILED"
+    return f"{format_value(cell.value)} {format_delta(cell.delta)}".rstrip()
+
+
+def _ordered(declared: Sequence[str], seen: Iterable[str]) -> list[str]:
+    """The declared names that were seen, in the declared order, then the others as first seen."""
+    seen = list(dict.fromkeys(seen))
+    return [n for n in declared if n in seen] + [n for n in seen if n not in declared]
+
+
+def _as_list(sources: Any) -> list[Any]:
+    if isinstance(sources, (str, os.PathLike, Mapping)) or hasattr(sources, "rows"):
+        return [sources]
+    return list(sources)
+
+
+def compare(sources: Any, *, baseline: str | None = None, metric: str = SCORE) -> ComparisonTable:
+    """A table of ``metric`` per target (rows) and llm (columns) over results files, sweep dirs, run dirs
+    or sweep results in memory.
+
+    A cell recorded twice (a resumed sweep, two sources) takes the later record. ``metric`` is a key of the
+    metrics, dotted for nested ones (``details.correct``); ``score`` reads the row's score. ``baseline`` is
+    an llm (default: the first column). Raises :class:`UsageError` for a source that cannot be read, an
+    unknown baseline, or a metric no result has.
+    """
+    items = _as_list(sources)
+    if not items:
+        raise UsageError("nothing to compare: give results files, sweep dirs or run dirs")
+    read = _read_sources(items)
+    latest: dict[tuple[str, str], _Result] = {}
+    for result in read.results:
+        latest[(result.target, result.llm)] = result
+    targets = _ordered(read.targets, (r.target for r in read.results))
+    columns = _ordered(read.llms, (r.llm for r in read.results))
+    values = {key: _metric_of(result, metric) for key, result in latest.items()}
+    if latest and all(v is _MISSING for v in values.values()) and any(r.ok for r in latest.values()):
+        keys = sorted({SCORE, *(k for r in latest.values() for k in flatten(r.metrics))})
+        shown = ", ".join(keys[:_KEYS_SHOWN]) + (", ..." if len(keys) > _KEYS_SHOWN else "")
+        raise UsageError(
+            f"metric {metric!r} is in no result; the results have: {shown} (choose with --metric)"
+        )
+    if baseline is None:
+        baseline = columns[0] if columns else None
+    elif baseline not in columns:
+        raise UsageError(
+            f"baseline {baseline!r} is not a column; the columns are: {', '.join(columns) or 'none'}"
+        )
+    rows = []
+    for target in targets:
+        base = latest.get((target, baseline or ""))
+        base_value = values[(target, base.llm)] if base is not None and base.ok else None
+        cells = {}
+        for llm in columns:
+            found = latest.get((target, llm))
+            if found is None:
+                continue
+            result, value = found, values[(target, llm)]
+            value = None if value is _MISSING else value
+            delta = difference(value, base_value) if result.ok and llm != baseline else None
+            cells[llm] = ComparisonCell(
+                value, delta, result.ok, None if result.ok else result.error or "failed"
+            )
+        rows.append(ComparisonRow(target, cells))
+    return ComparisonTable(metric, baseline, tuple(columns), tuple(rows))
+
+
+# -- two runs, key by key -----------------------------------------------------------------------------------
+
+
+@define(frozen=True)
+class RunSide:
+    """The run on one side of a :class:`RunDiff`: its last round (or the run itself before any round)."""
+
+    run_id: str
+    run_dir: str
+    target: str
+    llm: str | None
+    ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run_dir": self.run_dir,
+            "target": self.target,
+            "llm": self.llm,
+            "ok": self.ok,
+        }
+
+
+@define(frozen=True)
+class MetricChange:
+    """One metric key of two runs: both values, and ``b - a`` when both are numbers."""
+
+    key: str
+    a: Any = None
+    b: Any = None
+    change: float | None = None
+
+
+@define(frozen=True)
+class RunDiff:
+    """Every metric key of two runs side by side, like ``dvc metrics diff``; ``a`` is the reference."""
+
+    a: RunSide
+    b: RunSide
+    metrics: tuple[MetricChange, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a.to_json(),
+            "b": self.b.to_json(),
+            "metrics": {m.key: {"a": m.a, "b": m.b, "change": m.change} for m in self.metrics},
+        }
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{label}: {side.run_id}  {side.target}  llm {side.llm or '-'}{'' if side.ok else '  FAILED'}"
+            for label, side in (("a", self.a), ("b", self.b))
+        ]
+        if not self.metrics:
+            return [*out, "no metrics in either run"]
+        header = ["metric", "a", "b", "change"]
+        body = [[m.key, _diff_value(m.a), _diff_value(m.b), _change_text(m)] for m in self.metrics]
+        widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
+        out.append("")
+        for line in [header, *body]:
+            out.append(
+                "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+            )
+        return out
+
+
+def _diff_value(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else format_value(value)
+
+
+def _change_text(change: MetricChange) -> str:
+    if change.change is not None:
+        return f"{change.change:+.6g}"
+    return "" if change.a == change.b else "changed"
+
+
+def _last_round(run_dir: Path) -> tuple[RunSide, dict[str, Any]]:
+    run = read_run(run_dir)
+    if run.rounds:
+        last = run.rounds[-1]
+        metrics, llm, ok = _round_metrics(last) or {}, last.llm, last.ok
+    else:
+        evaluated = (run.outputs.get("evaluate") or {}).get("metrics")
+        metrics, llm, ok = dict(evaluated) if isinstance(evaluated, dict) else {}, run.llm, run.status == "ok"
+    side = RunSide(run.run_id, str(run_dir), run.target.spec, llm, ok)
+    return side, flatten(metrics)
+
+
+def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> RunDiff:
+    """Every metric key of two runs (their last rounds; nested keys dotted, the benchmark's under
+    ``benchmark.``) with ``b - a`` for numbers. Raises :class:`UsageError` when either is not a run dir."""
+    sides = []
+    for source in (run_a, run_b):
+        run_dir = run_dir_of(source)
+        if run_dir is None:
+            raise UsageError(f"{source}: not a run directory (no {RUN_JSON})")
+        try:
+            sides.append(_last_round(run_dir))
+        except EvidenceError as exc:
+            raise EvidenceError(f"cannot compare {source}: {exc}") from None
+    (a, a_metrics), (b, b_metrics) = sides
+    keys = list(dict.fromkeys([*a_metrics, *b_metrics]))
+    changes = tuple(
+        MetricChange(
+            key,
+            a_metrics.get(key),
+            b_metrics.get(key),
+            difference(b_metrics.get(key), a_metrics.get(key)),
+        )
+        for key in keys
+    )
+    return RunDiff(a, b, changes)
