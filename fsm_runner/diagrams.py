@@ -403,24 +403,20 @@ def _home(node: str, parents: Mapping[str, str | None], innermost: Mapping[str, 
     return innermost.get(node)
 
 
-def _ancestry(cluster: str | None, parents: Mapping[str, str | None]) -> list[str | None]:
-    chain = [cluster]
-    while cluster is not None:
-        cluster = parents[cluster]
-        chain.append(cluster)
-    return chain
-
-
 def _mermaid_arrows(arrows: Iterable[Arrow], marks: RunMarks | None, full: bool) -> list[str]:
-    """Arrow lines, each in the innermost composite state holding both its ends (the top level when full)."""
+    """Arrow lines, the clusters as composite states holding the arrows that stay inside one of them.
+
+    Mermaid puts a state in the composite of the last block that names it (the top level never moves one),
+    so an arrow whose ends sit in different composites is written at the top level, and a member no arrow
+    in its own block names is declared there as ``state "x" as x`` (a bare ``state x`` draws nothing).
+    """
     found = () if full else clusters()
     parents = {c.name: c.parent for c in found}
     innermost = {member: c.name for c in found for member in c.members}  # later clusters are inner ones
     scoped: dict[str | None, list[Arrow]] = {}
     for arrow in arrows:
-        src_chain = _ancestry(_home(arrow.source, parents, innermost), parents)
-        dst_chain = _ancestry(_home(arrow.dest, parents, innermost), parents)
-        scope = next(c for c in src_chain if c in dst_chain)
+        home = _home(arrow.source, parents, innermost)
+        scope = home if home == _home(arrow.dest, parents, innermost) else None
         scoped.setdefault(scope, []).append(arrow)
 
     def block(scope: str | None, depth: int) -> list[str]:
@@ -432,14 +428,14 @@ def _mermaid_arrows(arrows: Iterable[Arrow], marks: RunMarks | None, full: bool)
                 lines.extend(block(cluster.name, depth + 1))
                 lines.append(f"{indent}}}")
         here = scoped.get(scope, [])
+        named = {end for arrow in here for end in (arrow.source, arrow.dest)}
+        for state, home in innermost.items():
+            if scope is not None and home == scope and state not in named:
+                lines.append(f'{indent}state "{state}" as {state}')
         for arrow in here:
             lines.append(
                 f"{indent}{arrow.source} --> {arrow.dest} : {' | '.join(_counted_labels(arrow, marks))}"
             )
-        named = {end for arrow in here for end in (arrow.source, arrow.dest)}
-        for state, home in innermost.items():  # a member no arrow here names would land at the top level
-            if scope is not None and home == scope and state not in named:
-                lines.append(f"{indent}state {state}")
         return lines
 
     return block(None, 1)

@@ -181,9 +181,9 @@ def mermaid_blocks(text: str) -> dict[str, list[str]]:
             blocks[match[1]] = []
         elif stripped == "}":
             stack.pop()
-        elif match := re.fullmatch(r"(\S+) --> (\S+)(?: : .*)?", stripped):
+        elif match := re.fullmatch(r"(\S+) --> (\S+)(?: : .*)?|state \"\w+\" as (\w+)", stripped):
             for block in stack:
-                blocks[block].extend(n for n in (match[1], match[2]) if n not in blocks[block])
+                blocks[block].extend(n for n in match.groups() if n and n not in blocks[block])
     return blocks
 
 
@@ -423,6 +423,10 @@ def test_check_mermaid_accepts_the_statements_it_knows() -> None:
         ("stateDiagram-v2\n  a --> b\n  classDef hot fill\n", "not 'property:value'"),
         ("stateDiagram-v2\n  a --> b\n  stateDiagram-v2\n", "second diagram header"),
         ("stateDiagram-v2\n  deploy-setup --> b\n", "not a stateDiagram-v2 statement"),
+        # what Mermaid 11 does, seen rendering with mermaid-cli
+        ("stateDiagram-v2\n  state a {\n  x --> y\n  }\n  state b {\n  y --> z\n  }\n", "draws it in the last one"),
+        ("stateDiagram-v2\n  state a {\n  state x\n  state b {\n  y --> z\n  }\n  }\n", "as one state name"),
+        ("stateDiagram-v2\n  state a {\n  y --> z\n  state x\n  }\n", "does not put it in composite 'a'"),
     ],
 )
 def test_check_mermaid_rejects_broken_diagrams(text: str, problem: str) -> None:
