@@ -4,6 +4,11 @@ The text is generated from :func:`fsm_runner.engine.topology.transitions_table` 
 nothing native is needed: Mermaid renders on GitHub, DOT renders wherever Graphviz is installed. Given a
 run, its journal supplies the marks: states visited, where the run failed, the current state, the repair
 loops and how often each edge was taken.
+
+Two views of the same machine: the readable one (the default) draws the phases as a spine in pipeline
+order and every transition the phases share as one arrow from or to a cluster of them, so a failure, a
+retry or a redrive is drawn once rather than once per phase; the full one draws each (source, dest) pair.
+Both stand for every transition of the machine, and both carry a run's marks.
 """
 
 from __future__ import annotations
@@ -172,21 +177,206 @@ def run_edges(marks: RunMarks) -> tuple[Edge, ...]:
     return tuple(edges)
 
 
-def _counted_labels(edge: Edge, marks: RunMarks | None) -> list[str]:
+# -- what is drawn: arrows, and the clusters of the readable view --------------------------------------
+
+#: Where a session call enters the machine; the readable view draws ``restart`` (a later call) from it.
+START = "[*]"
+#: Stand-ins, in a cluster's labels, for the guard names that differ from phase to phase.
+PHASE_GUARD = "PHASE_GUARD"
+FAILED_IN_PHASE = "failed_in_PHASE"
+_ENTRY_TRIGGERS = frozenset({topology.RESTART})
+
+
+@define(frozen=True)
+class Cluster:
+    """Phases that share transitions: the readable view draws those once, from or to the cluster."""
+
+    name: str = field(validator=validators.matches_re(_NAME))
+    members: tuple[str, ...] = field(validator=validators.min_len(2))
+    #: The cluster this one sits in (``None``: the top level).
+    parent: str | None = None
+
+
+def clusters() -> tuple[Cluster, ...]:
+    """The readable view's clusters, outermost first, named after the topology's sets they are."""
+    sets = sorted(
+        (
+            ("repairable", [p for p in topology.PHASES if p not in topology.NOT_REPAIRABLE]),
+            ("needs_deployment", [p for p in topology.PHASES if p in topology.NEEDS_DEPLOYMENT]),
+            ("rechecks_health", [p for p in topology.PHASES if p in topology.RECHECK_HEALTH]),
+        ),
+        key=lambda item: -len(item[1]),
+    )
+    found: list[Cluster] = []
+    for name, members in sets:
+        outer = [c for c in found if set(members) <= set(c.members)]
+        crossing = [c.name for c in found if set(members) & set(c.members) and c not in outer]
+        if crossing:  # clusters are drawn as nested boxes, so they must nest
+            raise ValueError(f"cluster {name} overlaps {', '.join(crossing)} without nesting in it")
+        if name in topology.STATES:
+            raise ValueError(f"cluster {name} is named like a state")
+        found.append(Cluster(name, tuple(members), outer[-1].name if outer else None))
+    return tuple(found)
+
+
+@define(frozen=True)
+class Arrow:
+    """One drawn arrow: its labels, and per label the machine's transitions that label stands for."""
+
+    #: A state, a cluster's name or :data:`START`.
+    source: str = field(validator=validators.instance_of(str))
+    dest: str = field(validator=validators.instance_of(str))
+    labels: tuple[str, ...] = field(validator=validators.min_len(1))
+    #: Per label, the ``(source, dest, trigger)`` transitions it stands for (what a run's counts add up).
+    covers: tuple[frozenset[tuple[str, str, str]], ...] = field(validator=validators.min_len(1))
+    in_machine: bool = True
+    #: Whether DOT lays out its ends left to right by it (the pipeline's forward moves do).
+    layout: bool = False
+
+    @covers.validator
+    def _one_cover_per_label(self, _attribute: Any, value: tuple[frozenset[Any], ...]) -> None:
+        if len(value) != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels but {len(value)} sets of transitions")
+
+    @property
+    def repair_loop(self) -> bool:
+        """Arrows into or out of ``repair`` form the repair loops."""
+        return topology.REPAIR in (self.source, self.dest) and self.source != self.dest
+
+    @property
+    def transitions(self) -> frozenset[tuple[str, str, str]]:
+        """Every machine transition the arrow stands for."""
+        return frozenset().union(*self.covers)
+
+
+def _edge_arrow(edge: Edge) -> Arrow:
+    covers = tuple(frozenset({(edge.source, edge.dest, trigger)}) for trigger in edge.triggers)
+    layout = bool(set(edge.triggers) & _LAYOUT_TRIGGERS)
+    return Arrow(edge.source, edge.dest, edge.labels, covers, edge.in_machine, layout)
+
+
+def _is_forward(source: str, dest: str, trigger: str) -> bool:
+    """A pipeline move: the phase succeeded or was skipped and the next one in order comes."""
+    if trigger not in _LAYOUT_TRIGGERS or source not in topology.PHASES:
+        return False
+    index = topology.PHASES.index(source)
+    return dest == (topology.PHASES[index + 1] if index + 1 < len(topology.PHASES) else topology.DONE)
+
+
+def _renamed(row: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        **row,
+        "conditions": [names.get(name, name) for name in row.get("conditions", [])],
+        "unless": [names.get(name, name) for name in row.get("unless", [])],
+    }
+
+
+def readable_arrows() -> tuple[Arrow, ...]:
+    """The machine as the readable view draws it: every transition once, the shared ones per cluster.
+
+    Forward moves stay one arrow per phase (the spine); ``restart`` comes from :data:`START`; any other
+    transition that every member of a cluster has towards the same state (or that one state has towards
+    every member) becomes one arrow from (or to) the largest such cluster, its phase-specific guards
+    written as :data:`PHASE_GUARD` and :data:`FAILED_IN_PHASE`.
+    """
+    rows = [
+        (source, row)
+        for row in topology.transitions_table()
+        for source in (row["source"] if isinstance(row["source"], list) else [row["source"]])
+    ]
+    shared = {
+        (source, row["dest"])
+        for source, row in rows
+        if not _is_forward(source, row["dest"], row["trigger"]) and row["trigger"] not in _ENTRY_TRIGGERS
+    }
+    outermost_first = clusters()
+
+    def collapse(state: str, other: str, outgoing: bool) -> str:
+        for cluster in outermost_first:
+            if state in cluster.members and other not in cluster.members:
+                pairs = ((m, other) if outgoing else (other, m) for m in cluster.members)
+                if all(pair in shared for pair in pairs):
+                    return cluster.name
+        return state
+
+    buckets: dict[tuple[str, str], dict[str, set[tuple[str, str, str]]]] = {}
+    for source, row in rows:
+        dest, trigger = row["dest"], row["trigger"]
+        if _is_forward(source, dest, trigger):
+            key, label = (source, dest), transition_label(row)
+        elif trigger in _ENTRY_TRIGGERS:
+            key, label = (START, dest), transition_label(row)
+        else:
+            key = (collapse(source, dest, True), collapse(dest, source, False))
+            names: dict[str, str] = {}
+            if key[0] != source and (guard := topology.SUCCESS_GUARDS.get(source)):
+                names[guard] = PHASE_GUARD
+            if key[1] != dest:
+                names[topology.retry_guard(dest)] = FAILED_IN_PHASE
+            label = transition_label(_renamed(row, names))
+        buckets.setdefault(key, {}).setdefault(label, set()).add((source, dest, trigger))
+    first_member = {c.name: c.members[0] for c in outermost_first}
+
+    def order(node: str) -> tuple[int, int]:
+        if node == START:
+            return (-1, 0)
+        if node in first_member:
+            return (_order(first_member[node]), 0)
+        return (_order(node), 1)
+
+    def sort_key(pair: tuple[str, str]) -> tuple[bool, tuple[int, int], tuple[int, int]]:
+        return (not _is_forward(*pair, topology.PHASE_DONE), order(pair[0]), order(pair[1]))
+
+    def layout(src: str, dst: str) -> bool:  # a cluster's way out of the pipeline puts repair/failed below it
+        return _is_forward(src, dst, topology.PHASE_DONE) or (
+            src in first_member and dst not in topology.PHASES
+        )
+
+    return tuple(
+        Arrow(
+            src,
+            dst,
+            tuple(buckets[src, dst]),
+            tuple(frozenset(triples) for triples in buckets[src, dst].values()),
+            layout=layout(src, dst),
+        )
+        for src, dst in sorted(buckets, key=sort_key)
+    )
+
+
+def drawn_arrows(marks: RunMarks | None = None, full: bool = False) -> tuple[Arrow, ...]:
+    """What a diagram draws: the readable view or (``full``) one arrow per pair of states.
+
+    With ``marks``, transitions the run took that this machine lacks (an older topology) are added.
+    """
+    edges = machine_edges() if marks is None else run_edges(marks)
+    if full:
+        return tuple(_edge_arrow(edge) for edge in edges)
+    return (*readable_arrows(), *(_edge_arrow(edge) for edge in edges if not edge.in_machine))
+
+
+def _counted_labels(arrow: Arrow, marks: RunMarks | None) -> list[str]:
     labels: list[str] = []
-    for trigger, label in zip(edge.triggers, edge.labels, strict=True):
-        times = marks.taken.get((edge.source, edge.dest, trigger), 0) if marks else 0
-        notes = [f"taken {times}x"] if times else []
-        if not edge.in_machine:
+    for label, covered in zip(arrow.labels, arrow.covers, strict=True):
+        took = [triple for triple in sorted(covered) if marks and marks.taken.get(triple)]
+        times = sum(marks.taken[triple] for triple in took) if marks else 0
+        # an arrow from or to a cluster (or from START) says which states the run actually left or entered
+        sources = sorted({src for src, _, _ in took if src != arrow.source}, key=_order)
+        dests = sorted({dst for _, dst, _ in took if dst != arrow.dest}, key=_order)
+        where = "".join(
+            f" {word} {','.join(states)}" for word, states in (("from", sources), ("to", dests)) if states
+        )
+        notes = [f"taken {times}x{where}"] if times else []
+        if not arrow.in_machine:
             notes.append("not in this machine")
         labels.append(f"{label} ({', '.join(notes)})" if notes else label)
     return labels
 
 
-def _edge_taken(edge: Edge, marks: RunMarks | None) -> int:
+def _arrow_taken(arrow: Arrow, marks: RunMarks | None) -> int:
     if marks is None:
         return 0
-    return sum(marks.taken.get((edge.source, edge.dest, t), 0) for t in edge.triggers)
+    return sum(marks.taken.get(triple, 0) for triple in arrow.transitions)
 
 
 def _run_summary(marks: RunMarks) -> str:
@@ -196,20 +386,72 @@ def _run_summary(marks: RunMarks) -> str:
     return f"run with {marks.transitions} recorded transitions, current state {marks.current}{failed}"
 
 
+def _readable_note() -> str:
+    return (
+        f"readable view - transitions shared by a cluster of phases are drawn once, {PHASE_GUARD} and "
+        f"{FAILED_IN_PHASE} stand for that phase's own guard; fsm-runner diagram --full draws every one"
+    )
+
+
 # -- Mermaid ------------------------------------------------------------------------------------------
 
 
-def _mermaid(marks: RunMarks | None) -> str:
+def _home(node: str, parents: Mapping[str, str | None], innermost: Mapping[str, str]) -> str | None:
+    """The cluster a node is declared in (``None``: the top level)."""
+    if node in parents:
+        return parents[node]
+    return innermost.get(node)
+
+
+def _mermaid_arrows(arrows: Iterable[Arrow], marks: RunMarks | None, full: bool) -> list[str]:
+    """Arrow lines, the clusters as composite states holding the arrows that stay inside one of them.
+
+    Mermaid puts a state in the composite of the last block that names it (the top level never moves one),
+    so an arrow whose ends sit in different composites is written at the top level, and a member no arrow
+    in its own block names is declared there as ``state "x" as x`` (a bare ``state x`` draws nothing).
+    """
+    found = () if full else clusters()
+    parents = {c.name: c.parent for c in found}
+    innermost = {member: c.name for c in found for member in c.members}  # later clusters are inner ones
+    scoped: dict[str | None, list[Arrow]] = {}
+    for arrow in arrows:
+        home = _home(arrow.source, parents, innermost)
+        scope = home if home == _home(arrow.dest, parents, innermost) else None
+        scoped.setdefault(scope, []).append(arrow)
+
+    def block(scope: str | None, depth: int) -> list[str]:
+        indent = "    " * depth
+        lines: list[str] = []
+        for cluster in found:
+            if cluster.parent == scope:
+                lines.append(f"{indent}state {cluster.name} {{")
+                lines.extend(block(cluster.name, depth + 1))
+                lines.append(f"{indent}}}")
+        here = scoped.get(scope, [])
+        named = {end for arrow in here for end in (arrow.source, arrow.dest)}
+        for state, home in innermost.items():
+            if scope is not None and home == scope and state not in named:
+                lines.append(f'{indent}state "{state}" as {state}')
+        for arrow in here:
+            lines.append(
+                f"{indent}{arrow.source} --> {arrow.dest} : {' | '.join(_counted_labels(arrow, marks))}"
+            )
+        return lines
+
+    return block(None, 1)
+
+
+def _mermaid(marks: RunMarks | None, full: bool) -> str:
     lines = [
         "stateDiagram-v2",
         "    %% generated from fsm_runner.engine.topology by fsm_runner.diagrams - do not edit by hand",
     ]
+    if not full:
+        lines.append(f"    %% {_readable_note()}")
     if marks is not None:
         lines.append(f"    %% {_run_summary(marks)}")
     lines.append(f"    [*] --> {topology.PHASES[0]}")
-    edges = machine_edges() if marks is None else run_edges(marks)
-    for edge in edges:
-        lines.append(f"    {edge.source} --> {edge.dest} : {' | '.join(_counted_labels(edge, marks))}")
+    lines.extend(_mermaid_arrows(drawn_arrows(marks, full), marks, full))
     for final in sorted(topology.FINAL_STATES, key=_order):
         lines.append(f"    {final} --> [*]")
     if marks is None:
@@ -267,44 +509,90 @@ def _node_attrs(state: str, marks: RunMarks | None) -> dict[str, str]:
     return attrs
 
 
-def _edge_attrs(edge: Edge, marks: RunMarks | None) -> str:
-    label = "\\n".join(_quote(text)[1:-1] for text in _counted_labels(edge, marks))
+def _edge_attrs(arrow: Arrow, marks: RunMarks | None, ends: Mapping[str, str] | None = None) -> str:
+    label = "\\n".join(_quote(text)[1:-1] for text in _counted_labels(arrow, marks))
     attrs: dict[str, str] = {}
-    taken = _edge_taken(edge, marks)
-    if edge.repair_loop:
+    taken = _arrow_taken(arrow, marks)
+    if arrow.repair_loop:
         attrs.update(color=_REPAIR_COLOR, fontcolor=_REPAIR_COLOR, style="dashed")
-    if not edge.in_machine:
+    if not arrow.in_machine:
         attrs["style"] = "dotted"
     if marks is not None and taken:
-        if not edge.repair_loop:
+        if not arrow.repair_loop:
             attrs.update(color=_TAKEN_COLOR, fontcolor=_TAKEN_COLOR)
         attrs.update(penwidth="2.5", style="bold")
-    elif marks is not None and not edge.repair_loop:
+    elif marks is not None and not arrow.repair_loop:
         attrs.update(color=_IDLE_COLOR, fontcolor=_IDLE_COLOR)
-    if not set(edge.triggers) & _LAYOUT_TRIGGERS:
+    if not arrow.layout:
         attrs["constraint"] = "false"  # only the pipeline's forward moves decide the left-to-right layout
+    if ends:
+        attrs.update(ends)
     extra = f", {_attrs(attrs)}" if attrs else ""
     return f'label="{label}"{extra}'
 
 
-def _dot(marks: RunMarks | None) -> str:
+def _dot_nodes(marks: RunMarks | None, full: bool) -> list[str]:
+    """Node statements; in the readable view, the clusters' members inside nested ``subgraph`` boxes."""
+    found = () if full else clusters()
+    innermost = {member: c.name for c in found for member in c.members}
+
+    def node(state: str, indent: str) -> str:
+        attrs = _node_attrs(state, marks)
+        return f"{indent}{_quote(state)} [{_attrs(attrs)}];" if attrs else f"{indent}{_quote(state)};"
+
+    def block(scope: str | None, depth: int) -> list[str]:
+        indent = "    " * depth
+        lines = [node(state, indent) for state in topology.STATES if innermost.get(state) == scope]
+        for cluster in found:
+            if cluster.parent == scope:
+                lines.append(f"{indent}subgraph {_quote('cluster_' + cluster.name)} {{")
+                inner = "    " * (depth + 1)
+                lines.append(f'{inner}label={_quote(cluster.name)}; style="rounded,dashed"; color="#6b7280";')
+                lines.extend(block(cluster.name, depth + 1))
+                lines.append(f"{indent}}}")
+        return lines
+
+    return block(None, 1)
+
+
+def _dot_ends(arrow: Arrow, members: Mapping[str, tuple[str, ...]]) -> tuple[str, str, dict[str, str]]:
+    """DOT draws an arrow to a cluster as one to a member clipped at the cluster's box (compound=true)."""
+    ends: dict[str, str] = {}
+    source, dest = arrow.source, arrow.dest
+    if source == START:
+        source = "__start__"
+    if source in members:
+        ends["ltail"] = f"cluster_{source}"
+        source = members[source][len(members[source]) // 2]
+    if dest in members:
+        ends["lhead"] = f"cluster_{dest}"
+        dest = members[dest][len(members[dest]) // 2]
+    return source, dest, ends
+
+
+def _dot(marks: RunMarks | None, full: bool) -> str:
     lines = [
         "// generated from fsm_runner.engine.topology by fsm_runner.diagrams - do not edit by hand",
         "digraph fsm_runner {",
         "    rankdir=LR;",
+    ]
+    if not full:
+        lines.append("    compound=true;")
+    lines += [
         '    node [shape=box, style="rounded", fontname="Helvetica", fontsize=11];',
         '    edge [fontname="Helvetica", fontsize=9];',
         '    "__start__" [shape=point, width=0.15, label=""];',
     ]
+    if not full:
+        lines.append(f"    // {_readable_note()}")
     if marks is not None:
         lines.append(f"    // {_run_summary(marks)}")
-    for state in topology.STATES:
-        attrs = _node_attrs(state, marks)
-        lines.append(f"    {_quote(state)} [{_attrs(attrs)}];" if attrs else f"    {_quote(state)};")
+    lines.extend(_dot_nodes(marks, full))
     lines.append(f'    "__start__" -> {_quote(topology.PHASES[0])};')
-    edges = machine_edges() if marks is None else run_edges(marks)
-    for edge in edges:
-        lines.append(f"    {_quote(edge.source)} -> {_quote(edge.dest)} [{_edge_attrs(edge, marks)}];")
+    members = {} if full else {c.name: c.members for c in clusters()}
+    for arrow in drawn_arrows(marks, full):
+        source, dest, ends = _dot_ends(arrow, members)
+        lines.append(f"    {_quote(source)} -> {_quote(dest)} [{_edge_attrs(arrow, marks, ends)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -318,12 +606,14 @@ def _check_format(format: str) -> None:
 
 
 def diagram_from_records(
-    records: Iterable[TransitionRecord | Mapping[str, Any]] | None, format: str = "mermaid"
+    records: Iterable[TransitionRecord | Mapping[str, Any]] | None,
+    format: str = "mermaid",
+    full: bool = False,
 ) -> str:
     """The diagram, marked with the run the journal ``records`` describe (``None``: the bare machine)."""
     _check_format(format)
     marks = None if records is None else marks_from_records(records)
-    return _mermaid(marks) if format == "mermaid" else _dot(marks)
+    return _mermaid(marks, full) if format == "mermaid" else _dot(marks, full)
 
 
 def load_records(run: str | os.PathLike[str]) -> tuple[TransitionRecord, ...]:
@@ -340,16 +630,20 @@ def load_records(run: str | os.PathLike[str]) -> tuple[TransitionRecord, ...]:
     return read.records
 
 
-def diagram(format: str = "mermaid", run_dir: str | os.PathLike[str] | None = None) -> str:
+def diagram(
+    format: str = "mermaid", run_dir: str | os.PathLike[str] | None = None, full: bool = False
+) -> str:
     """The machine as ``mermaid`` or ``dot`` text, with guards on the edges; with ``run_dir``, the run marked.
 
-    A torn last journal line (a crash mid-write) is ignored; any other damage is an :class:`EvidenceError`.
+    By default the readable view (the phases in pipeline order, shared transitions drawn once per cluster
+    of phases); ``full=True`` draws every pair of states that a transition joins. A torn last journal line
+    (a crash mid-write) is ignored; any other damage is an :class:`EvidenceError`.
     """
     _check_format(format)
     if run_dir is None:
-        return diagram_from_records(None, format)
+        return diagram_from_records(None, format, full)
     try:
-        return diagram_from_records(load_records(run_dir), format)
+        return diagram_from_records(load_records(run_dir), format, full)
     except EvidenceError as exc:  # say which journal, when the message does not already
         where = str(Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / JOURNAL)
         message = str(exc)

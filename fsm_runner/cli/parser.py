@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--run", metavar="RUN", help="mark the path this run took")
     diagram.add_argument("--format", choices=("mermaid", "dot"), default="mermaid", help="default: mermaid")
     diagram.add_argument(
+        "--full",
+        action="store_true",
+        help="draw every transition, one arrow per pair of states (default: shared ones once per cluster)",
+    )
+    diagram.add_argument(
         "--render", choices=RENDER_FORMATS, help="render the DOT text with Graphviz `dot` (needs --output)"
     )
     diagram.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")

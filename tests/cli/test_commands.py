@@ -430,6 +430,31 @@ def test_diagram_prints_or_writes_the_machine(history: tuple[Path, subprocess.Co
     assert "digraph" in out.read_text() and "evaluate" in out.read_text()
 
 
+def test_diagram_full_flag_draws_every_transition_and_both_mark_the_failed_run(
+    history: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    repo, _ = history
+    (failed_journal,) = [
+        path
+        for path in repo.glob(".aider_fsm/artifacts/*/journal.jsonl")
+        if '"dest": "failed"' in path.read_text() or '"dest":"failed"' in path.read_text()
+    ]
+    readable, full = cli("diagram"), cli("diagram", "--full")
+    assert readable.returncode == full.returncode == 0, (readable.stderr, full.stderr)
+    arrows = [line for line in readable.stdout.splitlines() if " --> " in line]
+    every = [line for line in full.stdout.splitlines() if " --> " in line]
+    assert len(arrows) <= 30 < len(every)
+    assert "repairable --> repair : " in readable.stdout and "evaluate --> repair : " in full.stdout
+    for argv in (["--format", "mermaid"], ["--format", "mermaid", "--full"]):
+        marked = cli("diagram", "--run", failed_journal.parent, *argv)
+        assert marked.returncode == 0, marked.stderr
+        assert re.search(r"^\s*class evaluate failed_at$", marked.stdout, re.M), marked.stdout
+        assert re.search(r"^\s*class failed current$", marked.stdout, re.M)
+    dot = cli("diagram", "--run", failed_journal.parent, "--format", "dot", "--full")
+    assert dot.returncode == 0 and 'ltail="cluster_' not in dot.stdout and '"evaluate" -> "repair"' in dot.stdout
+    assert 'ltail="cluster_repairable"' in cli("diagram", "--format", "dot").stdout
+
+
 def test_diagram_render_without_graphviz_says_how_to_install_it(tmp_path: Path) -> None:
     no_tools = tmp_path / "bin"
     no_tools.mkdir()

@@ -50,6 +50,10 @@ def check_mermaid(text: str) -> list[str]:
     classdefs: set[str] = set()
     applied: list[tuple[int, str, tuple[str, ...]]] = []
     statements = 0
+    blocks: list[str] = []
+    #: state -> (line, composite) of the first composite block that named it
+    placed: dict[str, tuple[int, str]] = {}
+    bare_declaration: tuple[int, str] | None = None
 
     def use(number: int, *names: str) -> None:
         for name in names:
@@ -58,6 +62,14 @@ def check_mermaid(text: str) -> list[str]:
             if name.lower() in _KEYWORDS:
                 problems.append(f"line {number}: {name!r} is a Mermaid keyword and cannot name a state")
             states.add(name)
+            if not blocks:
+                continue
+            first = placed.setdefault(name, (number, blocks[-1]))
+            if first[1] != blocks[-1]:  # Mermaid moves a state into the last composite that names it
+                problems.append(
+                    f"line {number}: {name!r} is named in composite {blocks[-1]!r} and in {first[1]!r} "
+                    f"(line {first[0]}); Mermaid draws it in the last one, name it in one composite only"
+                )
 
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -84,6 +96,20 @@ def check_mermaid(text: str) -> list[str]:
         if problem:
             problems.append(problem)
             continue
+        if bare_declaration and _STATE_BLOCK.match(line):
+            problems.append(
+                f"line {bare_declaration[0]}: Mermaid reads 'state {bare_declaration[1]}' and the "
+                f"'state ... {{' after it as one state name; write 'state \"{bare_declaration[1]}\" as "
+                f"{bare_declaration[1]}'"
+            )
+        bare_declaration = None
+        if (match := _STATE_DECL.match(line)) and blocks:
+            problems.append(
+                f"line {number}: a bare 'state {match['id']}' does not put it in composite {blocks[-1]!r}; "
+                f"write 'state \"{match['id']}\" as {match['id']}'"
+            )
+        if match := _STATE_DECL.match(line):
+            bare_declaration = (number, match["id"])
         statements += 1
         if _DIRECTION.match(line) or line == "hide empty description":
             continue
@@ -92,9 +118,12 @@ def check_mermaid(text: str) -> list[str]:
             if depth < 0:
                 problems.append(f"line {number}: '}}' without a matching 'state X {{'")
                 depth = 0
+            else:
+                blocks.pop()
         elif match := _STATE_BLOCK.match(line):
             depth += 1
             use(number, match["id"])
+            blocks.append(match["id"])
         elif match := _CLASSDEF.match(line):
             classdefs.add(match["name"])
         elif match := _CLASS.match(line):

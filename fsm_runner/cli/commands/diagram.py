@@ -1,4 +1,4 @@
-"""``fsm-runner diagram``: the machine as Mermaid or DOT text, optionally with a run's path marked."""
+"""``fsm-runner diagram``: the machine as Mermaid or DOT text (readable or ``--full``), a run marked."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def command(args: argparse.Namespace) -> int:
     run_dir = find_run(args, args.run) if args.run else None
     if args.render and not args.output:
         raise UsageError("--render writes an image: give the file with --output FILE")
-    text = diagram(format="dot" if args.render else args.format, run_dir=run_dir)
+    text = diagram(format="dot" if args.render else args.format, run_dir=run_dir, full=args.full)
     data = render(text, args.render) if args.render else text.encode("utf-8")
     if not args.output:
         sys.stdout.write(terminal_text(text if text.endswith("\n") else text + "\n"))
