@@ -9,7 +9,11 @@ from typing import Any
 
 from fsm_runner.contract.pipeline import KubectlDumpSpec
 from fsm_runner.engine.context import RunContext
-from fsm_runner.evidence.layout import KUBECTL_DIR
+from fsm_runner.evidence.layout import KUBECTL_DIR, attempt_name
+from fsm_runner.execution.commands import run_command
+
+#: Seconds each kubectl command may take (capped by the run's command limit).
+DUMP_TIMEOUT = 60
 
 
 def dump_commands(spec: KubectlDumpSpec) -> list[str]:
@@ -25,14 +29,38 @@ def dump_commands(spec: KubectlDumpSpec) -> list[str]:
 
 
 def kubectl_dump(ctx: RunContext, spec: KubectlDumpSpec, stage_dir: Path, stage: str) -> dict[str, Any]:
-    """Best effort: a missing kubectl or a failing command is recorded, never fatal."""
-    env_path = ctx.stage_env(stage, stage_dir).get("PATH")
-    if shutil.which("kubectl", path=env_path) is None:
+    """Best effort: a missing kubectl or a failing command is recorded, never fatal.
+
+    Each command runs whatever the ones before it did (events and logs matter most when listing the
+    resources failed), so this is not a stage that stops at its first failure.
+    """
+    env = ctx.stage_env(stage, stage_dir)
+    if shutil.which("kubectl", path=env.get("PATH")) is None:
         return {"kubectl_dump": "skipped: kubectl is not on PATH"}
     out_dir = stage_dir / KUBECTL_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = ctx.run_stage(stage, dump_commands(spec), out_dir, timeout_seconds=60)
+    env = ctx.stage_env(stage, out_dir)
+    cmds = dump_commands(spec)
+    failures: list[str] = []
+    for index, cmd in enumerate(cmds, start=1):
+        ctx.command_started(stage, cmd, index, 1)
+        result = run_command(
+            cmd,
+            cwd=ctx.workdir(None),
+            env=env,
+            out_dir=out_dir,
+            name=attempt_name(index, 1),
+            timeout=ctx.cmd_timeout(DUMP_TIMEOUT),
+            policy=ctx.policy(),
+            redactor=ctx.redactor,
+            index=index,
+            sandbox=ctx.command_sandbox(),
+        )
+        ctx.command_ended(stage, result)
+        if not result.ok:
+            what = f"command {index}/{len(cmds)} `{ctx.redactor.mask(cmd)}` {result.outcome()}"
+            failures.append(f"{what}; see {result.output_path}")
     return {
-        "kubectl_dump": "ok" if run.ok else f"incomplete: {run.error}",
+        "kubectl_dump": f"incomplete: {'; '.join(failures)}" if failures else "ok",
         "kubectl_dir": ctx.relpath(out_dir),
     }

@@ -1,20 +1,32 @@
-"""health: poll the health commands with backoff until they pass or the deploy timeout runs out."""
+"""health: poll the health commands with backoff until they pass, the deploy timeout runs out, or the
+services deploy started have all exited.
+
+Only the first and the latest poll keep their files (a long window would otherwise leave thousands); the
+outcome counts the polls in between, whose files were removed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from fsm_runner.engine.context import RunContext
+from fsm_runner.engine.deployment import ServicesExited, services_exited
 from fsm_runner.engine.outcome import ErrorInfo, Outcome, skipped
 from fsm_runner.engine.phase import finish
 from fsm_runner.evidence.layout import attempt_name
 from fsm_runner.execution.commands import CommandResult, StageRun, run_command
+from fsm_runner.execution.policy import SecurityPolicy
 
 FIRST_DELAY = 0.02
 MAX_DELAY = 0.1
 DEFAULT_WINDOW = 60.0
-#: Polls whose commands the journal lists; after them only the last poll is listed (all are on disk).
-FIRST_POLLS_KEPT = 3
+#: Lines of output an error quotes (per deploy command, when the services exited).
+QUOTED_LINES = 5
 
 
 class HealthPhase:
@@ -35,52 +47,108 @@ class HealthPhase:
         policy = ctx.policy()
         delay = FIRST_DELAY
         poll = 0
-        last = None
-        first: list[CommandResult] = []  # the journal keeps the first polls and the last one
+        exited: ServicesExited | None = None
+        first: list[CommandResult] = []  # poll 1 and the latest poll keep their files and are journaled
         this_poll: list[CommandResult] = []
         while True:
             poll += 1
-            passed = True
-            this_poll = []
-            for index, cmd in enumerate(cmds, start=1):
-                remaining = max(0.5, deadline - time.monotonic())
-                ctx.command_started(self.name, cmd, index, poll)
-                last = run_command(
-                    cmd,
-                    cwd=cwd,
-                    env=env,
-                    out_dir=stage_dir,
-                    name=attempt_name(index, poll),
-                    timeout=remaining,
-                    policy=policy,
-                    redactor=ctx.redactor,
-                    index=index,
-                    attempt=poll,
-                    sandbox=ctx.command_sandbox(),
-                )
-                ctx.command_ended(self.name, last)
-                (first if poll <= FIRST_POLLS_KEPT else this_poll).append(last)
-                if not last.ok:
-                    passed = False
-                    break
-            if passed:
+            if poll > 2:
+                _discard(this_poll)  # the previous poll: neither the first nor the last
+            this_poll = self._poll(ctx, cmds, poll, cwd, env, stage_dir, deadline, policy)
+            if poll == 1:
+                first, this_poll = this_poll, []
+            last = this_poll[-1] if this_poll else first[-1]
+            data: dict[str, Any] = {"polls": poll, "polls_discarded": max(0, poll - 2)}
+            run = StageRun(ok=last.ok, results=(*first, *this_poll))
+            if last.ok:
                 ctx.health_passed_at = time.monotonic()
                 ctx.log.bind(phase=self.name).info("health.passed", polls=poll)
-                run = StageRun(ok=True, results=(*first, *this_poll))
-                return finish(ctx, self.name, stage_dir, started, run, data={"polls": poll})
-            if last is not None and last.blocked:
+                return finish(ctx, self.name, stage_dir, started, run, data=data)
+            if last.blocked:
+                break
+            exited = services_exited(ctx)  # a service that died will not become healthy: say so now
+            if exited is not None:
                 break
             if time.monotonic() + delay > deadline:
                 break
             time.sleep(delay)
             delay = min(MAX_DELAY, delay * 1.6)
-        tail = last.tail.strip().splitlines()[-5:] if last else []
+        if exited is not None:
+            data["services_exited"] = {"pgids": list(exited.pgids), "exit_codes": list(exited.exit_codes)}
+            error = _exited_error(ctx, exited, poll, time.monotonic() - started)
+            return finish(ctx, self.name, stage_dir, started, run, error=error, data=data)
+        tail = last.tail.strip().splitlines()[-QUOTED_LINES:]
         message = f"guard is_healthy: no health command passed within {window:.1f}s ({poll} polls)"
-        if last is not None and last.blocked:
+        if last.blocked:
             message = f"health command blocked: {last.blocked}"
         if tail:
             message += "; last output:\n  | " + "\n  | ".join(tail)
-        evidence = (last.stderr_path or last.result_path) if last else None
-        error = ErrorInfo("unhealthy", message, self.name, evidence)
-        run = StageRun(ok=False, results=(*first, *this_poll))
-        return finish(ctx, self.name, stage_dir, started, run, error=error, data={"polls": poll})
+        error = ErrorInfo("unhealthy", message, self.name, last.output_path)
+        return finish(ctx, self.name, stage_dir, started, run, error=error, data=data)
+
+    def _poll(
+        self,
+        ctx: RunContext,
+        cmds: Sequence[str],
+        poll: int,
+        cwd: Path,
+        env: dict[str, str],
+        stage_dir: Path,
+        deadline: float,
+        policy: SecurityPolicy,
+    ) -> list[CommandResult]:
+        """One poll: the health commands in order, up to the first that fails."""
+        results: list[CommandResult] = []
+        for index, cmd in enumerate(cmds, start=1):
+            ctx.command_started(self.name, cmd, index, poll)
+            result = run_command(
+                cmd,
+                cwd=cwd,
+                env=env,
+                out_dir=stage_dir,
+                name=attempt_name(index, poll),
+                timeout=max(0.5, deadline - time.monotonic()),
+                policy=policy,
+                redactor=ctx.redactor,
+                index=index,
+                attempt=poll,
+                sandbox=ctx.command_sandbox(),
+            )
+            ctx.command_ended(self.name, result)
+            results.append(result)
+            if not result.ok:
+                break
+        return results
+
+
+def _discard(results: Sequence[CommandResult]) -> None:
+    """Remove the files of a poll that is neither the first nor the last."""
+    for result in results:
+        for path in (result.result_path, result.stdout_path, result.stderr_path):
+            if path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
+def _exited_error(ctx: RunContext, exited: ServicesExited, polls: int, elapsed: float) -> ErrorInfo:
+    """The services deploy started are all gone: say so with how they ended and the end of their output."""
+    codes = sorted(set(exited.exit_codes) - {0}) or sorted(set(exited.exit_codes))
+    how = f" (exit code {', '.join(map(str, codes))})" if codes else " (exit code unknown)"
+    message = (
+        f"the deploy's services exited{how} before a health command passed ({polls} polls in "
+        f"{elapsed:.1f}s): no process of the deploy's process groups {', '.join(map(str, exited.pgids))} "
+        "is running; fix the service or the deploy command and run again"
+    )
+    evidence = None
+    for path, tail in exited.outputs:
+        lines = tail.strip().splitlines()[-QUOTED_LINES:]
+        if lines:
+            evidence = evidence or path
+            message += f"; its output ({ctx.relpath(path)}):\n  | " + "\n  | ".join(lines)
+    if evidence is None:
+        message += (
+            "; they left no output in the deploy's evidence (output a deploy command redirects is in its own "
+            "log file)"
+        )
+        evidence = exited.outputs[0][0] if exited.outputs else None
+    return ErrorInfo("unhealthy", message, "health", evidence)

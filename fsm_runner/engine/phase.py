@@ -60,7 +60,7 @@ def command_error(phase: str, run: StageRun) -> ErrorInfo:
         kind = "command"
     evidence = None
     if last is not None:
-        evidence = last.stderr_path or last.result_path
+        evidence = last.output_path
     message = run.error or "a command failed"
     if message.startswith(f"{phase}: "):  # ErrorInfo prints the phase itself
         message = message[len(phase) + 2 :]

@@ -87,10 +87,17 @@ class CommandResult:
     timeout_s: float | None = field(default=None, validator=_optional_float)
     error: str | None = field(default=None, validator=_optional_str)  # the command could not be started
     leader_start: int | None = None  # start time of the group leader, to recognise ``pgid`` later
+    #: The output file ``tail`` was read from: stderr, or stdout when stderr is blank (None: no output).
+    tail_path: str | None = field(default=None, validator=_optional_str)
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out and self.blocked is None
+
+    @property
+    def output_path(self) -> str | None:
+        """The file to point a reader at: the stream that holds the output, else stderr, else the record."""
+        return self.tail_path or self.stderr_path or self.result_path
 
     def outcome(self) -> str:
         """A few words on how the attempt ended: ``exit code 3``, ``timed out after 5s``, ``blocked: ...``."""
@@ -132,6 +139,7 @@ class CommandResult:
             "leader_start": self.leader_start,
             "running": False,
             "tail": self.tail,
+            "tail_path": self.tail_path,
         }
 
 
@@ -193,6 +201,16 @@ def _tail(path: Path, redactor: Redactor, limit: int = TAIL_BYTES) -> str:
         data = data[extra:]
     text = data[-limit:].decode("utf-8", errors="replace")
     return ("..." + text) if size > limit else text
+
+
+def output_tail(stdout_path: Path, stderr_path: Path, redactor: Redactor) -> tuple[str, str | None]:
+    """The masked tail of a command's output and the file it comes from: stderr, or stdout when stderr is
+    blank (a test runner prints its report to stdout); ``("", None)`` when both are blank."""
+    for path in (stderr_path, stdout_path):
+        tail = _tail(path, redactor)
+        if tail.strip():
+            return tail, str(path)
+    return "", None
 
 
 def run_command(
@@ -287,9 +305,7 @@ def run_command(
     if background is None:
         # A service left running still writes to these files: they are masked when it has been ended.
         _mask_outputs(redactor, stdout_path, stderr_path)
-    tail = _tail(stderr_path, redactor)
-    if not tail.strip():
-        tail = _tail(stdout_path, redactor)
+    tail, tail_path = output_tail(stdout_path, stderr_path, redactor)
     result = CommandResult(
         **common,
         **files,
@@ -297,6 +313,7 @@ def run_command(
         duration_s=duration,
         timed_out=timed_out,
         tail=tail,
+        tail_path=tail_path,
         pgid=background,
         leader_start=leader_start if background is not None else None,
     )
@@ -371,7 +388,7 @@ def _one_line(text: str, limit: int = 100) -> str:
 def _failure_message(stage: str, total: int, result: CommandResult, attempts: int, redactor: Redactor) -> str:
     where = f"{stage}: command {result.index}/{total} `{_one_line(redactor.mask(result.cmd))}`"
     tries = f" after {attempts} attempts" if attempts > 1 else ""
-    evidence = result.stderr_path if result.stderr_path and result.error is None else result.result_path
+    evidence = result.output_path if result.error is None else result.result_path
     return f"{where} {_one_line(redactor.mask(result.outcome()), 200)}{tries}; see {evidence}"
 
 
@@ -455,7 +472,7 @@ def run_commands(
                 f"{index}/{total} `{shown}`"
             )
             if last is not None:
-                error += f" ({_one_line(last.outcome(), 200)}); see {last.stderr_path or last.result_path}"
+                error += f" ({_one_line(last.outcome(), 200)}); see {last.output_path}"
             break
         if last is None or not last.ok:
             assert last is not None

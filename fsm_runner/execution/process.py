@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -46,6 +46,56 @@ def live_processes() -> Iterator[tuple[int, list[bytes]]]:
         fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) >= 4 and fields[0].decode("ascii", "replace") not in _DEAD_STATES:
             yield int(entry), fields
+
+
+def exit_codes_of_groups(pgids: Collection[int]) -> list[int]:
+    """How the exited members of groups ``pgids`` ended, as far as the system still knows: the exit codes
+    (negative: killed by that signal) of members nobody has reaped yet. A container whose init never reaps
+    keeps every one; elsewhere a reaped process leaves nothing, and the list is empty."""
+    codes: list[int] = []
+    try:
+        entries = os.listdir(_PROC)
+    except OSError:
+        return codes
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        # ``exit_code`` (field 52 of stat, Linux >= 3.5) is the wait status a reaper would get.
+        if len(fields) < 50 or fields[0].decode("ascii", "replace") not in _DEAD_STATES:
+            continue
+        try:
+            pgrp, status = int(fields[2]), int(fields[49])
+        except ValueError:
+            continue
+        if pgrp in pgids:
+            codes.append(-(status & 0x7F) if status & 0x7F else status >> 8)
+    return codes
+
+
+def processes_with_env(entries: Collection[bytes]) -> list[int]:
+    """Live processes whose environment holds every one of ``entries`` (``b"NAME=value"``): what a command
+    started with them left running, whatever process group or session it moved to since (a daemon that
+    forks away from its group keeps the environment it inherited). Empty when /proc cannot be read."""
+    found: list[int] = []
+    try:
+        procs = list(live_processes())
+    except OSError:
+        return found
+    for pid, _fields in procs:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = set(fh.read().split(b"\0"))
+        except OSError:
+            continue  # another user's process, or gone
+        if all(entry in environ for entry in entries):
+            found.append(pid)
+    return found
 
 
 def _scan_proc(pgid: int) -> bool | None:

@@ -180,6 +180,26 @@ def test_stops_at_first_failing_command(tmp_path: Path) -> None:
     assert run.error == f"tests: command 2/3 `echo broken >&2; exit 4` exit code 4; see {evidence}"
 
 
+@pytest.mark.parametrize(
+    ("cmd", "stream"),
+    [
+        ("echo boom-on-stdout; exit 1", "stdout"),
+        ("echo boom-on-stderr >&2; exit 1", "stderr"),
+        ("echo progress; echo boom-on-stderr >&2; exit 1", "stderr"),
+        ("exit 1", "stderr"),  # no output at all: stderr, where a failure would have said why
+    ],
+)
+def test_the_error_points_at_the_stream_that_has_the_output(tmp_path: Path, cmd: str, stream: str) -> None:
+    run = stage(tmp_path, [cmd])
+    result = run.results[0]
+    evidence = tmp_path / "evidence" / f"cmd01_try01.{stream}"
+    assert run.error is not None and run.error.endswith(f"; see {evidence}")
+    assert result.output_path == str(evidence)
+    assert result.tail_path == (str(evidence) if cmd != "exit 1" else None)
+    assert json.loads(Path(result.result_path or "").read_text())["tail_path"] == result.tail_path
+    assert f"boom-on-{stream}" in result.tail or cmd == "exit 1"
+
+
 def test_retries_until_success(tmp_path: Path) -> None:
     flaky = (
         'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo "try $n" >&2; [ $n -ge 3 ]'

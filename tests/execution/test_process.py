@@ -15,10 +15,12 @@ import pytest
 
 from fsm_runner.execution.process import (
     Captured,
+    exit_codes_of_groups,
     group_alive,
     is_same_group,
     kill_group,
     process_start_time,
+    processes_with_env,
     run_captured,
     running_group,
     spawn_group,
@@ -64,6 +66,39 @@ def test_group_alive_ignores_zombies() -> None:
     finally:
         proc.wait()
     assert not group_alive(proc.pid)
+
+
+@pytest.mark.parametrize(("cmd", "code"), [("exit 3", 3), ("exit 0", 0), ("kill -TERM $$", -15)])
+def test_exit_codes_of_groups_reads_unreaped_members(cmd: str, code: int) -> None:
+    proc = subprocess.Popen(["bash", "-c", cmd], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while not exit_codes_of_groups({proc.pid}):
+            assert time.monotonic() < deadline, "the child never showed up as an unreaped member"
+            time.sleep(0.01)
+        assert exit_codes_of_groups({proc.pid}) == [code]
+        assert exit_codes_of_groups({proc.pid + 100_000}) == []
+    finally:
+        proc.wait()
+    assert exit_codes_of_groups({proc.pid}) == []  # reaped: nothing is known any more
+
+
+def test_processes_with_env_finds_a_process_by_what_it_inherited(tmp_path: Path) -> None:
+    mark = f"FSM_TEST_MARK={os.getpid()}-{time.monotonic_ns()}"
+    env = {**PATH_ONLY, "FSM_TEST_MARK": mark.split("=", 1)[1], "OTHER": "x"}
+    # The sleeper leaves its parent's group and session, as a daemon does.
+    proc = subprocess.Popen(["setsid", "sleep", "30"], env=env)
+    try:
+        deadline = time.monotonic() + 5
+        while proc.pid not in processes_with_env([mark.encode()]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert processes_with_env([mark.encode(), b"OTHER=x"]) == [proc.pid]
+        assert processes_with_env([mark.encode(), b"OTHER=y"]) == []
+    finally:
+        proc.kill()
+        proc.wait()
+    assert processes_with_env([mark.encode()]) == []
 
 
 def test_a_group_outlives_its_leader_while_a_member_lives(tmp_path: Path, pgids: list[int]) -> None:

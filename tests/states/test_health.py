@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from fsm_runner.engine import guards
+from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.outcome import FAILED, OK, SKIPPED
+from fsm_runner.states import health
 from tests.conftest import procs_in
 from tests.helpers.phases import SERVICE_FILES, PhaseContexts, deploy_yaml, run_phase
 
@@ -38,8 +43,10 @@ def test_a_deployed_service_becomes_healthy(make_ctx: PhaseContexts, delay: str)
         assert polls >= (2 if delay != "0" else 1)  # a service still starting is polled again
         assert (run.evidence / f"cmd01_try{polls:02d}.json").is_file()
         assert (run.evidence / f"cmd01_try{polls:02d}.stdout").read_text() == "healthy\n"
-        recorded = run.outcome.commands  # the journal lists the polls: the first three and every failure
+        recorded = run.outcome.commands  # the journal lists the first poll and the last
+        assert [c.attempt for c in recorded] == sorted({1, polls})
         assert recorded and recorded[-1].exit_code == 0 and recorded[-1].attempt == polls
+        assert run.outcome.data == {"polls": polls, "polls_discarded": max(0, polls - 2)}
         assert recorded[-1].result == f"health/cmd01_try{polls:02d}.json"
         assert ctx.health_passed_at is not None and ctx.deployed_at is not None
         assert ctx.health_passed_at >= ctx.deployed_at
@@ -61,9 +68,12 @@ def test_no_service_is_unhealthy_within_the_window(make_ctx: PhaseContexts) -> N
     assert first == f"guard is_healthy: no health command passed within 1.0s ({polls} polls); last output:"
     assert tail and tail[-1].startswith("  | not ready:")
     assert outcome.error.evidence == str(run.evidence / f"cmd01_try{polls:02d}.stderr")
-    # The journal lists the first three polls and the last; every poll's files are on disk.
-    assert [c.attempt for c in outcome.commands] == [*range(1, min(polls, 3) + 1), *([polls] if polls > 3 else [])]
-    assert all((run.evidence / f"cmd01_try{p:02d}.json").is_file() for p in range(1, polls + 1))
+    # The journal lists the first poll and the last, the only ones whose files are on disk.
+    assert [c.attempt for c in outcome.commands] == [1, polls]
+    assert sorted(p.name for p in run.evidence.iterdir()) == sorted(
+        [f"cmd01_try{p:02d}.{ext}" for p in (1, polls) for ext in ("json", "stdout", "stderr")] + ["summary.json"]
+    )
+    assert outcome.data == {"polls": polls, "polls_discarded": polls - 2}
     assert all(c.exit_code != 0 for c in outcome.commands)
     assert 0.9 <= outcome.duration_s < 2.5
     assert run.summary()["error"]["kind"] == "unhealthy"
@@ -83,7 +93,7 @@ def test_a_blocked_health_command_fails_at_once(make_ctx: PhaseContexts) -> None
     run = run_phase(make_ctx, "health", pipeline)
     assert run.outcome.error is not None and run.outcome.error.kind == "unhealthy"
     assert run.outcome.error.message.startswith("health command blocked: ")
-    assert run.outcome.data == {"polls": 1}
+    assert run.outcome.data == {"polls": 1, "polls_discarded": 0}
     assert run.outcome.duration_s < 0.5
 
 
@@ -93,3 +103,93 @@ def test_the_health_window_is_capped_by_max_cmd_seconds(make_ctx: PhaseContexts)
     assert run.outcome.error is not None
     assert "within 0.5s" in run.outcome.error.message
     assert run.outcome.duration_s < 1.5
+
+
+def test_a_long_window_keeps_the_files_of_the_first_and_last_polls_only(make_ctx: PhaseContexts) -> None:
+    # fails 15 times, then passes: 16 polls, of which the files of polls 2..15 are removed
+    probe = 'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo "poll $n"; [ $n -gt 15 ]'
+    pipeline = HEAD + deploy_yaml(setup=None, health=[probe, "echo second"], timeout=20)
+    run = run_phase(make_ctx, "health", pipeline)
+    outcome = run.outcome
+    assert outcome.status == OK
+    assert outcome.data == {"polls": 16, "polls_discarded": 14}
+    assert [(c.index, c.attempt) for c in outcome.commands] == [(1, 1), (1, 16), (2, 16)]
+    assert sorted(p.name for p in run.evidence.iterdir()) == sorted(
+        [f"cmd01_try01.{ext}" for ext in ("json", "stdout", "stderr")]
+        + [f"cmd0{i}_try16.{ext}" for i in (1, 2) for ext in ("json", "stdout", "stderr")]
+        + ["summary.json"]
+    )
+    assert (run.evidence / "cmd01_try16.stdout").read_text() == "poll 16\n"
+    assert (run.evidence / "cmd01_try01.stdout").read_text() == "poll 1\n"
+    assert all(c.result and (run.ctx.run_dir / c.result).is_file() for c in outcome.commands)
+
+
+DEAD_ON_START = "sleep 0.3 && python3 no_such_server.py &"  # a server that exits soon after it is started
+
+
+def test_health_fails_at_once_when_the_deployed_services_have_exited(make_ctx: PhaseContexts) -> None:
+    pipeline = HEAD + deploy_yaml(setup=DEAD_ON_START, timeout=20)
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, files=SERVICE_FILES)
+    assert deploy.outcome.ok and deploy.ctx.deploy_pgids
+    run = run_phase(deploy.ctx, "health")
+    outcome, error = run.outcome, run.outcome.error
+    assert outcome.status == FAILED and error is not None and error.kind == "unhealthy"
+    assert outcome.duration_s < 5  # not the 20 s window
+    first, *quoted = error.message.splitlines()
+    assert first.startswith("the deploy's services exited (exit code ")
+    assert "before a health command passed" in first
+    assert first.endswith("; its output (deploy_setup/cmd01_try01.stderr):")
+    assert quoted and "can't open file" in quoted[-1] and "no_such_server.py" in quoted[-1]
+    assert error.evidence == str(deploy.evidence / "cmd01_try01.stderr")
+    exited = outcome.data["services_exited"]
+    assert exited["pgids"] == deploy.ctx.deploy_pgids
+    assert outcome.data["polls"] >= 1 and run.ctx.health_passed_at is None
+
+
+def test_the_secret_in_a_dead_service_output_is_masked(make_ctx: PhaseContexts) -> None:
+    setup = "sleep 0.3 && echo \"token $SVC_TOKEN rejected\" >&2 &"
+    pipeline = HEAD + deploy_yaml(setup=setup, timeout=20)
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, secrets={"SVC_TOKEN": "s3cr3t-value-42"})
+    run = run_phase(deploy.ctx, "health")
+    assert run.outcome.error is not None
+    assert run.outcome.error.message.endswith("\n  | token *** rejected")
+    assert "s3cr3t-value-42" not in run.outcome.error.message
+
+
+def test_health_goes_on_polling_while_one_deployed_service_still_runs(make_ctx: PhaseContexts) -> None:
+    pipeline = HEAD + deploy_yaml(setup=["sleep 30 > /dev/null 2>&1 &", DEAD_ON_START], timeout=1.5)
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, files=SERVICE_FILES)
+    assert len(deploy.ctx.deploy_pgids) == 2
+    run = run_phase(deploy.ctx, "health")
+    assert run.outcome.error is not None
+    assert run.outcome.error.message.startswith("guard is_healthy: no health command passed within 1.5s")
+    assert run.outcome.duration_s >= 1.4
+    assert len(end_deployment(deploy.ctx)) == 1  # the one still running
+
+
+def test_a_service_that_leaves_its_process_group_is_still_waited_for(make_ctx: PhaseContexts) -> None:
+    # The server moves to a session of its own (as a daemon does) after the deploy recorded its group.
+    setup = "(sleep 0.2; exec setsid python3 svc.py) > .aider_fsm/svc.log 2>&1 &"
+    pipeline = HEAD + deploy_yaml(setup=setup, timeout=20, extra="  env:\n    SVC_DELAY: '1'\n")
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, files=SERVICE_FILES)
+    try:
+        assert deploy.ctx.deploy_pgids
+        run = run_phase(deploy.ctx, "health")
+        assert run.outcome.status == OK, run.outcome.error
+        assert run.outcome.duration_s >= 0.9
+    finally:
+        run_phase(deploy.ctx, "teardown")
+    assert procs_in(deploy.repo) == []
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_the_docs_give_the_poll_interval_the_code_uses() -> None:
+    first, cap = f"{health.FIRST_DELAY * 1000:g} ms", f"{health.MAX_DELAY * 1000:g} ms"
+    assert f"({first} growing to {cap})" in (DOCS / "integration.md").read_text()
+    assert f"starts at {first} and grows to {cap}" in (DOCS / "pipeline_spec.md").read_text()
+    for doc in DOCS.glob("*.md"):
+        for sentence in re.split(r"(?<=\.)\s", doc.read_text()):
+            if "health" in sentence.lower() and re.search(r"\bpoll", sentence):
+                assert set(re.findall(r"\b\d+ ms\b", sentence)) <= {first, cap}, (doc.name, sentence)

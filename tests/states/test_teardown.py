@@ -120,6 +120,29 @@ def test_kubectl_dump_runs_before_teardown(make_ctx: PhaseContexts, tmp_path: Pa
     assert procs_in(deploy.repo) == []
 
 
+def test_a_failing_kubectl_command_does_not_stop_the_dump(make_ctx: PhaseContexts, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "kubectl"
+    # "get all" fails (as with a namespace the cluster does not know); events and logs work.
+    fake.write_text(
+        '#!/bin/sh\nif [ "$2" = all ]; then echo "error: the server has no resource all" >&2; exit 1; fi\n'
+        'echo "kubectl $*"\n'
+    )
+    fake.chmod(0o755)
+    pipeline = HEAD + deploy_yaml(extra=KUBECTL)
+    deploy = deployed(make_ctx, pipeline, env_overrides={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    run = run_phase(deploy.ctx, "teardown")
+    assert run.outcome.ok  # the dump is evidence, not a condition of teardown
+    kubectl = run.evidence / "kubectl"
+    assert (kubectl / "cmd02_try01.stdout").read_text() == "kubectl get events -n bench -l app=svc\n"
+    assert (kubectl / "cmd03_try01.stdout").read_text().startswith("kubectl logs -n bench -l app=svc")
+    dump = run.outcome.data["kubectl_dump"]
+    assert dump.startswith("incomplete: command 1/3 `kubectl get all -n bench -l app=svc -o wide` exit code 1")
+    assert dump.endswith(f"see {kubectl / 'cmd01_try01.stderr'}")
+    assert procs_in(deploy.repo) == []
+
+
 def test_kubectl_dump_without_kubectl_is_recorded_not_fatal(make_ctx: PhaseContexts, tmp_path: Path) -> None:
     # No kubectl anywhere on this PATH: only the shell and the tools the commands use.
     basics = tmp_path / "basics"

@@ -51,6 +51,20 @@ def test_workdir_is_relative_to_the_repo(make_ctx: PhaseContexts) -> None:
     assert (run.repo / "sub" / "where.txt").read_text().strip() == str(run.repo / "sub")
 
 
+@pytest.mark.parametrize(
+    ("cmd", "stream"),
+    [("echo boom-on-stdout; exit 1", "stdout"), ("echo quiet; echo boom-on-stderr >&2; exit 1", "stderr")],
+)
+def test_the_error_quotes_and_points_at_the_stream_with_the_output(
+    make_ctx: PhaseContexts, cmd: str, stream: str
+) -> None:
+    run = run_phase(make_ctx, "tests", checks_yaml([cmd]))
+    error = run.outcome.error
+    assert error is not None and error.kind == "command"
+    assert error.evidence == str(run.evidence / f"cmd01_try01.{stream}")
+    assert error.message.endswith(f"; see {error.evidence}\n  | boom-on-{stream}")
+
+
 def test_a_failing_command_stops_the_stage_and_quotes_its_output_tail(make_ctx: PhaseContexts) -> None:
     script = "for i in 1 2 3 4 5 6 7; do echo line$i >&2; done; exit 3"
     run = run_phase(make_ctx, "tests", checks_yaml([script, "touch never"]))
