@@ -57,6 +57,7 @@ class HealthPhase:
                     index=index,
                     attempt=poll,
                     sandbox=ctx.command_sandbox(),
+                    max_output_bytes=ctx.pipeline.artifacts.max_output_bytes,
                 )
                 ctx.command_ended(self.name, last)
                 (first if poll <= FIRST_POLLS_KEPT else this_poll).append(last)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fsm_runner.contract.outputs import check_rollout, count_json_lines, rollout_outputs

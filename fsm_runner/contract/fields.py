@@ -22,6 +22,10 @@ PORT_ENV = "AIDER_FSM_PORT"
 MAX_SECONDS = 7 * 24 * 3600
 #: Most extra attempts of one command: more is a typo, and each attempt may take a full time limit.
 MAX_RETRIES = 100
+#: Default cap of one command output file (stdout or stderr of one attempt): 64 MiB, half head, half tail.
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+#: Smallest cap other than 0 (no cap): each half must hold the tail errors quote.
+MIN_OUTPUT_BYTES = 4096
 _META = "fsm_runner.contract"
 
 

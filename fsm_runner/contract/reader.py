@@ -16,6 +16,7 @@ from fsm_runner.contract.fields import (
     ENV_NAME,
     MAX_RETRIES,
     MAX_SECONDS,
+    MIN_OUTPUT_BYTES,
     PORT_ENV,
     FieldInfo,
     contract_fields,
@@ -202,7 +203,7 @@ class Reader:
             if type(value) is not bool:
                 raise _Bad(node, f"expected true or false, got {got}")
             return value
-        if kind in ("count", "seconds"):
+        if kind in ("count", "seconds", "bytes"):
             return _number(kind, node, value)
         if not isinstance(value, str):
             raise _Bad(node, f"expected a string, got {got}{_quote_hint(node)}")
@@ -301,7 +302,8 @@ class Reader:
 
 
 def _number(kind: str, node: Node, value: Any) -> Any:
-    """A `count` (whole, 0..MAX_RETRIES) or a `seconds` value (positive, at most MAX_SECONDS)."""
+    """A `count` (whole, 0..MAX_RETRIES), a `bytes` cap (0 or at least MIN_OUTPUT_BYTES) or a `seconds` value
+    (positive, at most MAX_SECONDS)."""
     got = node_type(node)
     if kind == "count":
         if type(value) is not int:
@@ -310,6 +312,12 @@ def _number(kind: str, node: Node, value: Any) -> Any:
             raise _Bad(node, f"must be 0 or more, got {value}")
         if value > MAX_RETRIES:
             raise _Bad(node, f"must be at most {MAX_RETRIES}, got {value}")
+        return value
+    if kind == "bytes":
+        if type(value) is not int:
+            raise _Bad(node, f"expected a whole number of bytes, got {got}{_number_hint(value)}")
+        if value != 0 and value < MIN_OUTPUT_BYTES:
+            raise _Bad(node, f"must be 0 (no cap) or at least {MIN_OUTPUT_BYTES} bytes, got {value}")
         return value
     if type(value) not in (int, float):
         raise _Bad(node, f"expected a number of seconds, got {got}{_number_hint(value)}")

@@ -66,7 +66,7 @@ def test_full_example_loads_every_field(tmp_path: Path) -> None:
         timeout_seconds=1800.0,
     )
     assert spec.benchmark is not None and spec.benchmark.required_keys == ("ok", "score", "eval.n_samples")
-    assert spec.artifacts.out_dir == ".aider_fsm/artifacts"
+    assert spec.artifacts.out_dir == ".aider_fsm/artifacts" and spec.artifacts.max_output_bytes == 64 << 20
 
 
 def test_skeleton_example_loads(tmp_path: Path) -> None:
@@ -307,6 +307,23 @@ BAD = [
         ":2: security.max_total_seconds: must be at most 604800 seconds (7 days), got 1e+306",
     ),
     ("version: 1\ntests: {retries: 101}\n", ":2: tests.retries: must be at most 100, got 101"),
+    (
+        "version: 1\nartifacts: {max_output_bytes: 100}\n",
+        ":2: artifacts.max_output_bytes: must be 0 (no cap) or at least 4096 bytes, got 100",
+    ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: 64MiB}\n",
+        ":2: artifacts.max_output_bytes: expected a whole number of bytes, got str",
+    ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: 1e6}\n",
+        ":2: artifacts.max_output_bytes: expected a whole number of bytes, got str ('1e6' is text to YAML; "
+        "write 1000000 or 1000000.0)",
+    ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: -1}\n",
+        ":2: artifacts.max_output_bytes: must be 0 (no cap) or at least 4096 bytes, got -1",
+    ),
 ]
 
 
