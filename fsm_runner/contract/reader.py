@@ -14,12 +14,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fsm_runner.contract.fields import (
     ENV_NAME,
+    LIMIT_ENVS,
     MAX_RETRIES,
     MAX_SECONDS,
     MIN_OUTPUT_BYTES,
     PORT_ENV,
     FieldInfo,
     contract_fields,
+    text_problem,
 )
 from fsm_runner.contract.yamlload import (
     MAP_TAG,
@@ -207,6 +209,9 @@ class Reader:
             return _number(kind, node, value)
         if not isinstance(value, str):
             raise _Bad(node, f"expected a string, got {got}{_quote_hint(node)}")
+        problem = text_problem(value)
+        if problem:
+            raise _Bad(node, problem)
         if kind == "enum" and value not in info.choices:
             close = difflib.get_close_matches(value, info.choices, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -238,6 +243,8 @@ class Reader:
                     problem += " (a command containing ': ' must be quoted)"
             elif not value.strip():
                 problem = f"empty {what[2:]}"
+            elif text_problem(value):
+                problem = text_problem(value)
             elif kind == "strs" and item is node and "," in value:
                 names = [part.strip() for part in value.split(",") if part.strip()]
                 problem = (
@@ -278,11 +285,19 @@ class Reader:
                     f"${PORT_ENV} in your commands (to pin a port for one run: --env {PORT_ENV}=N)"
                 )
                 where = (knode, f"{key}.{name}")
+            elif name in LIMIT_ENVS:
+                problem = (
+                    f"{name} is not read from a contract's env; set {LIMIT_ENVS[name]} in pipeline.yml "
+                    f"(or, for one run, export {name} or pass --env {name}=N)"
+                )
+                where = (knode, f"{key}.{name}")
             elif not isinstance(vnode, ScalarNode) or self._scalar(vnode) is None:
                 problem = (
                     f"expected a string, number or bool, got {node_type(vnode)}; write '' for an empty value"
                 )
                 where = (vnode, f"{key}.{name}")
+            elif text_problem(str(vnode.value)):
+                problem, where = text_problem(str(vnode.value)), (vnode, f"{key}.{name}")
             if problem:
                 self.error(where[0], where[1], problem)
                 bad = True

@@ -308,6 +308,46 @@ BAD = [
     ),
     ("version: 1\ntests: {retries: 101}\n", ":2: tests.retries: must be at most 100, got 101"),
     (
+        'version: 1\ntests:\n  cmds:\n    - echo ok\n    - "echo a\\0b"\n',
+        ":5: tests.cmds[1]: contains a NUL byte (\\0), which no command line or environment can hold; remove it",
+    ),
+    (
+        'version: 1\ntests:\n  cmds: "echo \\ud800"\n',
+        ":3: tests.cmds: contains '\\ud800', a lone surrogate that is not valid Unicode text; write the "
+        "character itself, in UTF-8",
+    ),
+    (
+        'version: 1\ndeploy:\n  env:\n    A: "x\\0"\n',
+        ":4: deploy.env.A: contains a NUL byte (\\0), which no command line or environment can hold; remove it",
+    ),
+    (
+        'version: 1\nrollout:\n  env: {A: "\\udc80"}\n',
+        ":3: rollout.env.A: contains '\\udc80', a lone surrogate that is not valid Unicode text; write the "
+        "character itself, in UTF-8",
+    ),
+    (
+        'version: 1\ntests:\n  workdir: "sub\\ud800"\n',
+        ":3: tests.workdir: contains '\\ud800', a lone surrogate that is not valid Unicode text; write the "
+        "character itself, in UTF-8",
+    ),
+    (
+        'version: 1\nsecurity:\n  denylist: ["rm\\0"]\n',
+        ":3: security.denylist[0]: contains a NUL byte (\\0), which no command line or environment can hold; "
+        "remove it",
+    ),
+    (
+        "version: 1\ntests:\n  env:\n    AIDER_FSM_MAX_CMD_SECONDS: 5\n",
+        ":4: tests.env.AIDER_FSM_MAX_CMD_SECONDS: AIDER_FSM_MAX_CMD_SECONDS is not read from a contract's env; "
+        "set security.max_cmd_seconds in pipeline.yml (or, for one run, export AIDER_FSM_MAX_CMD_SECONDS or "
+        "pass --env AIDER_FSM_MAX_CMD_SECONDS=N)",
+    ),
+    (
+        "version: 1\nevaluation:\n  env: {AIDER_FSM_MAX_TOTAL_SECONDS: '60'}\n",
+        ":3: evaluation.env.AIDER_FSM_MAX_TOTAL_SECONDS: AIDER_FSM_MAX_TOTAL_SECONDS is not read from a "
+        "contract's env; set security.max_total_seconds in pipeline.yml (or, for one run, export "
+        "AIDER_FSM_MAX_TOTAL_SECONDS or pass --env AIDER_FSM_MAX_TOTAL_SECONDS=N)",
+    ),
+    (
         "version: 1\nartifacts: {max_output_bytes: 100}\n",
         ":2: artifacts.max_output_bytes: must be 0 (no cap) or at least 4096 bytes, got 100",
     ),
