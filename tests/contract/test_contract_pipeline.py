@@ -428,3 +428,31 @@ def test_models_validate_direct_construction() -> None:
         TestsSpec(retries=-1)
     with pytest.raises(AttributeError):
         TestsSpec().retries = 2  # type: ignore[misc]
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_an_absolute_out_dir_is_a_contract_error_as_every_doc_says(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    message = error_of(tmp_path, f"version: 1\nartifacts:\n  out_dir: {outside}\n")
+    assert message == f":3: artifacts.out_dir: must be relative to the repository root, got absolute path {str(outside)!r}"
+    spec = _flat((DOCS / "pipeline_spec.md").read_text(encoding="utf-8"))
+    evidence = _flat((DOCS / "evidence.md").read_text(encoding="utf-8"))
+    assert "an absolute path is used as is" not in spec
+    assert "an absolute path, a `..` escape or a symlink out of it is a contract error" in spec
+    assert "Paths (`workdir`, `metrics_path`, `artifacts.out_dir`) are relative to the repository root" in spec
+    assert "`artifacts.out_dir` is a path inside the repository, never an absolute one" in evidence
+
+
+def test_the_docs_mention_an_xfail_only_when_one_exists() -> None:
+    fault = Path(__file__).resolve().parents[1] / "fault"
+    marked = any("pytest.mark.xfail" in p.read_text(encoding="utf-8") for p in fault.glob("test_*.py"))
+    performance = _flat((DOCS / "performance.md").read_text(encoding="utf-8"))
+    claims_open = "documents an engine defect that is still open" in performance
+    assert claims_open == marked
+    assert marked or "No test in `tests/fault/` is marked `xfail`" in performance
