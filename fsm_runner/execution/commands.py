@@ -51,6 +51,9 @@ TAIL_BYTES = 2048
 _RUNNING = re.compile(rb'"running":\s*true')
 DEFAULT_KILL_GRACE = 2.0
 _COPY_CHUNK = 1 << 20
+#: A file up to this much over the cap is left whole: room for the marker line, so a capped file is never cut
+#: again (teardown caps a deploy's files, some of which were capped when their command ended).
+_MARKER_ROOM = 256
 
 
 def _str_tuple(items: Iterable[str]) -> tuple[str, ...]:
@@ -207,8 +210,8 @@ def cap_output(path: Path, limit: int) -> int:
 
     The first and last halves stay, with one line between them saying how much is missing, so both how a
     command started and how it ended (the lines errors quote) are kept. The tail is moved in place, a chunk
-    at a time, so memory stays flat whatever the size. ``limit`` 0 keeps everything; so does an excess
-    shorter than the marker line. Only a regular file is touched, never through a link.
+    at a time, so memory stays flat whatever the size. ``limit`` 0 keeps everything; so does an excess of
+    at most :data:`_MARKER_ROOM` bytes. Only a regular file is touched, never through a link.
     """
     if limit <= 0:
         return 0
@@ -218,7 +221,7 @@ def cap_output(path: Path, limit: int) -> int:
         return 0
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size <= limit:
+        if not stat.S_ISREG(info.st_mode) or info.st_size <= limit + _MARKER_ROOM:
             return 0
         size = info.st_size
         head = limit // 2
@@ -227,8 +230,6 @@ def cap_output(path: Path, limit: int) -> int:
         marker = f"\n[fsm-runner: {cut} bytes cut here; artifacts.max_output_bytes is {limit}]\n".encode(
             "ascii"
         )
-        if cut < len(marker):
-            return 0
         dst = head + len(marker)
         os.pwrite(fd, marker, head)  # lands in the cut part: the tail starts further on
         while src < size:  # the destination always lies before the source: front to back is safe

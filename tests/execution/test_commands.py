@@ -21,6 +21,7 @@ from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.commands import (
     CommandResult,
     StageRun,
+    cap_output,
     interrupted_command_groups,
     run_command,
     run_commands,
@@ -527,3 +528,15 @@ def test_capping_happens_after_masking_so_no_half_secret_survives(tmp_path: Path
     assert run.results[0].stdout_cut_bytes > 0
     assert SECRET[: len(SECRET) // 2].encode() not in data
     assert SECRET[len(SECRET) // 2 :].encode() not in data
+
+
+@pytest.mark.parametrize("size", [4096 + 100, 4096 + 256, 4096 + 257, 10**6])
+def test_capping_twice_cuts_once(tmp_path: Path, size: int) -> None:
+    output = tmp_path / "out"
+    data = bytes(i % 251 for i in range(size))
+    output.write_bytes(data)
+    cut = cap_output(output, 4096)
+    once = output.read_bytes()
+    assert cut == (size - 4096 if size > 4096 + 256 else 0)
+    assert once[:2048] == data[:2048] and once[-2048:] == data[-2048:]
+    assert cap_output(output, 4096) == 0 and output.read_bytes() == once
