@@ -43,4 +43,3 @@ class RolloutPhase(CommandPhase[RolloutSpec]):
         if check.samples_path is not None and check.samples_path.is_file():
             data["samples_copy"] = ctx.keep_in_round(ROUND_SAMPLES, source=check.samples_path)
         return data
-
