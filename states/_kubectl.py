@@ -55,6 +55,7 @@ def kubectl_dump(ctx: RunContext, spec: KubectlDumpSpec, stage_dir: Path, stage:
             redactor=ctx.redactor,
             index=index,
             sandbox=ctx.command_sandbox(),
+            max_output_bytes=ctx.pipeline.artifacts.max_output_bytes,
         )
         ctx.command_ended(stage, result)
         if not result.ok:

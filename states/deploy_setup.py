@@ -9,6 +9,7 @@ from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.outcome import Outcome
 from fsm_runner.evidence.layout import stage_dir_name
+from fsm_runner.execution.commands import cap_stage_outputs
 from fsm_runner.states._command import CommandPhase
 
 
@@ -44,3 +45,4 @@ def mask_deploy_output(ctx: RunContext) -> None:
         stage_dir = ctx.run_dir / stage_dir_name(DeploySetupPhase.name, count)
         if stage_dir.is_dir():
             ctx.redactor.mask_tree(stage_dir)
+            cap_stage_outputs(stage_dir, ctx.pipeline.artifacts.max_output_bytes)

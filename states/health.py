@@ -113,6 +113,7 @@ class HealthPhase:
                 index=index,
                 attempt=poll,
                 sandbox=ctx.command_sandbox(),
+                max_output_bytes=ctx.pipeline.artifacts.max_output_bytes,
             )
             ctx.command_ended(self.name, result)
             results.append(result)

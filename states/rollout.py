@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from fsm_runner.contract.outputs import check_rollout, rollout_outputs
+from fsm_runner.contract.outputs import check_rollout, count_json_lines, rollout_outputs
 from fsm_runner.contract.pipeline import RolloutSpec
 from fsm_runner.engine.context import RunContext
 from fsm_runner.evidence.layout import ROUND_ROLLOUT, ROUND_SAMPLES
@@ -32,7 +31,7 @@ class RolloutPhase(CommandPhase[RolloutSpec]):
         check = check_rollout(ctx.repo_root, require_samples=ctx.require_samples)
         count = check.sample_count
         if not count and check.samples_path is not None and check.samples_path.is_file():
-            count = _count_lines(check.samples_path)
+            count = count_json_lines(check.samples_path)
         data: dict[str, Any] = {
             "rollout": check.rollout,
             "samples_path": str(check.samples_path) if check.samples_path else None,
@@ -44,9 +43,3 @@ class RolloutPhase(CommandPhase[RolloutSpec]):
         if check.samples_path is not None and check.samples_path.is_file():
             data["samples_copy"] = ctx.keep_in_round(ROUND_SAMPLES, source=check.samples_path)
         return data
-
-
-def _count_lines(path: Path) -> int:
-    """Non-blank lines, streamed: samples are only validated when require_samples is set."""
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())

@@ -356,3 +356,23 @@ def test_what_a_killed_run_of_the_url_left_running_is_ended_by_the_next_setup(
         assert ended["run_id"] == run_dir.name and ended["command_pgids"] == [pgid]
         assert session.run().ok
     assert can_replay(run_dir)[0], "the killed run stays replayable"
+
+
+def test_gc_removes_the_runs_of_a_url_and_the_checkout_a_failed_one_left(upstream: Upstream) -> None:
+    ok = cli("run", upstream.url, "--json")
+    failed = cli("run", f"{upstream.url}@broken", "--json")
+    assert ok.returncode == 0 and failed.returncode == 1, ok.stderr + failed.stderr
+    ok_dir, failed_dir = (Path(json.loads(p.stdout)["run_dir"]) for p in (ok, failed))
+    checkout = Path(run_json(failed_dir)["target"]["repo_root"])
+    assert upstream.checkouts() == [checkout]
+
+    kept = cli("gc", upstream.url)
+    assert kept.returncode == 0, kept.stderr
+    assert not ok_dir.exists() and failed_dir.is_dir() and upstream.checkouts() == [checkout]
+
+    gone = cli("gc", f"{upstream.url}@broken", "--include-failed", "--json")
+    assert gone.returncode == 0, gone.stderr
+    (entry,) = json.loads(gone.stdout)["runs"]
+    assert entry["removed"] and entry["checkout"] == str(checkout) and entry["problem"] is None
+    assert not failed_dir.exists() and upstream.checkouts() == []
+    assert checkout.name not in git(upstream.clone, "worktree", "list")

@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "fsm_runner.replays": 6,
     "fsm_runner.diagrams": 6,
     "fsm_runner.sweeps": 7,
+    "fsm_runner.prune": 7,
     "fsm_runner.cli": 8,
     "fsm_runner.__main__": 9,
     "fsm_runner": 9,

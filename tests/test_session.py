@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,8 @@ def test_bad_call_arguments_are_refused_before_anything_runs(make_target: Target
         ({"bad name": "x"}, "env_overrides: 'bad name' is not a variable name"),
         (["A=1"], "env_overrides must map variable names to strings, got list"),
         ({"A": "x\0y"}, "env_overrides: A contains a NUL byte"),
+        ({"A": "x\ud800"}, "env_overrides: A contains '\\ud800', a lone surrogate that is not valid Unicode"),
+        ({"A": "x\udcff"}, "env_overrides: A contains '\\udcff', a lone surrogate"),
     ],
 )
 def test_setup_refuses_env_overrides_that_are_not_strings(
@@ -260,3 +263,16 @@ def test_an_artifacts_dir_linked_out_of_the_repo_is_refused(
     # Asked for, it is used.
     with fsm_runner.setup(repo, artifacts_dir=outside, isolate=isolate) as sess:
         assert sess.run_dir.parent == outside
+
+
+def test_every_file_a_run_creates_is_readable_by_its_owner_only(make_target: TargetFactory) -> None:
+    """Evidence may hold a secret until it is masked: journal, events, lock, JSON and output files are 0600."""
+    with fsm_runner.setup(make_target()) as sess:
+        result = sess.run("exact")
+    assert result.ok
+    files = [p for p in sess.run_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+    names = {p.name for p in files}
+    assert {"journal.jsonl", "events.jsonl", ".lock", "run.json", "cmd01_try01.stdout"} <= names
+    loose = {str(p.relative_to(sess.run_dir)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+             if stat.S_IMODE(p.stat().st_mode) & 0o077}
+    assert loose == {}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fsm_runner import __version__
 from fsm_runner.engine import topology
+from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.records import SANDBOXES
 
@@ -33,6 +34,11 @@ HELP: dict[str, tuple[str, str]] = {
     "runs": (
         "list the runs of a repository or git URL, newest first",
         "fsm-runner runs ./bench --limit 5\nfsm-runner runs https://github.com/org/bench",
+    ),
+    "gc": (
+        "remove finished runs of a repository or git URL and the checkouts they left (never a live run)",
+        "fsm-runner gc ./bench --keep 10 --older-than 7d --dry-run\n"
+        "fsm-runner gc https://github.com/org/bench --include-failed",
     ),
     "show": (
         "a run's timeline: transitions, durations, commands with exit codes, evidence",
@@ -78,6 +84,16 @@ def count(text: str) -> int:
     return value
 
 
+def duration(text: str) -> float:
+    """``30m``, ``12h``, ``7d``: seconds."""
+    from fsm_runner.prune import parse_duration
+
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _shared_options() -> dict[str, argparse.ArgumentParser]:
     """Option groups several commands accept, as argparse parent parsers."""
     groups = {
@@ -121,6 +137,25 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
 
 def _env_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--env", action="append", type=env_pair, default=[], metavar="K=V", help=help_text)
+
+
+def _gc_options(gc: argparse.ArgumentParser) -> None:
+    gc.add_argument("repo", nargs="?", default=".", metavar="REPO", help="repository or git URL (default: .)")
+    gc.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="prune runs here instead")
+    gc.add_argument("--clones-dir", type=Path, metavar="DIR", help=CLONES_DIR_HELP)
+    gc.add_argument("--keep", type=count, default=0, metavar="N", help="keep the newest N runs (default: 0)")
+    gc.add_argument(
+        "--older-than",
+        type=duration,
+        metavar="AGE",
+        help="only runs that ended more than AGE ago: 30m, 12h, 7d (s, m, h, d, w)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="also remove failed, interrupted and unreadable runs (replay can no longer continue them)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--artifacts-dir", type=Path, metavar="DIR", help="list runs here instead")
     runs.add_argument("--clones-dir", type=Path, metavar="DIR", help=CLONES_DIR_HELP)
     runs.add_argument("-n", "--limit", type=count, metavar="N", help="show at most N runs")
+
+    _gc_options(command("gc", "json pipeline"))
 
     show = command("show", "json lookup")
     show.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")

@@ -15,13 +15,24 @@ from typing import Any
 import attrs
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: The run's TCP port. The runner picks it per run, so a contract may read it but never set it: a value fixed
 #: in a file every run shares would put two runs on one port.
 PORT_ENV = "AIDER_FSM_PORT"
+#: The runtime limits a caller may set for one run (process env or --env): a contract sets its own limits in
+#: `security`, so a stage or bootstrap `env:` that names them is refused (the runner would not read it there).
+LIMIT_ENVS = {
+    "AIDER_FSM_MAX_CMD_SECONDS": "security.max_cmd_seconds",
+    "AIDER_FSM_MAX_TOTAL_SECONDS": "security.max_total_seconds",
+}
 #: Largest time limit anywhere (7 days): beyond it a limit is a typo, and huge values overflow the clocks.
 MAX_SECONDS = 7 * 24 * 3600
 #: Most extra attempts of one command: more is a typo, and each attempt may take a full time limit.
 MAX_RETRIES = 100
+#: Default cap of one command output file (stdout or stderr of one attempt): 64 MiB, half head, half tail.
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+#: Smallest cap other than 0 (no cap): each half must hold the tail errors quote.
+MIN_OUTPUT_BYTES = 4096
 _META = "fsm_runner.contract"
 
 
@@ -36,6 +47,24 @@ class FieldInfo:
     model: Any = None
     missing: str = "missing required key"
     required: bool = False
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a command, an argument or an environment value, or None when it can.
+
+    A NUL byte ends a C string (no command line or environment can hold one) and a lone surrogate (from a
+    ``\\ud800`` escape, or bytes that were not UTF-8) cannot be encoded at all: both would fail the run
+    later, far from where they were written.
+    """
+    if "\x00" in value:
+        return "contains a NUL byte (\\0), which no command line or environment can hold; remove it"
+    surrogate = _SURROGATE.search(value)
+    if surrogate is not None:
+        return (
+            f"contains {surrogate.group()!r}, a lone surrogate that is not valid Unicode text; write the "
+            "character itself, in UTF-8"
+        )
+    return None
 
 
 def meta(kind: str, doc: str, **extra: Any) -> dict[str, FieldInfo]:

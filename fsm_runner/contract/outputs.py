@@ -10,7 +10,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -220,12 +220,10 @@ def check_samples(path: Path, shown: str) -> tuple[int, list[str]]:
     invalid = count = nonblank = 0
     lineno = 0
     with path.open("rb") as fh:
-        while line := fh.readline(MAX_LINE_BYTES + 1):
+        for line in _bounded_lines(fh):
             lineno += 1
-            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            if line is None:
                 found = [f"line is longer than the {_size(MAX_LINE_BYTES)} limit"]
-                while line and not line.endswith(b"\n"):
-                    line = fh.readline(1024 * 1024)
                 completion = None
             elif not line.strip():
                 continue
@@ -245,6 +243,38 @@ def check_samples(path: Path, shown: str) -> tuple[int, list[str]]:
     if not count and not invalid:
         problems.append(f"{shown}: no samples")
     return count, problems
+
+
+def _bounded_lines(fh: BinaryIO) -> Iterator[bytes | None]:
+    """Each line of ``fh`` (None for one longer than :data:`MAX_LINE_BYTES`), read in bounded pieces: a file
+    with no newline at all costs at most one line's worth of memory, never its size."""
+    while line := fh.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = fh.readline(1024 * 1024)
+            yield None
+        else:
+            yield line
+
+
+def count_json_lines(path: Path) -> int:
+    """Lines of ``path`` that are JSON objects, each at most :data:`MAX_LINE_BYTES`; streamed, bounded memory.
+
+    What a rollout run without ``require_samples`` reports as its sample count: blank, invalid and
+    over-long lines are not counted (the samples' own fields are only checked with ``require_samples``).
+    """
+    count = 0
+    with path.open("rb") as fh:
+        for line in _bounded_lines(fh):
+            if line is None or not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            value, problem = parse_json(text)
+            count += problem is None and isinstance(value, dict)
+    return count
 
 
 def _samples_location(rollout: dict[str, Any], root: Path, required: bool) -> tuple[Path | None, str | None]:

@@ -8,7 +8,15 @@ from typing import Any, ClassVar
 
 from attrs import define, evolve, field, validators
 
-from fsm_runner.contract.fields import MAX_RETRIES, MAX_SECONDS, meta, to_env, to_str_tuple
+from fsm_runner.contract.fields import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    MIN_OUTPUT_BYTES,
+    meta,
+    to_env,
+    to_str_tuple,
+)
 from fsm_runner.contract.reader import parse_model
 from fsm_runner.contract.yamlload import RawFile, compose, line_of, present, read_file
 from fsm_runner.errors import ContractError
@@ -177,6 +185,18 @@ class ArtifactsSpec:
     out_dir: str = field(
         default=DEFAULT_OUT_DIR,
         metadata=meta("relpath", "Where run evidence is written, relative to the repo root."),
+    )
+    max_output_bytes: int = field(
+        default=DEFAULT_MAX_OUTPUT_BYTES,
+        validator=[
+            validators.instance_of(int),
+            validators.or_(validators.in_((0,)), validators.ge(MIN_OUTPUT_BYTES)),
+        ],
+        metadata=meta(
+            "bytes",
+            "Cap of each command output file (stdout and stderr of every attempt, in bytes): a longer output "
+            "keeps its first and last halves and a line saying how much was cut; 0 keeps everything.",
+        ),
     )
 
 

@@ -14,11 +14,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fsm_runner.contract.fields import (
     ENV_NAME,
+    LIMIT_ENVS,
     MAX_RETRIES,
     MAX_SECONDS,
+    MIN_OUTPUT_BYTES,
     PORT_ENV,
     FieldInfo,
     contract_fields,
+    text_problem,
 )
 from fsm_runner.contract.yamlload import (
     MAP_TAG,
@@ -202,10 +205,13 @@ class Reader:
             if type(value) is not bool:
                 raise _Bad(node, f"expected true or false, got {got}")
             return value
-        if kind in ("count", "seconds"):
+        if kind in ("count", "seconds", "bytes"):
             return _number(kind, node, value)
         if not isinstance(value, str):
             raise _Bad(node, f"expected a string, got {got}{_quote_hint(node)}")
+        problem = text_problem(value)
+        if problem:
+            raise _Bad(node, problem)
         if kind == "enum" and value not in info.choices:
             close = difflib.get_close_matches(value, info.choices, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -237,6 +243,8 @@ class Reader:
                     problem += " (a command containing ': ' must be quoted)"
             elif not value.strip():
                 problem = f"empty {what[2:]}"
+            elif text_problem(value):
+                problem = text_problem(value)
             elif kind == "strs" and item is node and "," in value:
                 names = [part.strip() for part in value.split(",") if part.strip()]
                 problem = (
@@ -277,11 +285,19 @@ class Reader:
                     f"${PORT_ENV} in your commands (to pin a port for one run: --env {PORT_ENV}=N)"
                 )
                 where = (knode, f"{key}.{name}")
+            elif name in LIMIT_ENVS:
+                problem = (
+                    f"{name} is not read from a contract's env; set {LIMIT_ENVS[name]} in pipeline.yml "
+                    f"(or, for one run, export {name} or pass --env {name}=N)"
+                )
+                where = (knode, f"{key}.{name}")
             elif not isinstance(vnode, ScalarNode) or self._scalar(vnode) is None:
                 problem = (
                     f"expected a string, number or bool, got {node_type(vnode)}; write '' for an empty value"
                 )
                 where = (vnode, f"{key}.{name}")
+            elif text_problem(str(vnode.value)):
+                problem, where = text_problem(str(vnode.value)), (vnode, f"{key}.{name}")
             if problem:
                 self.error(where[0], where[1], problem)
                 bad = True
@@ -301,7 +317,8 @@ class Reader:
 
 
 def _number(kind: str, node: Node, value: Any) -> Any:
-    """A `count` (whole, 0..MAX_RETRIES) or a `seconds` value (positive, at most MAX_SECONDS)."""
+    """A `count` (whole, 0..MAX_RETRIES), a `bytes` cap (0 or at least MIN_OUTPUT_BYTES) or a `seconds` value
+    (positive, at most MAX_SECONDS)."""
     got = node_type(node)
     if kind == "count":
         if type(value) is not int:
@@ -310,6 +327,12 @@ def _number(kind: str, node: Node, value: Any) -> Any:
             raise _Bad(node, f"must be 0 or more, got {value}")
         if value > MAX_RETRIES:
             raise _Bad(node, f"must be at most {MAX_RETRIES}, got {value}")
+        return value
+    if kind == "bytes":
+        if type(value) is not int:
+            raise _Bad(node, f"expected a whole number of bytes, got {got}{_number_hint(value)}")
+        if value != 0 and value < MIN_OUTPUT_BYTES:
+            raise _Bad(node, f"must be 0 (no cap) or at least {MIN_OUTPUT_BYTES} bytes, got {value}")
         return value
     if type(value) not in (int, float):
         raise _Bad(node, f"expected a number of seconds, got {got}{_number_hint(value)}")

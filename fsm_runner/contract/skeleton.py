@@ -64,6 +64,7 @@ evaluation:
 
 # artifacts:
 #   out_dir: .aider_fsm/artifacts   # where each run's evidence goes
+#   max_output_bytes: 67108864      # cap of each command output file (its head and tail are kept)
 """
 
 BOOTSTRAP = """\

@@ -275,6 +275,7 @@ class RunContext(RunState):
             on_start=lambda cmd, index, attempt: self.command_started(stage, cmd, index, attempt),
             on_end=lambda result: self.command_ended(stage, result),
             sandbox=self.command_sandbox(service=service or keep_background),
+            max_output_bytes=self.pipeline.artifacts.max_output_bytes,
         )
 
     # -- rounds ------------------------------------------------------------------------------------------

@@ -136,6 +136,11 @@ def _replacing(dest: Path, failure: str) -> Iterator[int]:
                 os.unlink(tmp_name)
 
 
+#: Mode of every evidence file the runner creates: output may hold a secret until it is masked, so only the
+#: owner reads it (the temp files of the atomic writes get it from ``mkstemp``).
+EVIDENCE_MODE = 0o600
+
+
 def append_jsonl(path: Path, record: Mapping[str, Any], *, fsync: bool = True) -> None:
     """Append ``record`` as one JSON line; with ``fsync`` it is on disk when this returns.
 
@@ -145,7 +150,7 @@ def append_jsonl(path: Path, record: Mapping[str, Any], *, fsync: bool = True) -
     path = Path(path)
     line = (_dumps(dict(record), path, indent=None) + "\n").encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, EVIDENCE_MODE)
         try:
             view = memoryview(line)
             while view:

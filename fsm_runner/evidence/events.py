@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import MutableMapping
@@ -17,6 +18,7 @@ from typing import Any, TextIO, cast
 import structlog
 
 from fsm_runner.errors import EvidenceError
+from fsm_runner.evidence.atomic import EVIDENCE_MODE
 from fsm_runner.evidence.layout import EVENTS
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.typing import EventLogger
@@ -30,7 +32,8 @@ class RunSink:
         self.console = console
         self.redactor = Redactor()
         try:
-            self._file = path.open("a", encoding="utf-8", buffering=1)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, EVIDENCE_MODE)
+            self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
         except OSError as exc:
             raise EvidenceError(f"cannot write {path}: {exc.strerror or exc}") from None
 

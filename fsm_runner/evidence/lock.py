@@ -19,6 +19,7 @@ from typing import IO, Any
 from attrs import define
 
 from fsm_runner.errors import EvidenceError, UsageError
+from fsm_runner.evidence.atomic import EVIDENCE_MODE
 from fsm_runner.evidence.layout import LOCK
 
 #: Waits between attempts to take a lock that a reader may be probing (None: give up); about half a second in
@@ -32,7 +33,8 @@ def hold_lock(run_dir: Path) -> IO[str]:
     A reader's probe (:func:`lock_holder`) holds the lock for a moment; a few short retries step around it.
     """
     try:
-        handle = (run_dir / LOCK).open("a+")
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_APPEND, EVIDENCE_MODE)
+        handle = os.fdopen(fd, "a+")
     except OSError as exc:
         raise EvidenceError(f"cannot open the run's lock {run_dir / LOCK}: {exc.strerror or exc}") from None
     for delay in _RETRY_DELAYS:

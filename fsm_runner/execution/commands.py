@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import attrs
 from attrs import define, field, validators
 
+from fsm_runner.contract.fields import DEFAULT_MAX_OUTPUT_BYTES
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.evidence.layout import (
@@ -48,6 +50,10 @@ TAIL_BYTES = 2048
 #: What an attempt file of a command still running says (read without parsing every attempt file).
 _RUNNING = re.compile(rb'"running":\s*true')
 DEFAULT_KILL_GRACE = 2.0
+_COPY_CHUNK = 1 << 20
+#: A file up to this much over the cap is left whole: room for the marker line, so a capped file is never cut
+#: again (teardown caps a deploy's files, some of which were capped when their command ended).
+_MARKER_ROOM = 256
 
 
 def _str_tuple(items: Iterable[str]) -> tuple[str, ...]:
@@ -89,6 +95,8 @@ class CommandResult:
     leader_start: int | None = None  # start time of the group leader, to recognise ``pgid`` later
     #: The output file ``tail`` was read from: stderr, or stdout when stderr is blank (None: no output).
     tail_path: str | None = field(default=None, validator=_optional_str)
+    stdout_cut_bytes: int = 0  # bytes cut from the middle of the stdout file (artifacts.max_output_bytes)
+    stderr_cut_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -138,6 +146,8 @@ class CommandResult:
             "pgid": self.pgid,
             "leader_start": self.leader_start,
             "running": False,
+            "stdout_cut_bytes": self.stdout_cut_bytes,
+            "stderr_cut_bytes": self.stderr_cut_bytes,
             "tail": self.tail,
             "tail_path": self.tail_path,
         }
@@ -211,6 +221,85 @@ def output_tail(stdout_path: Path, stderr_path: Path, redactor: Redactor) -> tup
         if tail.strip():
             return tail, str(path)
     return "", None
+def cap_output(path: Path, limit: int) -> int:
+    """Cut the middle of the output file ``path`` down to ``limit`` bytes; returns how many bytes were cut.
+
+    The first and last halves stay, with one line between them saying how much is missing, so both how a
+    command started and how it ended (the lines errors quote) are kept. The tail is moved in place, a chunk
+    at a time, so memory stays flat whatever the size. ``limit`` 0 keeps everything; so does an excess of
+    at most :data:`_MARKER_ROOM` bytes. Only a regular file is touched, never through a link.
+    """
+    if limit <= 0:
+        return 0
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size <= limit + _MARKER_ROOM:
+            return 0
+        size = info.st_size
+        head = limit // 2
+        src = head + (size - limit)  # where the kept tail starts
+        cut = src - head
+        marker = f"\n[fsm-runner: {cut} bytes cut here; artifacts.max_output_bytes is {limit}]\n".encode(
+            "ascii"
+        )
+        dst = head + len(marker)
+        os.pwrite(fd, marker, head)  # lands in the cut part: the tail starts further on
+        while src < size:  # the destination always lies before the source: front to back is safe
+            chunk = os.pread(fd, min(_COPY_CHUNK, size - src), src)
+            if not chunk:
+                break
+            done = 0
+            while done < len(chunk):
+                done += os.pwrite(fd, chunk[done:], dst + done)
+            src += len(chunk)
+            dst += len(chunk)
+        os.ftruncate(fd, dst)
+        return cut
+    except OSError as exc:
+        raise EvidenceError(f"cannot cap the output file {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _cap_outputs(limit: int, stdout_path: Path, stderr_path: Path) -> tuple[int, int]:
+    """:func:`cap_output` both streams of an ended attempt: the bytes cut from stdout and from stderr."""
+    return cap_output(stdout_path, limit), cap_output(stderr_path, limit)
+
+
+def _finish_outputs(
+    redactor: Redactor, limit: int, stdout_path: Path, stderr_path: Path, *, quiet: bool = False
+) -> tuple[int, int]:
+    """Mask, then cap, an ended command's output files (masking first: a cut never splits a secret that
+    masking would then miss); ``quiet`` when an interrupt is what the caller must see."""
+    _mask_outputs(redactor, stdout_path, stderr_path, quiet=quiet)
+    with contextlib.suppress(*((EvidenceError,) if quiet else ())):
+        return _cap_outputs(limit, stdout_path, stderr_path)
+    return 0, 0
+
+
+def cap_stage_outputs(stage_dir: Path, limit: int) -> None:
+    """Cap the output files of every attempt in ``stage_dir`` and record the cuts in their attempt files:
+    for the output of services a stage left running, once they have been ended."""
+    for result_file in sorted(Path(stage_dir).glob(ATTEMPT_RESULT_GLOB)):
+        stem = result_file.name[: -len(RESULT_SUFFIX)]
+        cut = _cap_outputs(
+            limit, result_file.with_name(stem + STDOUT_SUFFIX), result_file.with_name(stem + STDERR_SUFFIX)
+        )
+        if not any(cut):
+            continue
+        try:
+            doc = json.loads(result_file.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict):
+            for key, value in zip(("stdout_cut_bytes", "stderr_cut_bytes"), cut, strict=True):
+                before = doc.get(key)
+                doc[key] = value + (before if type(before) is int else 0)
+            write_json_atomic(result_file, doc, fsync=False)
 
 
 def run_command(
@@ -229,6 +318,7 @@ def run_command(
     attempt: int = 1,
     kill_grace: float = DEFAULT_KILL_GRACE,
     sandbox: CommandSandbox | None = None,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> CommandResult:
     """Run one attempt of ``cmd`` with ``bash -c`` and record it under ``out_dir/name.*``.
 
@@ -236,7 +326,10 @@ def run_command(
     SIGKILL after ``kill_grace`` seconds. After a normal exit, processes left in the group are killed, unless
     ``keep_background`` is set: then the still-running group's id is returned in ``pgid`` (for teardown).
     With a ``sandbox`` (a run's :class:`~fsm_runner.execution.sandbox.Sandbox`, or its view for service
-    commands), ``bash -c`` runs inside it; ``argv`` records the whole command line.
+    commands), ``bash -c`` runs inside it; ``argv`` records the whole command line. Once the command has
+    ended, each output file longer than ``max_output_bytes`` keeps its head and tail (:func:`cap_output`),
+    after masking; the bytes cut are recorded. Output a service left running still writes is capped when
+    it has been ended.
     """
     if timeout is not None and timeout <= 0:
         raise UsageError(f"timeout for {name} must be positive, got {timeout!r}")
@@ -287,7 +380,7 @@ def run_command(
             stop_and_reap(proc, kill_grace)
     except BaseException:  # Ctrl-C, a signal handler raising or a stop request: leave nothing behind
         stop_and_reap(proc, 0.2)
-        _mask_outputs(redactor, stdout_path, stderr_path, quiet=True)
+        _finish_outputs(redactor, max_output_bytes, stdout_path, stderr_path, quiet=True)
         raise
     duration = time.monotonic() - start
 
@@ -302,9 +395,10 @@ def run_command(
     for pump in pumps:
         pump.join(timeout=max(0.0, pumps_deadline - time.monotonic()))
 
+    # A service left running still writes to these files: they are masked and capped once it has ended.
+    cut = (0, 0)
     if background is None:
-        # A service left running still writes to these files: they are masked when it has been ended.
-        _mask_outputs(redactor, stdout_path, stderr_path)
+        cut = _finish_outputs(redactor, max_output_bytes, stdout_path, stderr_path)
     tail, tail_path = output_tail(stdout_path, stderr_path, redactor)
     result = CommandResult(
         **common,
@@ -316,6 +410,8 @@ def run_command(
         tail_path=tail_path,
         pgid=background,
         leader_start=leader_start if background is not None else None,
+        stdout_cut_bytes=cut[0],
+        stderr_cut_bytes=cut[1],
     )
     return _record(result, redactor)
 
@@ -410,13 +506,14 @@ def run_commands(
     on_end: Callable[[CommandResult], None] | None = None,
     kill_grace: float = DEFAULT_KILL_GRACE,
     sandbox: CommandSandbox | None = None,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> StageRun:
     """Run a stage's commands in order, each up to ``1 + retries`` times; stop at the first that never passes.
 
     ``total_budget`` (seconds, for the whole stage) caps each command's timeout by what is left of it; once it
     is spent the stage stops with ``budget_exceeded``. A blocked command is not retried (it would be blocked
-    again). Writes one file set per attempt; the stage summary is the caller's job. ``sandbox`` is
-    :func:`run_command`'s.
+    again). Writes one file set per attempt; the stage summary is the caller's job. ``sandbox`` and
+    ``max_output_bytes`` are :func:`run_command`'s.
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise UsageError(f"{stage}: retries must be a whole number >= 0, got {retries!r}")
@@ -455,6 +552,7 @@ def run_commands(
                 attempt=attempt,
                 kill_grace=kill_grace,
                 sandbox=sandbox,
+                max_output_bytes=max_output_bytes,
             )
             attempts = attempt
             results.append(last)

@@ -22,6 +22,7 @@ from typing import IO
 
 from attrs import define
 
+from fsm_runner.evidence.atomic import EVIDENCE_MODE
 from fsm_runner.execution.interrupts import check_stop, waiting_on
 
 _PROC = Path("/proc")
@@ -212,7 +213,7 @@ def new_evidence_file(path: Path) -> IO[bytes]:
     """
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, EVIDENCE_MODE)
     return os.fdopen(fd, "wb")
 
 

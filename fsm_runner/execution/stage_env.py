@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from fsm_runner.contract.fields import MAX_SECONDS, PORT_ENV
+from fsm_runner.contract.fields import MAX_SECONDS, PORT_ENV, text_problem
 from fsm_runner.errors import UsageError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -102,8 +102,9 @@ def env_map(value: object, what: str = "env_overrides") -> dict[str, str]:
             raise UsageError(f"{what}: {key!r} is not a variable name (letters, digits and _)")
         if not isinstance(item, str):
             raise UsageError(f"{what}: {key} must be a string, got {item!r}; write it as {str(item)!r}")
-        if "\0" in item:
-            raise UsageError(f"{what}: {key} contains a NUL byte, which no environment can hold")
+        problem = text_problem(item)
+        if problem:
+            raise UsageError(f"{what}: {key} {problem}")
     return dict(value)
 
 

@@ -537,3 +537,30 @@ def test_a_target_without_rollout_says_so(make_target: TargetFactory) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "(pipeline.yml has no rollout commands)" in proc.stdout
     assert "without rollout()" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("cmd", "problem"),
+    [('"echo a\\0b"', "contains a NUL byte"), ('"echo \\udc80"', "contains '\\udc80', a lone surrogate")],
+    ids=["nul", "surrogate"],
+)
+def test_validate_and_run_refuse_unencodable_commands_with_file_and_line(
+    tmp_path: Path, cmd: str, problem: str
+) -> None:
+    (tmp_path / "pipeline.yml").write_text(f"version: 1\ntests:\n  cmds:\n    - {cmd}\n")
+    where = f"{(tmp_path / 'pipeline.yml').resolve()}:4: tests.cmds[0]: {problem}"
+    for args in (["validate", tmp_path], ["run", tmp_path]):
+        done = subprocess.run([sys.executable, "-m", "fsm_runner", *map(str, args)], capture_output=True, text=True)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert where in done.stdout + done.stderr and "internal" not in done.stderr
+    assert not (tmp_path / ".aider_fsm").exists()  # refused before any run started
+
+
+def test_run_refuses_an_env_value_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yml").write_text("version: 1\ntests:\n  cmds: echo\n")
+    argv = [sys.executable.encode(), b"-m", b"fsm_runner", b"run", bytes(tmp_path), b"--env", b"BAD=a\xed\xa0\x80"]
+    done = subprocess.run(argv, capture_output=True)
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, stderr
+    assert stderr.startswith("error: env_overrides: BAD contains") and "lone surrogate" in stderr
+    assert "internal" not in stderr and not (tmp_path / ".aider_fsm").exists()

@@ -65,6 +65,21 @@ def test_bootstrap_alias_and_string(tmp_path: Path, key: str) -> None:
         ("version: 1\nworkdir: ../up\n", ":2: workdir: '../up' escapes the repository through '..'"),
         ("version: 1\nretries: false\n", ":2: retries: expected a whole number, got bool"),
         ("version: 3\n", ":1: version: unsupported version 3; this fsm-runner reads version 1 only"),
+        (
+            'version: 1\ncmds:\n  - "pip install \\0x"\n',
+            ":3: cmds[0]: contains a NUL byte (\\0), which no command line or environment can hold; remove it",
+        ),
+        (
+            'version: 1\nenv:\n  A: "\\ud83d"\n',
+            ":3: env.A: contains '\\ud83d', a lone surrogate that is not valid Unicode text; write the "
+            "character itself, in UTF-8",
+        ),
+        (
+            "version: 1\nenv:\n  AIDER_FSM_MAX_CMD_SECONDS: '30'\n",
+            ":3: env.AIDER_FSM_MAX_CMD_SECONDS: AIDER_FSM_MAX_CMD_SECONDS is not read from a contract's env; set "
+            "security.max_cmd_seconds in pipeline.yml (or, for one run, export AIDER_FSM_MAX_CMD_SECONDS or pass "
+            "--env AIDER_FSM_MAX_CMD_SECONDS=N)",
+        ),
     ],
 )
 def test_bootstrap_errors(tmp_path: Path, text: str, expected: str) -> None:

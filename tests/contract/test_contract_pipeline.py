@@ -66,7 +66,7 @@ def test_full_example_loads_every_field(tmp_path: Path) -> None:
         timeout_seconds=1800.0,
     )
     assert spec.benchmark is not None and spec.benchmark.required_keys == ("ok", "score", "eval.n_samples")
-    assert spec.artifacts.out_dir == ".aider_fsm/artifacts"
+    assert spec.artifacts.out_dir == ".aider_fsm/artifacts" and spec.artifacts.max_output_bytes == 64 << 20
 
 
 def test_skeleton_example_loads(tmp_path: Path) -> None:
@@ -307,6 +307,63 @@ BAD = [
         ":2: security.max_total_seconds: must be at most 604800 seconds (7 days), got 1e+306",
     ),
     ("version: 1\ntests: {retries: 101}\n", ":2: tests.retries: must be at most 100, got 101"),
+    (
+        'version: 1\ntests:\n  cmds:\n    - echo ok\n    - "echo a\\0b"\n',
+        ":5: tests.cmds[1]: contains a NUL byte (\\0), which no command line or environment can hold; remove it",
+    ),
+    (
+        'version: 1\ntests:\n  cmds: "echo \\ud800"\n',
+        ":3: tests.cmds: contains '\\ud800', a lone surrogate that is not valid Unicode text; write the "
+        "character itself, in UTF-8",
+    ),
+    (
+        'version: 1\ndeploy:\n  env:\n    A: "x\\0"\n',
+        ":4: deploy.env.A: contains a NUL byte (\\0), which no command line or environment can hold; remove it",
+    ),
+    (
+        'version: 1\nrollout:\n  env: {A: "\\udc80"}\n',
+        ":3: rollout.env.A: contains '\\udc80', a lone surrogate that is not valid Unicode text; write the "
+        "character itself, in UTF-8",
+    ),
+    (
+        'version: 1\ntests:\n  workdir: "sub\\ud800"\n',
+        ":3: tests.workdir: contains '\\ud800', a lone surrogate that is not valid Unicode text; write the "
+        "character itself, in UTF-8",
+    ),
+    (
+        'version: 1\nsecurity:\n  denylist: ["rm\\0"]\n',
+        ":3: security.denylist[0]: contains a NUL byte (\\0), which no command line or environment can hold; "
+        "remove it",
+    ),
+    (
+        "version: 1\ntests:\n  env:\n    AIDER_FSM_MAX_CMD_SECONDS: 5\n",
+        ":4: tests.env.AIDER_FSM_MAX_CMD_SECONDS: AIDER_FSM_MAX_CMD_SECONDS is not read from a contract's env; "
+        "set security.max_cmd_seconds in pipeline.yml (or, for one run, export AIDER_FSM_MAX_CMD_SECONDS or "
+        "pass --env AIDER_FSM_MAX_CMD_SECONDS=N)",
+    ),
+    (
+        "version: 1\nevaluation:\n  env: {AIDER_FSM_MAX_TOTAL_SECONDS: '60'}\n",
+        ":3: evaluation.env.AIDER_FSM_MAX_TOTAL_SECONDS: AIDER_FSM_MAX_TOTAL_SECONDS is not read from a "
+        "contract's env; set security.max_total_seconds in pipeline.yml (or, for one run, export "
+        "AIDER_FSM_MAX_TOTAL_SECONDS or pass --env AIDER_FSM_MAX_TOTAL_SECONDS=N)",
+    ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: 100}\n",
+        ":2: artifacts.max_output_bytes: must be 0 (no cap) or at least 4096 bytes, got 100",
+    ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: 64MiB}\n",
+        ":2: artifacts.max_output_bytes: expected a whole number of bytes, got str",
+    ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: 1e6}\n",
+        ":2: artifacts.max_output_bytes: expected a whole number of bytes, got str ('1e6' is text to YAML; "
+        "write 1000000 or 1000000.0)",
+    ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: -1}\n",
+        ":2: artifacts.max_output_bytes: must be 0 (no cap) or at least 4096 bytes, got -1",
+    ),
 ]
 
 
@@ -371,3 +428,31 @@ def test_models_validate_direct_construction() -> None:
         TestsSpec(retries=-1)
     with pytest.raises(AttributeError):
         TestsSpec().retries = 2  # type: ignore[misc]
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_an_absolute_out_dir_is_a_contract_error_as_every_doc_says(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    message = error_of(tmp_path, f"version: 1\nartifacts:\n  out_dir: {outside}\n")
+    assert message == f":3: artifacts.out_dir: must be relative to the repository root, got absolute path {str(outside)!r}"
+    spec = _flat((DOCS / "pipeline_spec.md").read_text(encoding="utf-8"))
+    evidence = _flat((DOCS / "evidence.md").read_text(encoding="utf-8"))
+    assert "an absolute path is used as is" not in spec
+    assert "an absolute path, a `..` escape or a symlink out of it is a contract error" in spec
+    assert "Paths (`workdir`, `metrics_path`, `artifacts.out_dir`) are relative to the repository root" in spec
+    assert "`artifacts.out_dir` is a path inside the repository, never an absolute one" in evidence
+
+
+def test_the_docs_mention_an_xfail_only_when_one_exists() -> None:
+    fault = Path(__file__).resolve().parents[1] / "fault"
+    marked = any("pytest.mark.xfail" in p.read_text(encoding="utf-8") for p in fault.glob("test_*.py"))
+    performance = _flat((DOCS / "performance.md").read_text(encoding="utf-8"))
+    claims_open = "documents an engine defect that is still open" in performance
+    assert claims_open == marked
+    assert marked or "No test in `tests/fault/` is marked `xfail`" in performance

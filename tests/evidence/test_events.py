@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import structlog
 
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.layout import EVENTS
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "evidence.md"
 
 
 def events(run_dir: Path) -> list[dict[str, Any]]:
@@ -131,3 +135,20 @@ def test_an_exception_event_keeps_its_traceback(tmp_path: Path) -> None:
     (event,) = events(tmp_path)
     assert event["event"] == "phase.crashed"
     assert "_crash" in event.get("exception", "") and "the phase blew up" in event.get("exception", "")
+
+
+def test_ts_is_a_string_of_epoch_seconds_as_the_docs_say(tmp_path: Path) -> None:
+    log, sink = run_logger(tmp_path, "run-1")
+    log.info("something")
+    sink.close()
+    (event,) = events(tmp_path)
+    assert isinstance(event["ts"], str) and re.fullmatch(r"\d+\.\d{6}", event["ts"])
+    documented = " ".join(DOCS.read_text(encoding="utf-8").split())
+    assert "`ts` (epoch seconds as a JSON string with six decimals" in documented
+
+
+def test_the_events_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    log, sink = run_logger(tmp_path, "run-1")
+    log.info("something")
+    sink.close()
+    assert stat.S_IMODE((tmp_path / EVENTS).stat().st_mode) == 0o600

@@ -21,6 +21,7 @@ from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.commands import (
     CommandResult,
     StageRun,
+    cap_output,
     interrupted_command_groups,
     run_command,
     run_commands,
@@ -446,7 +447,8 @@ def _interrupt_when(marker: Path) -> None:
 
 
 def test_large_output_does_not_grow_runner_memory(tmp_path: Path) -> None:
-    """500 MB of output (and masking it) must not raise the runner's peak RSS by more than 50 MB.
+    """500 MB of output (and masking it, with no output cap) must not raise the runner's peak RSS by more
+    than 50 MB.
 
     Measured with VmHWM, the high-water mark of the child interpreter's own memory: ru_maxrss would also
     count the pytest process it was forked from (Linux keeps the pre-exec peak in ru_maxrss).
@@ -465,7 +467,8 @@ def test_large_output_does_not_grow_runner_memory(tmp_path: Path) -> None:
 
         env = {{"PATH": {PATH_ONLY["PATH"]!r}, "BIG_TOKEN": "token-abcdef-123"}}
         kwargs = dict(cwd=Path({str(tmp_path)!r}), env=env, out_dir=Path({str(tmp_path / "ev")!r}),
-                      timeout=120, policy=SecurityPolicy(), redactor=Redactor.from_env(env))
+                      timeout=120, policy=SecurityPolicy(), redactor=Redactor.from_env(env),
+                      max_output_bytes=0)
         run_command("echo warm-up $BIG_TOKEN", name="warm", **kwargs)
         before = hwm_kb()
         r = run_command("head -c 500000000 /dev/zero; echo $BIG_TOKEN", name="big", **kwargs)
@@ -498,3 +501,62 @@ def test_signal_names_in_outcome() -> None:
     assert (
         CommandResult(cmd="x", argv=(), cwd="/", exit_code=-signal.SIGTERM).outcome() == "killed by SIGTERM"
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# output cap
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cap", "lines", "kept_all"),
+    [(4096, 20000, False), (65536, 20000, False), (0, 20000, True), (1 << 20, 2000, True)],
+    ids=["4KiB", "64KiB", "no-cap", "under-the-cap"],
+)
+def test_output_over_the_cap_keeps_head_and_tail_and_records_the_cut(
+    tmp_path: Path, cap: int, lines: int, kept_all: bool
+) -> None:
+    # Numbered lines on both streams, then a failure: the error's tail must be the real last lines.
+    script = f"for i in $(seq 1 {lines}); do echo out-$i; echo err-$i >&2; done; echo the-real-end >&2; exit 3"
+    run = stage(tmp_path, [script], max_output_bytes=cap)
+    result = run.results[0]
+    assert result.exit_code == 3
+    doc = json.loads(Path(result.result_path or "").read_text())
+    for stream, prefix, last in (("stdout", "out", f"out-{lines}\n"), ("stderr", "err", "the-real-end\n")):
+        data = Path(getattr(result, f"{stream}_path")).read_bytes()
+        full = sum(len(f"{prefix}-{i}\n") for i in range(1, lines + 1)) + (13 if stream == "stderr" else 0)
+        assert data.startswith(f"{prefix}-1\n{prefix}-2\n".encode()) and data.endswith(last.encode())
+        cut = doc[f"{stream}_cut_bytes"]
+        assert cut == getattr(result, f"{stream}_cut_bytes")
+        if kept_all:
+            assert cut == 0 and len(data) == full and b"bytes cut here" not in data
+        else:
+            marker = f"\n[fsm-runner: {cut} bytes cut here; artifacts.max_output_bytes is {cap}]\n".encode()
+            assert cut == full - cap and len(data) == cap + len(marker)
+            assert data[cap // 2 : cap // 2 + len(marker)] == marker
+    assert result.tail.rstrip().endswith(f"err-{lines}\nthe-real-end")
+
+
+def test_capping_happens_after_masking_so_no_half_secret_survives(tmp_path: Path) -> None:
+    # The secret straddles where the head ends: masked first, it can never be cut in two.
+    cap = 4096
+    pad = cap // 2 - len(SECRET) // 2
+    script = f"head -c {pad} /dev/zero | tr '\\0' a; printf %s \"$TOKEN_X\"; head -c 100000 /dev/zero | tr '\\0' b"
+    env = {**PATH_ONLY, "TOKEN_X": SECRET}
+    run = stage(tmp_path, [script], env=env, redactor=Redactor.from_env(env), max_output_bytes=cap)
+    data = Path(run.results[0].stdout_path or "").read_bytes()
+    assert run.results[0].stdout_cut_bytes > 0
+    assert SECRET[: len(SECRET) // 2].encode() not in data
+    assert SECRET[len(SECRET) // 2 :].encode() not in data
+
+
+@pytest.mark.parametrize("size", [4096 + 100, 4096 + 256, 4096 + 257, 10**6])
+def test_capping_twice_cuts_once(tmp_path: Path, size: int) -> None:
+    output = tmp_path / "out"
+    data = bytes(i % 251 for i in range(size))
+    output.write_bytes(data)
+    cut = cap_output(output, 4096)
+    once = output.read_bytes()
+    assert cut == (size - 4096 if size > 4096 + 256 else 0)
+    assert once[:2048] == data[:2048] and once[-2048:] == data[-2048:]
+    assert cap_output(output, 4096) == 0 and output.read_bytes() == once

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -119,7 +123,8 @@ def test_an_earlier_rollout_is_set_aside_and_never_passes(make_ctx: PhaseContext
     "lines, rollout, require_samples, count, valid",
     [
         ([sample(), "", sample("b")], {}, False, 2, True),
-        ([sample(), "not json", sample("b")], {}, False, 3, True),  # unchecked: every non-blank line counts
+        # unchecked: only lines that are JSON objects count
+        ([sample(), "not json", "[1]", '{"open": ', sample("b")], {}, False, 2, True),
         ([sample(), "not json", sample("b")], {}, True, 2, False),
         ([sample(), sample("b")], {"counts": {"samples": 2, "errors": 2}}, True, 2, False),
         ([sample("")], {}, True, 1, False),
@@ -146,3 +151,28 @@ def test_the_rounds_copy_of_the_samples_masks_secrets(make_ctx: PhaseContexts) -
     kept = (run.ctx.run_dir / "round_1" / "samples.jsonl").read_text().splitlines()
     assert [json.loads(line)["completion"] for line in kept] == ["the key is ***", "b"]
     assert secret in (run.repo / SAMPLES_REL).read_text()  # the repository's file is the target's own
+
+
+#: Counts a samples file in a fresh interpreter and prints the count and the peak RSS growth (KiB).
+_COUNT_CHILD = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    from fsm_runner.contract.outputs import count_json_lines
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    count = count_json_lines(Path(sys.argv[1]))
+    print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """
+)
+
+
+@pytest.mark.parametrize("size_mib", [64])
+def test_a_huge_line_without_newline_counts_nothing_in_bounded_memory(tmp_path: Path, size_mib: int) -> None:
+    samples = tmp_path / "samples.jsonl"
+    with samples.open("wb") as fh:  # one line, no newline, far over the per-line limit
+        fh.write(b'{"prompt": "' + b"x" * (size_mib << 20) + b'"}')
+    proc = subprocess.run([sys.executable, "-c", _COUNT_CHILD, str(samples)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    count, growth_kib = map(int, proc.stdout.split())
+    assert count == 0
+    assert growth_kib < 32 * 1024, f"counting grew RSS by {growth_kib} KiB"

@@ -3,8 +3,10 @@ process group deploy left running."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +161,24 @@ def test_kubectl_dump_without_kubectl_is_recorded_not_fatal(make_ctx: PhaseConte
     assert run.outcome.data["kubectl_dump"] == "skipped: kubectl is not on PATH"
     assert "kubectl_dir" not in run.outcome.data and not (run.evidence / "kubectl").exists()
     assert (deploy.repo / "stopped").exists()
+
+
+def test_the_output_of_a_service_is_capped_once_teardown_has_ended_it(make_ctx: PhaseContexts) -> None:
+    # The service writes far more than the cap to the deploy command's stdout, and keeps running.
+    service = "{ head -c 300000 /dev/zero | tr '\\0' x; echo; echo LAST-SERVICE-LINE; exec sleep 60; } &"
+    pipeline = HEAD + "artifacts: {max_output_bytes: 4096}\n" + deploy_yaml(setup=service, health=None, teardown="true")
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline)
+    assert deploy.outcome.ok, deploy.outcome.error
+    assert deploy.stage_dir is not None
+    output = deploy.stage_dir / "cmd01_try01.stdout"
+    deadline = time.monotonic() + 10
+    while output.stat().st_size < 300000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert output.stat().st_size > 300000  # still whole while the service runs
+    run = run_phase(deploy.ctx, "teardown")
+    assert run.outcome.status == OK
+    data = output.read_bytes()
+    assert data.startswith(b"xxxx") and data.endswith(b"\nLAST-SERVICE-LINE\n") and len(data) < 4096 + 100
+    cut = json.loads((deploy.stage_dir / "cmd01_try01.json").read_text())["stdout_cut_bytes"]
+    assert cut == 300000 + len(b"\nLAST-SERVICE-LINE\n") - 4096
+    assert f"[fsm-runner: {cut} bytes cut here".encode() in data
