@@ -413,7 +413,8 @@ class Session:
         if not (ctx.deployed or ctx.deploy_pgids):
             return
         status = ctx.status
-        outcome = self.driver.phases["teardown"].run(ctx)
+        with self.driver.watched("teardown"):
+            outcome = self.driver.phases["teardown"].run(ctx)
         ctx.status = status
         if self.state == topology.FAILED:
             self.driver.fire(topology.CLEANUP, outcome, reason=f"teardown after the run {status}")

@@ -44,7 +44,7 @@ class HealthPhase:
             this_poll = []
             for index, cmd in enumerate(cmds, start=1):
                 remaining = max(0.5, deadline - time.monotonic())
-                ctx.command_started(self.name, cmd, index, poll)
+                ctx.command_started(self.name, cmd, index, poll, total=len(cmds), out_dir=stage_dir)
                 last = run_command(
                     cmd,
                     cwd=cwd,

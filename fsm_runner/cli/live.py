@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from fsm_runner.cli.output import terminal_text
 from fsm_runner.cli.report import fmt_score, transition_lines
+from fsm_runner.engine.progress import Progress, ProgressHook
 from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
 from fsm_runner.evidence.records import TransitionRecord
 
@@ -146,8 +147,10 @@ class LiveReport:
         self.quiet = quiet
         self.out = out or sys.stdout
         err = status or sys.stderr
+        self.err = err
         self.started = time.monotonic()
         self.ticker = _Ticker(err) if err.isatty() else None
+        self._closed = False
 
     def watch(self, run_dir: Path, mask: Callable[[str], str] = str) -> None:
         """Where the running commands write their output (known only once setup has opened the run), and
@@ -155,6 +158,19 @@ class LiveReport:
         if self.ticker is not None:
             self.ticker.run_dir = run_dir
             self.ticker.mask = mask
+
+    @property
+    def progress(self) -> ProgressHook | None:
+        """The heartbeat hook for ``setup``/``replay``: off on a terminal, where the status line ticks."""
+        return self.heartbeat if self.ticker is None else None
+
+    def heartbeat(self, progress: Progress) -> None:
+        """One line per heartbeat on stderr (a CI or batch log has no status line)."""
+        if self._closed:
+            return
+        line = f"[{time.monotonic() - self.started:6.1f}s] {progress.line()}"
+        self.err.write(terminal_text(line) + "\n")
+        self.err.flush()
 
     def __enter__(self) -> LiveReport:
         if self.ticker is not None:
@@ -164,6 +180,7 @@ class LiveReport:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closed = True
         if self.ticker is not None:
             self.ticker.stop()
 

@@ -195,6 +195,15 @@ def _tail(path: Path, redactor: Redactor, limit: int = TAIL_BYTES) -> str:
     return ("..." + text) if size > limit else text
 
 
+def last_output_line(path: Path, redactor: Redactor) -> str:
+    """The last non-blank line of a command's output file so far, secrets masked ("" when there is none).
+
+    What a heartbeat shows of a command still running: its output is not masked on disk yet.
+    """
+    lines = _tail(path, redactor).splitlines()
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
 def run_command(
     cmd: str,
     *,

@@ -40,5 +40,7 @@ def command(args: argparse.Namespace) -> int:
             wait=args.wait,
             on_wait=note,
             sandbox=args.sandbox,
+            progress=live.progress,
+            heartbeat_s=args.heartbeat,
         )
     return finish(result.to_json(), json_mode=args.json)

@@ -51,6 +51,8 @@ def command(args: argparse.Namespace) -> int:
             on_wait=note,
             isolate=args.isolate,
             sandbox=args.sandbox,
+            progress=live.progress,
+            heartbeat_s=args.heartbeat,
         )
         live.watch(session.run_dir, lambda text: session.ctx.redactor.mask(text))
         options: dict[str, Any] = {
