@@ -13,6 +13,7 @@ from fsm_runner.engine import topology
 from fsm_runner.engine.progress import DEFAULT_HEARTBEAT_S, HEARTBEAT_ENV
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.records import SANDBOXES
+from fsm_runner.states import phase_named, section_aliases
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SCHEMA_FILES = ("pipeline", "bootstrap", "actions")
@@ -83,6 +84,17 @@ def seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
     return value
+
+
+def until_phase(text: str) -> str:
+    """``--until``: a phase, or the pipeline.yml section it runs (``evaluation`` is ``evaluate``)."""
+    phase = phase_named(text)
+    if phase is None:
+        aliases = ", ".join(section_aliases())
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a phase ({', '.join(topology.PHASES)}) or a section name ({aliases})"
+        )
+    return phase
 
 
 def _shared_options() -> dict[str, argparse.ArgumentParser]:
@@ -170,9 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     _env_option(run, "variable for every stage (repeatable)")
     run.add_argument(
         "--until",
-        choices=topology.PHASES,
+        type=until_phase,
         metavar="PHASE",
-        help="stop after PHASE: " + ", ".join(topology.PHASES),
+        help="stop after PHASE: "
+        + ", ".join(topology.PHASES)
+        + "; or the pipeline.yml section it runs: "
+        + ", ".join(f"{k} ({v})" for k, v in section_aliases().items()),
     )
     tree = run.add_mutually_exclusive_group()
     tree.add_argument(
