@@ -55,8 +55,9 @@ def test_run_until_a_section_name_stops_after_its_phase(
     assert result["state"] == next_phase and [p["phase"] for p in result["phases"]][-1] == phase
     run_dir = Path(result["run_dir"])
     assert (run_dir / phase).is_dir() and not (run_dir / next_phase).exists()
-    pid = service_pid(repo)
-    assert pid is not None and not pid_alive(pid)
+    assert (run_dir / "teardown").is_dir()  # what deploy started was stopped
+    pid = service_pid(repo)  # the service may have been stopped before it wrote its pid file
+    assert pid is None or not pid_alive(pid)
 
 
 @pytest.mark.parametrize(("alias", "phase", "next_phase"), ALIASES)
