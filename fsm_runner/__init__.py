@@ -23,6 +23,7 @@ from __future__ import annotations
 from fsm_runner.api import setup
 from fsm_runner.diagrams import diagram
 from fsm_runner.engine.lifecycle import Interrupted, shutdown
+from fsm_runner.engine.progress import Progress
 from fsm_runner.errors import (
     ContractError,
     EvidenceError,
@@ -51,6 +52,7 @@ __all__ = [
     "FsmRunnerError",
     "Interrupted",
     "PhaseSummary",
+    "Progress",
     "RepairAgent",
     "RepairError",
     "RepairReply",

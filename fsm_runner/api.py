@@ -15,6 +15,7 @@ from fsm_runner.contract.bootstrap import load_bootstrap
 from fsm_runner.contract.pipeline import PipelineSpec, artifacts_root, load_pipeline
 from fsm_runner.engine import topology
 from fsm_runner.engine.leftovers import end_dead_runs
+from fsm_runner.engine.progress import ProgressHook, as_hook, heartbeat_seconds
 from fsm_runner.errors import ContractError, FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import artifacts_inside
 from fsm_runner.evidence.layout import PIPELINE_REL, contract_rel_problem, new_run_id
@@ -52,7 +53,7 @@ LEGACY_AGENT_KEYWORDS = frozenset(
 )
 
 
-def setup(
+def setup(  # noqa: PLR0913 (every option is a keyword of the public API)
     target: str | os.PathLike[str],
     *,
     pipeline_rel: str = PIPELINE_REL,
@@ -69,6 +70,8 @@ def setup(
     isolate: bool = False,
     on_wait: Callable[[str], None] | None = None,
     sandbox: str | None = None,
+    progress: ProgressHook | bool | None = None,
+    heartbeat_s: float | None = None,
     **legacy: Any,
 ) -> Session:
     """Resolve ``target`` (a local directory or a git URL, optionally ``url@ref``), load and validate its
@@ -93,9 +96,16 @@ def setup(
     contract, never loosen it: ``sandbox="none"`` with a contract that sets ``bwrap`` is a
     :class:`UsageError`, and so is a sandbox bwrap cannot provide on this machine (the message says what to
     install).
+
+    ``progress`` hears a heartbeat of the running phase every ``heartbeat_s`` seconds (default: the
+    ``FSM_RUNNER_HEARTBEAT_S`` environment variable, else 30; 0 turns it off): a callable receives a
+    :class:`~fsm_runner.Progress` (phase, elapsed time, command n/m, the command's last output line, masked),
+    ``True`` prints it as one line on stderr. Heartbeats run in a thread of their own and stop when the phase
+    ends.
     """
     _check_legacy(legacy)
     _check_arguments(pipeline_rel, unattended, sandbox, wait=wait, isolate=isolate)
+    hook, interval = as_hook(progress), heartbeat_seconds(heartbeat_s)
     # A value that cannot be an agent fails now, not at the first repair.
     agent = as_agent(repair_agent) if repair_agent is not None else None
     overrides = env_map(env_overrides)
@@ -149,6 +159,7 @@ def setup(
             claim=claim,
             sandbox=sandbox,
         )
+        session.driver.progress, session.driver.heartbeat_s = hook, interval
     except BaseException:
         if claim is not None:
             claim.release()

@@ -28,6 +28,7 @@ from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.driver import Driver
 from fsm_runner.engine.leftovers import Leftovers, end_dead_runs
 from fsm_runner.engine.lifecycle import live_sessions
+from fsm_runner.engine.progress import ProgressHook, as_hook, heartbeat_seconds
 from fsm_runner.errors import (
     ContractError,
     EvidenceError,
@@ -403,6 +404,8 @@ def replay(
     wait: bool = ...,
     on_wait: Callable[[str], None] | None = ...,
     sandbox: str | None = ...,
+    progress: ProgressHook | bool | None = ...,
+    heartbeat_s: float | None = ...,
 ) -> EvaluationResult: ...
 
 
@@ -419,6 +422,8 @@ def replay(
     wait: bool = ...,
     on_wait: Callable[[str], None] | None = ...,
     sandbox: str | None = ...,
+    progress: ProgressHook | bool | None = ...,
+    heartbeat_s: float | None = ...,
 ) -> DryRunReport: ...
 
 
@@ -434,6 +439,8 @@ def replay(
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
     sandbox: str | None = None,
+    progress: ProgressHook | bool | None = None,
+    heartbeat_s: float | None = None,
 ) -> EvaluationResult | DryRunReport:
     """Continue a failed run after a fix: same run_id, ``redrive_count`` + 1, records appended.
 
@@ -445,7 +452,8 @@ def replay(
     A local run is replayed in the repository that holds its run dir (see :func:`replay_repo`), holding
     that tree like a session does (``wait=True`` waits for another live run of it; ``on_wait`` hears one
     line when the wait starts). When the failed run's
-    session is still open in this process, replay closes it first.
+    session is still open in this process, replay closes it first. ``progress`` and ``heartbeat_s`` are
+    :func:`fsm_runner.setup`'s.
 
     The replay runs in the sandbox the run recorded (run.json ``sandbox``, ``network``), tightened by what the
     contract now says and by ``sandbox`` (see :func:`fsm_runner.setup`); it is never loosened.
@@ -453,6 +461,7 @@ def replay(
     path = Path(run_dir).resolve()
     if sandbox is not None and sandbox not in SANDBOXES:
         raise UsageError(f"sandbox must be one of {', '.join(SANDBOXES)}, got {sandbox!r}")
+    hook, interval = as_hook(progress), heartbeat_seconds(heartbeat_s)
     if dry_run:
         return check_replay(path, sandbox=sandbox)
     ok, reason = can_replay(path)
@@ -480,7 +489,15 @@ def replay(
         last = records[-1].dest
         redrive = last in (topology.FAILED, topology.REPAIR)
         initial = topology.FAILED if redrive else last
-        driver = Driver(ctx, Journal.open(path), phases(), initial=initial, on_transition=on_transition)
+        driver = Driver(
+            ctx,
+            Journal.open(path),
+            phases(),
+            initial=initial,
+            on_transition=on_transition,
+            progress=hook,
+            heartbeat_s=interval,
+        )
         session = Session._resume(ctx, driver, claim)
     except BaseException:
         if claim is not None:

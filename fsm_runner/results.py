@@ -128,14 +128,18 @@ def _this_round(ctx: RunContext) -> dict[str, dict[str, Any]]:
 
 
 def rollout_result(ctx: RunContext, state: str, journal_path: Path, *, since: int) -> RolloutResult:
+    """The result of ``rollout()``: its ``phase`` is ``rollout``, or the phase the call failed in."""
     data = _this_round(ctx).get("rollout", {})
     samples = data.get("samples_path")
+    common = _common(ctx, state, journal_path, since)
+    if state != FAILED:
+        common["phase"] = "rollout"  # where the call ended, not the state after it (evaluate)
     return RolloutResult(
         ok=state != FAILED,
         rollout=data.get("rollout"),
         samples_path=Path(samples) if samples else None,
         sample_count=int(data.get("sample_count", 0)),
-        **_common(ctx, state, journal_path, since),
+        **common,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -28,13 +30,13 @@ from fsm_runner.engine.lifecycle import (
     sigterm_raises,
     unregister_live,
 )
-from fsm_runner.engine.outcome import ErrorInfo
+from fsm_runner.engine.outcome import FAILED, ErrorInfo, Outcome
 from fsm_runner.engine.phase import Repairer
 from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import create_run_dir
 from fsm_runner.evidence.events import run_logger
 from fsm_runner.evidence.journal import Journal
-from fsm_runner.evidence.layout import ROLLOUT_REL
+from fsm_runner.evidence.layout import ROLLOUT_REL, stage_dir_name
 from fsm_runner.evidence.lock import hold_lock, release_lock
 from fsm_runner.evidence.records import MODES
 from fsm_runner.evidence.redaction import Redactor
@@ -42,7 +44,7 @@ from fsm_runner.execution.interrupts import take_stop
 from fsm_runner.execution.ports import pinned_port, run_port
 from fsm_runner.execution.stage_env import check_overrides, env_map
 from fsm_runner.results import EvaluationResult, RolloutResult, evaluation_result, rollout_result
-from fsm_runner.states import phases
+from fsm_runner.states import phase_named, phases, section_aliases
 from fsm_runner.targets import ResolvedTarget, remove_checkout
 from fsm_runner.trees import TreeClaim
 from fsm_runner.typing import TransitionHook
@@ -341,10 +343,17 @@ class Session:
     ) -> EvaluationResult:
         """Run the phases up to and including ``through`` (``fsm-runner run --until``), then stop there.
 
-        ``ok`` says whether every phase up to ``through`` passed; ``close()`` tears down what is deployed.
+        ``through`` is a phase or the pipeline.yml section it runs (``evaluation`` for ``evaluate``). ``ok``
+        says whether every phase up to ``through`` passed; ``close()`` tears down what is deployed.
         """
-        if through not in topology.PHASES:
-            raise UsageError(f"unknown phase {through!r}; phases are {', '.join(topology.PHASES)}")
+        phase = phase_named(through) if isinstance(through, str) else None
+        if phase is None:
+            aliases = ", ".join(f"{k} ({v})" for k, v in section_aliases().items())
+            raise UsageError(
+                f"unknown phase {through!r}; phases are {', '.join(topology.PHASES)}; section names stand "
+                f"for their phase: {aliases}"
+            )
+        through = phase
         self._configure(
             llm=_model(llm) if llm is not None else None,
             mode=mode,
@@ -413,12 +422,45 @@ class Session:
         if not (ctx.deployed or ctx.deploy_pgids):
             return
         status = ctx.status
-        outcome = self.driver.phases["teardown"].run(ctx)
+        started = time.monotonic()
+        try:
+            with self.driver.watched("teardown"):
+                outcome = self.driver.phases["teardown"].run(ctx)
+        except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM: say what was left undone, then go on
+            ctx.status = status
+            self._teardown_cut_short(exc, time.monotonic() - started)
+            raise
         ctx.status = status
         if self.state == topology.FAILED:
             self.driver.fire(topology.CLEANUP, outcome, reason=f"teardown after the run {status}")
         else:
             ctx.save()
+
+    def _teardown_cut_short(self, exc: KeyboardInterrupt, duration: float) -> None:
+        """Journal a cleanup teardown a signal ended before its commands finished (the ``cleanup`` record
+        carries an ``interrupted`` error); what those commands were to stop may still run."""
+        ctx = self.ctx
+        received = "SIGINT" if not isinstance(exc, Interrupted) else signal.Signals(exc.signum).name
+        count = ctx.runs_of_phase.get("teardown", 0)
+        evidence = ctx.run_dir / stage_dir_name("teardown", count) if count else ctx.run_dir
+        left = (
+            f" (process groups {', '.join(map(str, ctx.deploy_pgids))} were not ended)"
+            if ctx.deploy_pgids
+            else ""
+        )
+        message = (
+            f"teardown cut short by {received}: deploy.teardown_cmds did not finish, so what they stop "
+            f"outside the run's own processes (containers, remote resources, files) may still run{left}"
+        )
+        error = ErrorInfo("interrupted", message, "teardown", ctx.relpath(evidence))
+        outcome = Outcome(phase="teardown", status=FAILED, duration_s=round(duration, 6), error=error)
+        try:
+            if self.state == topology.FAILED:
+                self.driver.fire(topology.CLEANUP, outcome, reason=message)
+            else:
+                ctx.log.bind(phase="teardown").warning("teardown.cut_short", error=message)
+        except BaseException:  # yet another signal, or the disk: the teardown's own evidence stays
+            ctx.log.exception("teardown.cut_short_unrecorded")
 
     def _rollout_result(self) -> RolloutResult:
         return rollout_result(self.ctx, self.state, self.driver.journal.path, since=self._mark)

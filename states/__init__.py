@@ -8,6 +8,7 @@ Each phase is a small class with ``run(ctx) -> Outcome`` that depends only on :m
 from __future__ import annotations
 
 from fsm_runner.engine.phase import Phase
+from fsm_runner.engine.topology import PHASES
 from fsm_runner.states.auth import AuthPhase
 from fsm_runner.states.benchmark import BenchmarkPhase
 from fsm_runner.states.bootstrap import BootstrapPhase
@@ -39,3 +40,20 @@ def phases() -> dict[str, Phase]:
         RepairPhase(),
     )
     return {phase.name: phase for phase in found}
+
+
+def section_aliases() -> dict[str, str]:
+    """pipeline.yml sections named otherwise than the phase that runs their commands (``evaluation`` ->
+    ``evaluate``, ``deploy`` -> ``deploy_setup``): the names that stand for a phase besides its own."""
+    return {
+        section: phase.name
+        for phase in phases().values()
+        if (section := getattr(phase, "section_name", "")) and section != phase.name
+    }
+
+
+def phase_named(name: str) -> str | None:
+    """The phase ``name`` is (a phase name, or a section name of :func:`section_aliases`), or None."""
+    if name in PHASES:
+        return name
+    return section_aliases().get(name)

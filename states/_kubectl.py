@@ -43,7 +43,7 @@ def kubectl_dump(ctx: RunContext, spec: KubectlDumpSpec, stage_dir: Path, stage:
     cmds = dump_commands(spec)
     failures: list[str] = []
     for index, cmd in enumerate(cmds, start=1):
-        ctx.command_started(stage, cmd, index, 1)
+        ctx.command_started(stage, cmd, index, 1, total=len(cmds), out_dir=out_dir)
         result = run_command(
             cmd,
             cwd=ctx.workdir(None),

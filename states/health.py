@@ -100,7 +100,7 @@ class HealthPhase:
         """One poll: the health commands in order, up to the first that fails."""
         results: list[CommandResult] = []
         for index, cmd in enumerate(cmds, start=1):
-            ctx.command_started(self.name, cmd, index, poll)
+            ctx.command_started(self.name, cmd, index, poll, total=len(cmds), out_dir=stage_dir)
             result = run_command(
                 cmd,
                 cwd=cwd,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -16,8 +17,13 @@ from typing import Any, TextIO
 
 from fsm_runner.cli.output import terminal_text
 from fsm_runner.cli.report import fmt_score, transition_lines
+from fsm_runner.engine import topology
+from fsm_runner.engine.lifecycle import Interrupted
+from fsm_runner.engine.progress import Progress, ProgressHook
 from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
 from fsm_runner.evidence.records import TransitionRecord
+from fsm_runner.evidence.store import read_records
+from fsm_runner.replays import can_replay
 
 TICK_SECONDS = 0.5
 _CLEAR_LINE = "\r\x1b[K"
@@ -43,6 +49,27 @@ def summary_lines(result: dict[str, Any], *, until: str | None = None) -> list[s
     if not result.get("ok"):
         lines.append(f"next     fix the cause, then: fsm-runner replay {result.get('run_dir')}")
     return lines
+
+
+def interrupted(exc: KeyboardInterrupt, run_dir: Path) -> Interrupted:
+    """The interrupt ``run``/``replay`` report: the signal, then where the run is, the command that continues
+    it and, when the signal cut the teardown short, what that left (from the journal, which notes it)."""
+    signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+    lines = [str(exc) or "received SIGINT", f"run dir  {run_dir}"]
+    ok, reason = can_replay(run_dir)
+    lines.append(f"next     fsm-runner replay {run_dir}" if ok else f"note     cannot be replayed: {reason}")
+    records = read_records(run_dir).records
+    since = max((i for i, r in enumerate(records) if r.trigger == topology.REDRIVE), default=-1)
+    for record in records[since + 1 :]:
+        error = record.outcome.error if record.outcome is not None else None
+        if record.trigger == topology.CLEANUP and error is not None and error.kind == "interrupted":
+            lines.append(f"{error.message}; see {run_dir / (error.evidence or '')}")
+        elif record.trigger == topology.INTERRUPT and record.source == "teardown":
+            lines.append(
+                f"teardown cut short: the signal came while teardown ran, so what deploy.teardown_cmds stop "
+                f"may still run; see {run_dir}"
+            )
+    return Interrupted(signum, "\n".join(lines))
 
 
 def last_output_line(run_dir: Path, since: float) -> str:
@@ -146,8 +173,10 @@ class LiveReport:
         self.quiet = quiet
         self.out = out or sys.stdout
         err = status or sys.stderr
+        self.err = err
         self.started = time.monotonic()
         self.ticker = _Ticker(err) if err.isatty() else None
+        self._closed = False
 
     def watch(self, run_dir: Path, mask: Callable[[str], str] = str) -> None:
         """Where the running commands write their output (known only once setup has opened the run), and
@@ -155,6 +184,19 @@ class LiveReport:
         if self.ticker is not None:
             self.ticker.run_dir = run_dir
             self.ticker.mask = mask
+
+    @property
+    def progress(self) -> ProgressHook | None:
+        """The heartbeat hook for ``setup``/``replay``: off on a terminal, where the status line ticks."""
+        return self.heartbeat if self.ticker is None else None
+
+    def heartbeat(self, progress: Progress) -> None:
+        """One line per heartbeat on stderr (a CI or batch log has no status line)."""
+        if self._closed:
+            return
+        line = f"[{time.monotonic() - self.started:6.1f}s] {progress.line()}"
+        self.err.write(terminal_text(line) + "\n")
+        self.err.flush()
 
     def __enter__(self) -> LiveReport:
         if self.ticker is not None:
@@ -164,6 +206,7 @@ class LiveReport:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closed = True
         if self.ticker is not None:
             self.ticker.stop()
 

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fsm_runner.contract.pipeline import artifacts_root
+from fsm_runner.engine.progress import escape_controls
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.store import resolve_run
 from fsm_runner.targets import url_runs_root
-
-#: C0 controls but newline and tab, DEL, and C1 controls: what a terminal may act on instead of showing.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def terminal_text(text: str) -> str:
@@ -26,7 +23,7 @@ def terminal_text(text: str) -> str:
     names read from disk): an escape sequence in it could erase lines, retitle the terminal or fake output.
     Every line the commands print passes through here; JSON output is escaped by the JSON encoder instead.
     """
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return escape_controls(text)
 
 
 def emit_json(data: Any) -> None:

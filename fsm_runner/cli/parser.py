@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
 from fsm_runner import __version__
 from fsm_runner.engine import topology
+from fsm_runner.engine.progress import DEFAULT_HEARTBEAT_S, HEARTBEAT_ENV
 from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.records import SANDBOXES
+from fsm_runner.states import phase_named, section_aliases
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SCHEMA_FILES = ("pipeline", "bootstrap", "actions")
@@ -94,12 +97,42 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def seconds(text: str) -> float:
+    """A number of seconds >= 0 (``--heartbeat``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def until_phase(text: str) -> str:
+    """``--until``: a phase, or the pipeline.yml section it runs (``evaluation`` is ``evaluate``)."""
+    phase = phase_named(text)
+    if phase is None:
+        aliases = ", ".join(section_aliases())
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a phase ({', '.join(topology.PHASES)}) or a section name ({aliases})"
+        )
+    return phase
+
+
 def _shared_options() -> dict[str, argparse.ArgumentParser]:
     """Option groups several commands accept, as argparse parent parsers."""
     groups = {
         name: argparse.ArgumentParser(add_help=False)
-        for name in ("json", "pipeline", "lookup", "repair", "sandbox")
+        for name in ("json", "pipeline", "lookup", "repair", "sandbox", "heartbeat")
     }
+    groups["heartbeat"].add_argument(
+        "--heartbeat",
+        type=seconds,
+        metavar="SECONDS",
+        help="when stderr is not a terminal, print a line every SECONDS while a phase runs: the phase, its "
+        f"elapsed time, command n/m and the command's last output line (default: ${HEARTBEAT_ENV}, else "
+        f"{DEFAULT_HEARTBEAT_S:g}; 0: off)",
+    )
     groups["json"].add_argument("--json", action="store_true", help="print JSON instead of text")
     groups["pipeline"].add_argument(
         "--pipeline",
@@ -180,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[shared[g] for g in groups.split()],
         )
 
-    run = command("run", "json pipeline repair sandbox")
+    run = command("run", "json pipeline repair sandbox heartbeat")
     run.add_argument("target", metavar="TARGET", help="local directory or git URL (optionally URL@REF)")
     run.add_argument("--llm", help="model: a local model directory or a remote model name")
     run.add_argument(
@@ -190,9 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     _env_option(run, "variable for every stage (repeatable)")
     run.add_argument(
         "--until",
-        choices=topology.PHASES,
+        type=until_phase,
         metavar="PHASE",
-        help="stop after PHASE: " + ", ".join(topology.PHASES),
+        help="stop after PHASE: "
+        + ", ".join(topology.PHASES)
+        + "; or the pipeline.yml section it runs: "
+        + ", ".join(f"{k} ({v})" for k, v in section_aliases().items()),
     )
     tree = run.add_mutually_exclusive_group()
     tree.add_argument(
@@ -237,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = command("show", "json lookup")
     show.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
 
-    replay = command("replay", "json lookup repair sandbox")
+    replay = command("replay", "json lookup repair sandbox heartbeat")
     replay.add_argument("run", metavar="RUN", help="run directory, run id, or `latest`")
     replay.add_argument("--dry-run", action="store_true", help="only check that the run can be replayed")
     replay.add_argument(

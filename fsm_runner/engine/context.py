@@ -13,12 +13,16 @@ from attrs import define, field
 
 from fsm_runner.contract.bootstrap import BootstrapSpec
 from fsm_runner.contract.pipeline import PipelineSpec
+from fsm_runner.engine.progress import RunningCommand
 from fsm_runner.evidence.atomic import copy_file_atomic, write_json_atomic
 from fsm_runner.evidence.events import RunSink
 from fsm_runner.evidence.layout import (
     BOOTSTRAP_REL,
     RUN_JSON,
     RUNTIME_ENV_REL,
+    STDERR_SUFFIX,
+    STDOUT_SUFFIX,
+    attempt_name,
     repair_dir_name,
     round_file,
     stage_dir_name,
@@ -74,6 +78,8 @@ class RunContext(RunState):
     ended_leftovers: list[dict[str, Any]] = field(factory=list)
     #: The bwrap sandbox of a run with ``sandbox == "bwrap"``, made at its first command (see bwrap_sandbox).
     bwrap: Sandbox | None = None
+    #: The contract command running now (None between commands): what a heartbeat reports.
+    running: RunningCommand | None = None
 
     @classmethod
     def from_state(cls, state: RunState, **live: Any) -> RunContext:
@@ -219,12 +225,21 @@ class RunContext(RunState):
     def workdir(self, rel: str | None) -> Path:
         return (self.repo_root / rel).resolve() if rel else self.repo_root
 
-    def command_started(self, stage: str, cmd: str, index: int, attempt: int) -> None:
+    def command_started(
+        self, stage: str, cmd: str, index: int, attempt: int, *, total: int = 0, out_dir: Path | None = None
+    ) -> None:
+        """Log the start; with ``out_dir`` (the stage's evidence dir) also note it as the running command."""
         self.log.bind(phase=stage).info(
             "command.start", cmd=self.redactor.mask(cmd), index=index, attempt=attempt
         )
+        if out_dir is not None:
+            name = attempt_name(index, attempt)
+            self.running = RunningCommand(
+                index, total, out_dir / f"{name}{STDOUT_SUFFIX}", out_dir / f"{name}{STDERR_SUFFIX}"
+            )
 
     def command_ended(self, stage: str, result: CommandResult) -> None:
+        self.running = None
         self.log.bind(phase=stage).info(
             "command.end",
             index=result.index,
@@ -272,7 +287,9 @@ class RunContext(RunState):
             redactor=self.redactor,
             interactive=interactive,
             keep_background=keep_background,
-            on_start=lambda cmd, index, attempt: self.command_started(stage, cmd, index, attempt),
+            on_start=lambda cmd, index, attempt: self.command_started(
+                stage, cmd, index, attempt, total=len(cmds), out_dir=stage_dir
+            ),
             on_end=lambda result: self.command_ended(stage, result),
             sandbox=self.command_sandbox(service=service or keep_background),
             max_output_bytes=self.pipeline.artifacts.max_output_bytes,

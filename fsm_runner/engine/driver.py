@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from functools import partial
 
 from fsm_runner.engine import topology
@@ -16,6 +17,7 @@ from fsm_runner.engine.deployment import deployment_alive
 from fsm_runner.engine.guards import GUARDS, explain
 from fsm_runner.engine.outcome import FAILED, OK, SKIPPED, ErrorInfo, Outcome, skipped
 from fsm_runner.engine.phase import Phase
+from fsm_runner.engine.progress import DEFAULT_HEARTBEAT_S, ProgressHook, heartbeat
 from fsm_runner.evidence.journal import Journal
 from fsm_runner.evidence.records import TransitionRecord
 from fsm_runner.execution.interrupts import check_stop
@@ -53,12 +55,17 @@ class Driver:
         *,
         initial: str = "clone",
         on_transition: TransitionHook | None = None,
+        progress: ProgressHook | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
         self.ctx = ctx
         self.journal = journal
         self.model = MachineModel()
         self.machine = topology.build_machine(self.model, initial)
         self.on_transition = on_transition
+        #: Called every ``heartbeat_s`` seconds while a phase runs (see :mod:`fsm_runner.engine.progress`).
+        self.progress = progress
+        self.heartbeat_s = heartbeat_s
         self.phases = phases
         ctx.phase = initial
 
@@ -131,13 +138,18 @@ class Driver:
         log.info("phase.start")
         started = time.monotonic()
         try:
-            outcome = self.phases[phase].run(ctx)
+            with self.watched(phase):
+                outcome = self.phases[phase].run(ctx)
         except Exception as exc:  # a bug or an environment failure must still end in a journaled state
             log.exception("phase.crashed")
             error = ErrorInfo("internal", f"{type(exc).__name__}: {exc}", phase)
             outcome = Outcome(phase=phase, status=FAILED, duration_s=time.monotonic() - started, error=error)
         log.info("phase.end", status=outcome.status, duration_s=round(outcome.duration_s, 4))
         return outcome
+
+    def watched(self, phase: str) -> AbstractContextManager[None]:
+        """The heartbeat of ``phase`` for the block that runs it."""
+        return heartbeat(self.ctx, phase, self.progress, self.heartbeat_s)
 
     # -- transitions -------------------------------------------------------------------------------------
 

@@ -221,6 +221,8 @@ def output_tail(stdout_path: Path, stderr_path: Path, redactor: Redactor) -> tup
         if tail.strip():
             return tail, str(path)
     return "", None
+
+
 def cap_output(path: Path, limit: int) -> int:
     """Cut the middle of the output file ``path`` down to ``limit`` bytes; returns how many bytes were cut.
 
@@ -300,6 +302,15 @@ def cap_stage_outputs(stage_dir: Path, limit: int) -> None:
                 before = doc.get(key)
                 doc[key] = value + (before if type(before) is int else 0)
             write_json_atomic(result_file, doc, fsync=False)
+
+
+def last_output_line(path: Path, redactor: Redactor) -> str:
+    """The last non-blank line of a command's output file so far, secrets masked ("" when there is none).
+
+    What a heartbeat shows of a command still running: its output is not masked on disk yet.
+    """
+    lines = _tail(path, redactor).splitlines()
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def run_command(

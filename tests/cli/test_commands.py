@@ -482,7 +482,7 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
         ([], "the following arguments are required: COMMAND"),
         (["run", "x", "--env", "NO_EQUALS"], "'NO_EQUALS': expected NAME=VALUE"),
         (["run", "x", "--repair-iters", "-1"], "'-1' is not a whole number >= 0"),
-        (["run", "x", "--until", "lunch"], "invalid choice: 'lunch'"),
+        (["run", "x", "--until", "lunch"], "'lunch' is not a phase (clone, bootstrap,"),
         (["run", "x", "--mode", "huge"], "invalid choice: 'huge'"),
         (["diagram", "--format", "png"], "invalid choice: 'png'"),
         (["diagram", "--render", "svg"], "error: --render writes an image: give the file with --output FILE"),

@@ -7,7 +7,7 @@ import os
 
 from fsm_runner.cli.commands.run import finish, repair_options
 from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
-from fsm_runner.cli.live import LiveReport
+from fsm_runner.cli.live import LiveReport, interrupted
 from fsm_runner.cli.output import emit_json, find_run, note, print_lines
 from fsm_runner.errors import ReplayError
 from fsm_runner.evidence.redaction import Redactor
@@ -30,15 +30,20 @@ def command(args: argparse.Namespace) -> int:
     live = LiveReport(quiet=args.json)
     live.watch(run_dir, Redactor.from_env({**os.environ, **dict(args.env)}).mask)
     with live:
-        result = replay(
-            run_dir,
-            repair_iters=iters,
-            repair_agent=agent,
-            env_overrides=dict(args.env),
-            console=False,
-            on_transition=live,
-            wait=args.wait,
-            on_wait=note,
-            sandbox=args.sandbox,
-        )
+        try:
+            result = replay(
+                run_dir,
+                repair_iters=iters,
+                repair_agent=agent,
+                env_overrides=dict(args.env),
+                console=False,
+                on_transition=live,
+                wait=args.wait,
+                on_wait=note,
+                sandbox=args.sandbox,
+                progress=live.progress,
+                heartbeat_s=args.heartbeat,
+            )
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say where the run is and how to continue it
+            raise interrupted(exc, run_dir) from None
     return finish(result.to_json(), json_mode=args.json)

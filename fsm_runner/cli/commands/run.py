@@ -7,7 +7,7 @@ from typing import Any
 
 from fsm_runner.api import setup
 from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
-from fsm_runner.cli.live import LiveReport, summary_lines
+from fsm_runner.cli.live import LiveReport, interrupted, summary_lines
 from fsm_runner.cli.output import emit_json, note, print_lines
 from fsm_runner.engine import topology
 from fsm_runner.repair import CommandAgent
@@ -51,6 +51,8 @@ def command(args: argparse.Namespace) -> int:
             on_wait=note,
             isolate=args.isolate,
             sandbox=args.sandbox,
+            progress=live.progress,
+            heartbeat_s=args.heartbeat,
         )
         live.watch(session.run_dir, lambda text: session.ctx.redactor.mask(text))
         options: dict[str, Any] = {
@@ -59,11 +61,14 @@ def command(args: argparse.Namespace) -> int:
             "repair_iters": iters,
         }
         try:
-            if until:
-                result = session.advance(until, llm=args.llm, **options)
-                report = {**result.to_json(), "until": until, "state": session.state}
-            else:
-                report = session.run(args.llm, **options).to_json()
-        finally:
-            session.close()
+            try:
+                if until:
+                    result = session.advance(until, llm=args.llm, **options)
+                    report = {**result.to_json(), "until": until, "state": session.state}
+                else:
+                    report = session.run(args.llm, **options).to_json()
+            finally:
+                session.close()
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say where the run is and how to continue it
+            raise interrupted(exc, session.run_dir) from None
     return finish(report, json_mode=args.json, until=until)
