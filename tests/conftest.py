@@ -45,8 +45,11 @@ def make_target(tmp_path: Path) -> TargetFactory:
 
 
 def service_pid(repo: Path) -> int | None:
-    pid_file = repo / ".aider_fsm" / "svc.pid"
-    return int(pid_file.read_text()) if pid_file.exists() else None
+    """The service's pid, or None when it has not written its pid file (yet, or not whole)."""
+    try:
+        return int((repo / ".aider_fsm" / "svc.pid").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def pid_alive(pid: int) -> bool:
