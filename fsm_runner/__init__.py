@@ -13,6 +13,9 @@ every thread, is torn down.
 
 After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.check_replay(run_dir)`` (a dry run),
 ``fsm_runner.replay(run_dir)`` and ``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
+
+Many targets x checkpoints: ``fsm_runner.sweep(targets, llms)`` (rows in ``results.jsonl``), and from a
+training loop without blocking ``fsm_runner.submit(target, llm)`` or ``sweep(..., wait=False)``.
 """
 
 from __future__ import annotations
@@ -34,9 +37,13 @@ from fsm_runner.repair import CallableAgent, CommandAgent, RepairAgent, RepairRe
 from fsm_runner.replays import DryRunReport, can_replay, check_replay, replay
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.session import Session
+from fsm_runner.sweeps.cells import CellResult
+from fsm_runner.sweeps.submit import RunHandle, submit
+from fsm_runner.sweeps.sweep import SweepHandle, SweepResult, sweep
 
 __all__ = [
     "CallableAgent",
+    "CellResult",
     "CommandAgent",
     "ContractError",
     "DryRunReport",
@@ -52,7 +59,10 @@ __all__ = [
     "RepairRequest",
     "ReplayError",
     "RolloutResult",
+    "RunHandle",
     "Session",
+    "SweepHandle",
+    "SweepResult",
     "TargetError",
     "UsageError",
     "can_replay",
@@ -61,5 +71,7 @@ __all__ = [
     "replay",
     "setup",
     "shutdown",
+    "submit",
+    "sweep",
 ]
 __version__ = "0.1.0"

@@ -22,6 +22,8 @@ PORT_ENV = "AIDER_FSM_PORT"
 MAX_SECONDS = 7 * 24 * 3600
 #: Most extra attempts of one command: more is a typo, and each attempt may take a full time limit.
 MAX_RETRIES = 100
+#: Most processes, tasks or CPUs a setting may ask for at once: more is a typo.
+MAX_WORKERS = 1024
 _META = "fsm_runner.contract"
 
 
