@@ -3,6 +3,8 @@ on a terminal a live status line that is rewritten in place; in a log a heartbea
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 import time
@@ -24,7 +26,12 @@ def _clock(seconds: float) -> str:
 
 
 def short_name(text: str, width: int = 40) -> str:
-    """A target or llm as a table shows it: a path's last parts, at most ``width`` characters."""
+    """A target or llm as a table shows it: a path under the working directory relative to it, and at most
+    ``width`` characters (the end of a longer one)."""
+    if os.path.isabs(text):
+        with contextlib.suppress(ValueError, OSError):
+            rel = os.path.relpath(text)
+            text = text if rel.startswith("..") else rel
     return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 

@@ -7,11 +7,13 @@ Rows are appended to ``<out_dir>/results.jsonl`` as cells finish. An interrupt (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -319,7 +321,7 @@ class _Loop:
             cell, handle = item
             return cell, handle.stop(STOP_GRACE_S)
 
-        with ThreadPoolExecutor(max_workers=len(running)) as pool:
+        with _sigint_ignored(), ThreadPoolExecutor(max_workers=len(running)) as pool:
             stopped = list(pool.map(stop, running.values()))
         running.clear()
         for cell, row in stopped:
@@ -343,6 +345,20 @@ class _Loop:
             {**manifest, "finished": _now(), "status": status, **counts, "skipped": self.skipped},
         )
         return result
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """While running cells are torn down, a second Ctrl-C must not cut that short (it would leave them
+    running): it is ignored until they are gone (main thread only; elsewhere signals do not arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _why(exc: BaseException) -> str:
@@ -444,7 +460,7 @@ def run_plan(
     *,
     executor: str | Executor | None = None,
     wait: bool = True,
-    progress: bool | ProgressSink | None = None,
+    progress: bool | ProgressSink | Progress | None = None,
 ) -> SweepResult | SweepHandle:
     """Run a resolved sweep (what :func:`sweep` and ``fsm-runner sweep`` share)."""
     own = executor is None or isinstance(executor, str)
@@ -454,8 +470,10 @@ def run_plan(
         else executor  # type: ignore[assignment]
     )
     total = len(plan.cells)
-    if progress is True:
-        reporter: Progress | None = Progress.to_stderr(total)
+    if isinstance(progress, Progress):
+        reporter: Progress | None = progress
+    elif progress is True:
+        reporter = Progress.to_stderr(total)
     elif callable(progress):
         reporter = Progress(total, sink=progress)
     else:
