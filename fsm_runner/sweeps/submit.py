@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -20,12 +21,15 @@ from fsm_runner.sweeps.sweep import POLL_S, STOP_GRACE_S
 class RunHandle:
     """A run started by :func:`submit`: ``done()``, ``result()`` (its row) and ``cancel()``."""
 
-    def __init__(self, handle: CellHandle, executor: Executor, *, own: bool, log_dir: Path) -> None:
+    def __init__(
+        self, handle: CellHandle, executor: Executor, *, own: bool, log_dir: Path, temporary: bool = False
+    ) -> None:
         self._handle = handle
         self._executor = executor
         self._own = own
         self._row: CellResult | None = None
         self._lock = threading.Lock()
+        self._temporary = temporary
         self.log_dir = log_dir
 
     def _settle(self, row: CellResult | None) -> CellResult | None:
@@ -33,6 +37,8 @@ class RunHandle:
             self._row = row
             if self._own:
                 self._executor.close()
+            if self._temporary and row.ok:  # a failed run's error may point at its log: that one stays
+                shutil.rmtree(self.log_dir, ignore_errors=True)
         return self._row
 
     def done(self) -> bool:
@@ -82,8 +88,9 @@ def submit(
 ) -> RunHandle:
     """Start one isolated run of ``target`` for ``llm`` (setup, rollout when the pipeline has one, evaluate,
     close) on ``executor`` and return at once. Relative paths are read from the working directory. The run's
-    process log and result file go to ``log_dir`` (default: a new directory under the system temp dir); its
-    evidence goes where a run of ``target`` keeps it (or ``artifacts_dir``). An executor object passed in is
+    process log and result file go to ``log_dir`` (default: a new directory under the system temp dir,
+    removed once the run has succeeded); its evidence goes where a run of ``target`` keeps it (or
+    ``artifacts_dir``). An executor object passed in is
     the caller's to close."""
     if not isinstance(repair_agent, (str, type(None))):
         raise UsageError("repair_agent of a submitted run is a command line (a string): the run is in a process of its own")
@@ -104,11 +111,12 @@ def submit(
         if own
         else executor  # type: ignore[assignment]
     )
-    logs = Path(log_dir).absolute() if log_dir is not None else Path(tempfile.mkdtemp(prefix="fsm-runner-run-"))
+    temporary = log_dir is None
+    logs = Path(tempfile.mkdtemp(prefix="fsm-runner-run-")) if log_dir is None else Path(log_dir).absolute()
     try:
         handle = chosen.start(spec, logs, f"run-{new_run_id()}")
     except BaseException:
         if own:
             chosen.close()
         raise
-    return RunHandle(handle, chosen, own=own, log_dir=logs)
+    return RunHandle(handle, chosen, own=own, log_dir=logs, temporary=temporary)
