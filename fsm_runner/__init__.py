@@ -20,6 +20,9 @@ training loop without blocking ``fsm_runner.submit(target, llm)`` or ``sweep(...
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fsm_runner.api import setup
 from fsm_runner.diagrams import diagram
 from fsm_runner.engine.lifecycle import Interrupted, shutdown
@@ -37,9 +40,6 @@ from fsm_runner.repair import CallableAgent, CommandAgent, RepairAgent, RepairRe
 from fsm_runner.replays import DryRunReport, can_replay, check_replay, replay
 from fsm_runner.results import EvaluationResult, PhaseSummary, RolloutResult
 from fsm_runner.session import Session
-from fsm_runner.sweeps.cells import CellResult
-from fsm_runner.sweeps.submit import RunHandle, submit
-from fsm_runner.sweeps.sweep import SweepHandle, SweepResult, sweep
 
 __all__ = [
     "CallableAgent",
@@ -75,3 +75,28 @@ __all__ = [
     "sweep",
 ]
 __version__ = "0.1.0"
+
+#: Sweep names, imported on first use: ``import fsm_runner`` stays as quick as it was, and a cell's own
+#: process (``python -m fsm_runner.sweeps.cells``) does not import its module twice.
+_LAZY = {
+    "CellResult": "fsm_runner.sweeps.cells",
+    "RunHandle": "fsm_runner.sweeps.submit",
+    "submit": "fsm_runner.sweeps.submit",
+    "SweepHandle": "fsm_runner.sweeps.sweep",
+    "SweepResult": "fsm_runner.sweeps.sweep",
+    "sweep": "fsm_runner.sweeps.sweep",
+}
+
+if TYPE_CHECKING:
+    from fsm_runner.sweeps.cells import CellResult
+    from fsm_runner.sweeps.submit import RunHandle, submit
+    from fsm_runner.sweeps.sweep import SweepHandle, SweepResult, sweep
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fsm_runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
