@@ -52,7 +52,7 @@ def score_table(rows: list[fsm_runner.CellResult], benchmarks: list[str]) -> lis
             cells.append(f"{row.score:.3f}{delta}")
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
 
 
 def main_submit(targets: list[str]) -> int:

@@ -231,15 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--file", choices=SCHEMA_FILES, help="the same as FILE (default: pipeline)")
 
     sweep = command("sweep", "json")
-    sweep.add_argument("sweep_file", metavar="SWEEP.yml", help="the sweep file (see `fsm-runner schema sweep`)")
-    sweep.add_argument("--executor", choices=EXECUTORS, help="local (processes here) or ray; default: the file's")
+    sweep.add_argument(
+        "sweep_file", metavar="SWEEP.yml", help="the sweep file (see `fsm-runner schema sweep`)"
+    )
+    sweep.add_argument(
+        "--executor", choices=EXECUTORS, help="local (processes here) or ray; default: the file's"
+    )
     sweep.add_argument("--address", metavar="ADDR", help="ray: join this cluster instead of starting one")
     sweep.add_argument(
-        "--concurrency", type=positive, metavar="N", help="cells at once (default: the file's, else the cores)"
+        "--concurrency",
+        type=positive,
+        metavar="N",
+        help="cells at once (default: the file's, else the cores)",
     )
     sweep.add_argument(
         "--resume",
         action="store_true",
-        help="do not run again the cells whose latest row succeeded with the commit and contract they have now",
+        help="do not run again the cells whose latest row succeeded with the commit and contract they have "
+        "now",
     )
     return parser

@@ -122,7 +122,9 @@ def make_executor(
     """The executor ``name`` names: ``local`` (processes here) or ``ray`` (the optional extra)."""
     if name == "local":
         if address is not None:
-            raise UsageError("address= is for the ray executor; the local executor runs cells on this machine")
+            raise UsageError(
+                "address= is for the ray executor; the local executor runs cells on this machine"
+            )
         return LocalExecutor(concurrency)
     if name == "ray":
         raise UsageError("executor 'ray' is not available in this build; use executor 'local'")

@@ -101,7 +101,9 @@ class Progress:
         with self._lock:
             self.total -= count
         if count:
-            self._say(f"resume: {count} cell(s) already succeeded with this commit and contract; not run again")
+            self._say(
+                f"resume: {count} cell(s) already succeeded with this commit and contract; not run again"
+            )
 
     def finished(self, row: CellResult) -> None:
         with self._lock:

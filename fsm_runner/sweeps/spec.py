@@ -60,7 +60,7 @@ class SweepSpec:
             "strs",
             "Models, in column order: model names, or checkpoint directories (relative to this file).",
             required=True,
-            missing="missing; list the models or checkpoint directories, e.g. `llms: [exact, ckpts/step-100]`",
+            missing="missing; list the models or checkpoint directories, e.g. `llms: [exact, ckpts/step-1]`",
         ),
     )
     mode: str = field(default="smoke", metadata=meta("enum", "AIDER_EVAL_MODE of every cell.", choices=MODES))
@@ -71,7 +71,8 @@ class SweepSpec:
     executor: str = field(
         default="local",
         metadata=meta(
-            "enum", "local: processes on this machine; ray: Ray tasks (pip install 'fsm-runner[ray]').",
+            "enum",
+            "local: processes on this machine; ray: Ray tasks (pip install 'fsm-runner[ray]').",
             choices=EXECUTORS,
         ),
     )
@@ -143,7 +144,7 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
         first = errors[0]
         rest = "".join(f"\n{e}" for e in errors[1:])
         raise ContractError(first.problem + rest, path=first.path, line=first.line, key=first.key)
-    assert spec is not None
+    assert isinstance(spec, SweepSpec)
     return evolve(spec, path=str(file.absolute()))
 
 

@@ -1,4 +1,5 @@
-"""``submit()``: one run started in the background, so a training loop goes on while a checkpoint is scored."""
+"""``submit()``: one run started in the background, so a training loop goes on while a checkpoint is
+scored."""
 
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ class RunHandle:
             if self._row is None:
                 row = self._handle.stop(grace)
                 if not row.ok:
-                    row = CellResult.from_json({**row.to_json(), "error": f"cancelled: {row.error or 'stopped'}"})
+                    row = CellResult.from_json(
+                        {**row.to_json(), "error": f"cancelled: {row.error or 'stopped'}"}
+                    )
                 self._settle(row)
             assert self._row is not None
             return self._row
@@ -93,7 +96,9 @@ def submit(
     ``artifacts_dir``). An executor object passed in is
     the caller's to close."""
     if not isinstance(repair_agent, (str, type(None))):
-        raise UsageError("repair_agent of a submitted run is a command line (a string): the run is in a process of its own")
+        raise UsageError(
+            "repair_agent of a submitted run is a command line (a string): the run is in a process of its own"
+        )
     base = Path.cwd()
     spec = CellSpec(
         target=resolve_target_spec(os.fspath(target), base),

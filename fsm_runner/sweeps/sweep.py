@@ -30,7 +30,6 @@ from fsm_runner.sweeps.progress import Progress, ProgressSink
 from fsm_runner.sweeps.spec import resolve_llm, resolve_target_spec
 from fsm_runner.sweeps.store import (
     CELLS,
-    MANIFEST,
     RESULTS,
     append_row,
     holding,
@@ -137,7 +136,8 @@ def _runner_version() -> str:
 
 
 def _slug(text: str) -> str:
-    """A file-name-safe short form of a target or llm: its last path part (the cell index keeps names unique)."""
+    """A file-name-safe short form of a target or llm: its last path part (the cell index keeps names
+    unique)."""
     tail = re.split(r"[/\\:]+", text.rstrip("/"))[-1][-40:]
     return re.sub(r"[^A-Za-z0-9._-]", "_", tail).strip("._-") or "x"
 
@@ -374,7 +374,9 @@ class SweepHandle:
         self._loop = loop
         self._result: SweepResult | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, args=(runner,), name="fsm-runner-sweep", daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, args=(runner,), name="fsm-runner-sweep", daemon=True
+        )
         self._thread.start()
 
     def _main(self, runner: Callable[[], SweepResult]) -> None:
@@ -465,7 +467,9 @@ def run_plan(
     """Run a resolved sweep (what :func:`sweep` and ``fsm-runner sweep`` share)."""
     own = executor is None or isinstance(executor, str)
     chosen: Executor = (
-        make_executor(plan.executor, concurrency=plan.concurrency, address=plan.address, num_cpus=plan.num_cpus)
+        make_executor(
+            plan.executor, concurrency=plan.concurrency, address=plan.address, num_cpus=plan.num_cpus
+        )
         if own
         else executor  # type: ignore[assignment]
     )

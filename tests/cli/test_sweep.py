@@ -82,7 +82,7 @@ def test_a_signal_in_the_middle_then_resume(tmp_path: Path, signum: int, code: i
     proc = start_sweep(path, env)
     deadline = time.monotonic() + 90
     # the first cell has finished and the third has started: one row written, two cells running
-    while not (read_rows(out) and list((out / "cells").glob("002-*.log"))):
+    while not (read_rows(out) and any((out / "cells").glob("002-*.log"))):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the sweep did not get going"
         time.sleep(0.05)

@@ -21,9 +21,21 @@ def table_lines(result: SweepResult) -> list[str]:
         status = "ok" if row.ok else "FAILED"
         score = "-" if row.score is None else f"{row.score:.3f}"
         detail = (row.error or "").splitlines()[0][:120] if not row.ok and row.error else (row.run_dir or "")
-        lines.append((short_name(row.target, 32), short_name(row.llm, 32), status, score, f"{row.duration_s:.1f}s", detail))
+        lines.append(
+            (
+                short_name(row.target, 32),
+                short_name(row.llm, 32),
+                status,
+                score,
+                f"{row.duration_s:.1f}s",
+                detail,
+            )
+        )
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header) - 1)]
-    text = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in [header, *lines]]
+    text = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in [header, *lines]
+    ]
     resumed = f", {result.skipped} kept from before (resume)" if result.skipped else ""
     stopped = "; interrupted: the cells without a row did not run" if result.interrupted else ""
     text.append("")
