@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from attrs import define, evolve, field
 
@@ -410,6 +410,66 @@ class SweepHandle:
         """Stop launching cells, tear the running ones down, and return what the sweep did."""
         self._loop.request_stop("cancelled")
         return self.result(timeout)
+
+
+@overload
+def sweep(
+    targets: Sequence[str | os.PathLike[str]] | str,
+    llms: Sequence[str | os.PathLike[str]] | str,
+    *,
+    mode: str = "smoke",
+    executor: str | Executor = "local",
+    concurrency: int | None = None,
+    env_overrides: Mapping[str, str] | None = None,
+    repair_iters: int = 0,
+    repair_agent: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: float = 1.0,
+    wait: Literal[True] = True,
+    progress: bool | ProgressSink | None = None,
+) -> SweepResult: ...
+
+
+@overload
+def sweep(
+    targets: Sequence[str | os.PathLike[str]] | str,
+    llms: Sequence[str | os.PathLike[str]] | str,
+    *,
+    mode: str = "smoke",
+    executor: str | Executor = "local",
+    concurrency: int | None = None,
+    env_overrides: Mapping[str, str] | None = None,
+    repair_iters: int = 0,
+    repair_agent: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: float = 1.0,
+    wait: Literal[False],
+    progress: bool | ProgressSink | None = None,
+) -> SweepHandle: ...
+
+
+@overload
+def sweep(
+    targets: Sequence[str | os.PathLike[str]] | str,
+    llms: Sequence[str | os.PathLike[str]] | str,
+    *,
+    mode: str = "smoke",
+    executor: str | Executor = "local",
+    concurrency: int | None = None,
+    env_overrides: Mapping[str, str] | None = None,
+    repair_iters: int = 0,
+    repair_agent: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: float = 1.0,
+    wait: bool = True,
+    progress: bool | ProgressSink | None = None,
+) -> SweepResult | SweepHandle: ...
 
 
 def sweep(

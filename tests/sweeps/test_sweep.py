@@ -168,4 +168,4 @@ def test_cancelling_a_background_sweep_leaves_nothing_running(workspace: Workspa
 )
 def test_arguments_that_cannot_work(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        fsm_runner.sweep([str(tmp_path)], ["exact"], **kwargs)  # type: ignore[arg-type]
+        fsm_runner.sweep([str(tmp_path)], ["exact"], **kwargs)  # type: ignore[call-overload]
