@@ -11,7 +11,7 @@ from fsm_runner import __version__
 from fsm_runner.engine import topology
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.records import SANDBOXES
-from fsm_runner.sweeps.executors import EXECUTORS
+from fsm_runner.sweeps import EXECUTORS
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SCHEMA_FILES = ("pipeline", "bootstrap", "actions", "sweep")

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 from fsm_runner.errors import UsageError
+from fsm_runner.sweeps import EXECUTORS
 from fsm_runner.sweeps.cells import CellProcess, CellResult, CellSpec
-
-#: The executors ``make_executor`` knows, in the order the docs list them.
-EXECUTORS = ("local", "ray")
 
 
 class CellHandle(Protocol):

@@ -20,7 +20,7 @@ from fsm_runner.contract.schema import document_schema
 from fsm_runner.contract.yamlload import compose, line_of, present, read_file
 from fsm_runner.errors import ContractError
 from fsm_runner.evidence.records import MODES
-from fsm_runner.sweeps.executors import EXECUTORS
+from fsm_runner.sweeps import EXECUTORS
 from fsm_runner.targets import _looks_like_url
 
 
