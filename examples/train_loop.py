@@ -1,16 +1,25 @@
-"""Drive examples/arith_bench from a training loop: one session, one rollout + evaluation per checkpoint.
+"""Drive examples/arith_bench from a training loop, in one of two ways.
 
     python examples/train_loop.py [TARGET]
+    python examples/train_loop.py --submit [TARGET ...]
+
+The first way is one session, one rollout + evaluation per checkpoint, in the loop itself: it prints one
+line per checkpoint (``checkpoint exact: score=1.000``).
+
+With ``--submit`` the loop does not wait: after each checkpoint is saved, one run per benchmark (TARGET)
+starts in the background (``fsm_runner.submit``) and training goes on; the results are collected at the end
+and printed as a table, benchmarks by checkpoints, with each score's change against the first checkpoint.
 
 TARGET defaults to the arith_bench directory next to this script. The "checkpoints" are the names of two
 models the arith_bench server serves: ``exact`` (always right) and ``sloppy`` (wrong on about a quarter of
 the prompts). In a real loop the llm would be a checkpoint directory (a local model) or a served model name.
-Prints one line per checkpoint (``checkpoint exact: score=1.000``) and exits 1 when a call fails.
+Exits 1 when a call or a run fails.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import fsm_runner
@@ -19,7 +28,59 @@ CHECKPOINTS = ("exact", "sloppy")
 DEFAULT_TARGET = Path(__file__).resolve().parent / "arith_bench"
 
 
+def train_one_step(checkpoint: str) -> None:
+    """Stands for a training step that ends by saving ``checkpoint``."""
+    time.sleep(0.2)
+
+
+def score_table(rows: list[fsm_runner.CellResult], benchmarks: list[str]) -> list[str]:
+    """Benchmarks by checkpoints, with each score's change against the first checkpoint; FAILED marks a
+    failed run. This is the one place that formats results: a comparison table from the library can take
+    its place."""
+    by_cell = {(row.target, row.llm): row for row in rows}
+    header = ["benchmark", *CHECKPOINTS]
+    lines = [header]
+    for bench in benchmarks:
+        cells, base = [Path(bench).name], None
+        for llm in CHECKPOINTS:
+            row = by_cell[(bench, llm)]
+            if not row.ok or row.score is None:
+                cells.append("FAILED")
+                continue
+            delta = "" if base is None else f" ({row.score - base:+.3f})"
+            base = row.score if base is None else base
+            cells.append(f"{row.score:.3f}{delta}")
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+
+
+def main_submit(targets: list[str]) -> int:
+    """Submit each saved checkpoint to every benchmark, train on, collect and print the table at the end."""
+    benchmarks = [str(Path(t).resolve()) for t in targets] or [str(DEFAULT_TARGET)]
+    handles = []
+    for llm in CHECKPOINTS:
+        train_one_step(llm)
+        for bench in benchmarks:
+            try:
+                handles.append(fsm_runner.submit(bench, llm))  # returns at once; the run goes on meanwhile
+            except fsm_runner.FsmRunnerError as exc:
+                print(f"train_loop: cannot submit {llm} to {bench}: {exc}", file=sys.stderr)
+                for handle in handles:
+                    handle.cancel()
+                return 1
+        print(f"checkpoint {llm} saved; scoring it on {len(benchmarks)} benchmark(s) in the background")
+    rows = [handle.result() for handle in handles]
+    for row in rows:
+        if not row.ok:
+            print(f"train_loop: {row.llm} on {row.target} failed: {row.error}", file=sys.stderr)
+    print("\n".join(score_table(rows, benchmarks)))
+    return 0 if all(row.ok for row in rows) else 1
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--submit":
+        return main_submit(argv[1:])
     target = Path(argv[0]) if argv else DEFAULT_TARGET
     try:
         sess = fsm_runner.setup(target)  # clone phase only; bootstrap runs with the first rollout

@@ -29,6 +29,7 @@ from fsm_runner.evidence.atomic import create_run_dir, write_text_atomic
 from fsm_runner.evidence.layout import (
     CHECKOUT_OWNER_SUFFIX,
     JOURNAL,
+    PIPELINE_REL,
     RUN_JSON,
     checkout_owner,
     clone_checkouts_dir,
@@ -44,6 +45,7 @@ from fsm_runner.execution.process import run_captured
 
 __all__ = [
     "ResolvedTarget",
+    "current_contract",
     "default_clones_dir",
     "refuse_committed_outputs",
     "remove_checkout",
@@ -205,26 +207,32 @@ def _clone(
         entry.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TargetError(f"cannot create clone cache {entry.parent}: {exc.strerror}") from None
-    opts = _file_opts(url)
     with _cache_lock(entry, git):
-        hit = entry.exists() and _is_clone_of(git, entry, url)
-        if hit:
-            fetch = ("fetch", "-q", "--prune", "--tags", "--force", "origin")
-            git(*opts, *fetch, cwd=entry, what=f"cannot fetch {url}")
-            sha = _resolve(git, entry, url, ref)
-        else:
-            if entry.exists() or entry.is_symlink():
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-            try:
-                git(*opts, "clone", "-q", "--no-checkout", "--", url, str(tmp), what=f"cannot clone {url}")
-                sha = _resolve(git, tmp, url, ref)
-                tmp.rename(entry)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        sha, hit = _fetched(url, ref, entry, git)
         _prune_checkouts(git, entry)
         checkout = _add_checkout(git, entry, sha, run_id, artifacts_dir)
     return checkout, sha, hit
+
+
+def _fetched(url: str, ref: str | None, entry: Path, git: _Git) -> tuple[str, bool]:
+    """Bring the cached clone ``entry`` up to date (cloning it first when missing) and resolve ``ref``:
+    (sha, whether the cache was there). The caller holds the cache lock."""
+    opts = _file_opts(url)
+    hit = entry.exists() and _is_clone_of(git, entry, url)
+    if hit:
+        fetch = ("fetch", "-q", "--prune", "--tags", "--force", "origin")
+        git(*opts, *fetch, cwd=entry, what=f"cannot fetch {url}")
+        return _resolve(git, entry, url, ref), hit
+    if entry.exists() or entry.is_symlink():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        git(*opts, "clone", "-q", "--no-checkout", "--", url, str(tmp), what=f"cannot clone {url}")
+        sha = _resolve(git, tmp, url, ref)
+        tmp.rename(entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sha, hit
 
 
 # -- one checkout per run ------------------------------------------------------------------------------------
@@ -493,3 +501,46 @@ def refuse_committed_outputs(repo_root: Path, pipeline: PipelineSpec, pipeline_r
             path=out.named_in or pipeline_rel,
             key=out.key,
         )
+
+
+# -- what a run would see now ------------------------------------------------------------------------------
+
+
+def current_contract(
+    target: str | os.PathLike[str],
+    *,
+    pipeline_rel: str = PIPELINE_REL,
+    clones_dir: Path | None = None,
+    timeout: float = 300,
+) -> tuple[str | None, str | None]:
+    """(commit, sha256 of the pipeline file) that a run of ``target`` started now would record, without a
+    run: a local tree's HEAD (None outside git) and its pipeline file; a git URL fetched into the clone cache
+    and the pipeline file at the resolved commit (no checkout is made). The hash is None when the file is
+    missing. Raises TargetError or UsageError as :func:`resolve_target` does."""
+    git = _Git(timeout)
+    url, ref, local = _split_target(target, None)
+    if local is not None:
+        commit = git("rev-parse", "--verify", "--quiet", "HEAD", cwd=local, what="read HEAD", check=False)
+        try:
+            data: bytes | None = (local / pipeline_rel).read_bytes()
+        except OSError:
+            data = None
+        return commit or None, hashlib.sha256(data).hexdigest() if data is not None else None
+    entry = _entry(url, clones_dir)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with _cache_lock(entry, git):
+            sha, _ = _fetched(url, ref, entry, git)
+    except TargetError as exc:
+        raise TargetError(strip_credentials(str(exc))) from None
+    except OSError as exc:
+        raise TargetError(f"cannot create clone cache {entry.parent}: {exc.strerror}") from None
+    shown = run_captured(
+        ["git", *_HOST_SIDE, "cat-file", "blob", f"{sha}:{pipeline_rel}"],
+        cwd=entry,
+        env=git.env,
+        timeout=git.remaining("read the pipeline file"),
+    )
+    if shown.timed_out or shown.returncode != 0:
+        return sha, None
+    return sha, hashlib.sha256(shown.stdout).hexdigest()

@@ -75,6 +75,22 @@ def procs_in(repo: Path) -> list[int]:
     return found
 
 
+def procs_under(root: Path) -> list[int]:
+    """Live processes whose working directory or command line is inside ``root`` (a cell's runner process
+    names its result file under ``root``; the commands of its run work in a copy under ``root``)."""
+    found = set(procs_in(root)) - {os.getpid()}  # a test may work in ``root`` itself
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if str(root) in cmdline and pid_alive(int(entry.name)):
+            found.add(int(entry.name))
+    return sorted(found)
+
+
 def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
     """Wait until a child runner reaches a point it marks with ``path`` (it must not exit first)."""
     deadline = time.monotonic() + timeout

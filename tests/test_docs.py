@@ -9,8 +9,8 @@ Conventions for writing docs (README.md included):
 - ```bash / ```sh / ```shell blocks (and the ``$ `` lines of ```console blocks): every ``fsm-runner ...`` or
   ``python -m fsm_runner ...`` command is parsed by the real argument parser; nothing is executed.
 - ```yaml blocks whose first statement is ``version: 1`` are loaded with the contract loaders (as
-  pipeline.yml, .aider_fsm/bootstrap.yml or .aider_fsm/actions.yml: a leading comment naming the file decides,
-  else the top-level keys do). ```json and ```jsonl blocks must parse.
+  pipeline.yml, .aider_fsm/bootstrap.yml, .aider_fsm/actions.yml or a sweep file: a leading comment naming the
+  file decides, else the top-level keys do). ```json and ```jsonl blocks must parse.
 - An HTML comment on the line before a block changes how it is checked:
   ``<!-- doctest: skip -->`` compiles a python block without running it (needs the network, a GPU, ...; keep
   these rare); ``<!-- doctest: invalid -->`` on a yaml block means it must be *rejected*, and when a ```text
@@ -42,6 +42,7 @@ from attrs import define
 from fsm_runner.cli import build_parser
 from fsm_runner.contract import load_actions, load_bootstrap, load_pipeline
 from fsm_runner.errors import ContractError
+from fsm_runner.sweeps.spec import load_sweep
 from tests.conftest import procs_in
 
 REPO = Path(__file__).resolve().parents[1]
@@ -363,15 +364,18 @@ def _first_statement(text: str) -> str:
 
 
 def contract_kind(text: str) -> str:
-    """Which contract file a yaml block is: named in a leading comment, else guessed from its keys."""
+    """Which contract file (or sweep file) a yaml block is: named in a leading comment, else guessed from
+    its keys."""
     head = text.split("version:", 1)[0]
-    for kind in ("actions", "bootstrap", "pipeline"):
+    for kind in ("actions", "bootstrap", "pipeline", "sweep"):
         if f"{kind}.yml" in head:
             return kind
     try:
         keys = set(yaml.safe_load(text) or {})
     except yaml.YAMLError:
         return "pipeline"
+    if {"targets", "llms"} & keys:
+        return "sweep"
     if "actions" in keys:
         return "actions"
     if keys <= {"version", "cmds", "steps", "env", "workdir", "timeout_seconds", "retries"}:
@@ -383,6 +387,7 @@ CONTRACT_FILES = {
     "pipeline": "pipeline.yml",
     "bootstrap": ".aider_fsm/bootstrap.yml",
     "actions": ".aider_fsm/actions.yml",
+    "sweep": "sweep.yml",
 }
 
 
@@ -393,6 +398,8 @@ def load_contract(text: str, root: Path) -> object:
     (root / rel).write_text(text, encoding="utf-8")
     if kind == "pipeline":
         return load_pipeline(root)
+    if kind == "sweep":
+        return load_sweep(root / rel)
     return load_bootstrap(root) if kind == "bootstrap" else load_actions(root)
 
 

@@ -15,9 +15,10 @@ from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.records import SANDBOXES
 from fsm_runner.states import phase_named, section_aliases
+from fsm_runner.sweeps import EXECUTORS
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-SCHEMA_FILES = ("pipeline", "bootstrap", "actions")
+SCHEMA_FILES = ("pipeline", "bootstrap", "actions", "sweep")
 RENDER_FORMATS = ("svg", "png", "pdf")
 CLONES_DIR_HELP = "the clone cache `run --clones-dir` used for a git URL (default: the user cache)"
 
@@ -62,8 +63,13 @@ HELP: dict[str, tuple[str, str]] = {
         "fsm-runner compare RUN_DIR_A RUN_DIR_B",
     ),
     "schema": (
-        "print the JSON Schema of pipeline.yml v1 (or of another contract file)",
-        "fsm-runner schema > pipeline.schema.json",
+        "print the JSON Schema of pipeline.yml v1 (or of another contract file, or of the sweep file)",
+        "fsm-runner schema > pipeline.schema.json\nfsm-runner schema sweep > sweep.schema.json",
+    ),
+    "sweep": (
+        "run every target x llm of a sweep file, one isolated run per cell; rows in results.jsonl",
+        "fsm-runner sweep nightly.yml --concurrency 4\nfsm-runner sweep nightly.yml --resume\n"
+        "fsm-runner sweep nightly.yml --executor ray --address ray://head:10001",
     ),
 }
 
@@ -117,6 +123,14 @@ def until_phase(text: str) -> str:
             f"{text!r} is not a phase ({', '.join(topology.PHASES)}) or a section name ({aliases})"
         )
     return phase
+
+
+def positive(text: str) -> int:
+    """A whole number >= 1."""
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
 
 
 def _shared_options() -> dict[str, argparse.ArgumentParser]:
@@ -314,5 +328,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     schema = command("schema")
-    schema.add_argument("--file", choices=SCHEMA_FILES, default="pipeline", help="default: pipeline")
+    schema.add_argument(
+        "which", nargs="?", choices=SCHEMA_FILES, metavar="FILE", help="one of: " + ", ".join(SCHEMA_FILES)
+    )
+    schema.add_argument("--file", choices=SCHEMA_FILES, help="the same as FILE (default: pipeline)")
+
+    sweep = command("sweep", "json")
+    sweep.add_argument(
+        "sweep_file", metavar="SWEEP.yml", help="the sweep file (see `fsm-runner schema sweep`)"
+    )
+    sweep.add_argument(
+        "--executor", choices=EXECUTORS, help="local (processes here) or ray; default: the file's"
+    )
+    sweep.add_argument("--address", metavar="ADDR", help="ray: join this cluster instead of starting one")
+    sweep.add_argument(
+        "--concurrency",
+        type=positive,
+        metavar="N",
+        help="cells at once (default: the file's, else the cores)",
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="do not run again the cells whose latest row succeeded with the commit and contract they have "
+        "now",
+    )
     return parser

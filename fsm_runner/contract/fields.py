@@ -33,6 +33,8 @@ MAX_RETRIES = 100
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 #: Smallest cap other than 0 (no cap): each half must hold the tail errors quote.
 MIN_OUTPUT_BYTES = 4096
+#: Most processes, tasks or CPUs a setting may ask for at once: more is a typo.
+MAX_WORKERS = 1024
 _META = "fsm_runner.contract"
 
 

@@ -17,6 +17,7 @@ from fsm_runner.contract.fields import (
     LIMIT_ENVS,
     MAX_RETRIES,
     MAX_SECONDS,
+    MAX_WORKERS,
     MIN_OUTPUT_BYTES,
     PORT_ENV,
     FieldInfo,
@@ -205,7 +206,7 @@ class Reader:
             if type(value) is not bool:
                 raise _Bad(node, f"expected true or false, got {got}")
             return value
-        if kind in ("count", "seconds", "bytes"):
+        if kind in ("count", "seconds", "bytes", "workers", "cpus"):
             return _number(kind, node, value)
         if not isinstance(value, str):
             raise _Bad(node, f"expected a string, got {got}{_quote_hint(node)}")
@@ -317,9 +318,20 @@ class Reader:
 
 
 def _number(kind: str, node: Node, value: Any) -> Any:
-    """A `count` (whole, 0..MAX_RETRIES), a `bytes` cap (0 or at least MIN_OUTPUT_BYTES) or a `seconds` value
-    (positive, at most MAX_SECONDS)."""
+    """A `count` (whole, 0..MAX_RETRIES), a `bytes` cap (0 or at least MIN_OUTPUT_BYTES), a `seconds` value
+    (positive, at most MAX_SECONDS), a number of `workers` (whole, 1..MAX_WORKERS) or of `cpus` (positive,
+    at most MAX_WORKERS)."""
     got = node_type(node)
+    if kind == "workers":
+        if type(value) is not int:
+            raise _Bad(node, f"expected a whole number, got {got}")
+        if not 1 <= value <= MAX_WORKERS:
+            raise _Bad(node, f"must be between 1 and {MAX_WORKERS}, got {value}")
+        return value
+    if kind == "cpus":
+        if type(value) not in (int, float) or not (math.isfinite(value) and 0 < value <= MAX_WORKERS):
+            raise _Bad(node, f"expected a positive number of CPUs (at most {MAX_WORKERS}), got {value!r}")
+        return float(value)
     if kind == "count":
         if type(value) is not int:
             raise _Bad(node, f"expected a whole number, got {got}")

@@ -1,26 +1,5 @@
-"""Many targets x many checkpoints: comparing what runs and sweeps produced."""
+"""Sweeps: many targets x llms, each cell an isolated run, on a local or a Ray executor."""
 
-from __future__ import annotations
-
-from fsm_runner.sweeps.compare import (
-    ComparisonCell,
-    ComparisonRow,
-    ComparisonTable,
-    MetricChange,
-    RunDiff,
-    compare,
-    diff_runs,
-)
-from fsm_runner.sweeps.html import render_html, write_html
-
-__all__ = [
-    "ComparisonCell",
-    "ComparisonRow",
-    "ComparisonTable",
-    "MetricChange",
-    "RunDiff",
-    "compare",
-    "diff_runs",
-    "render_html",
-    "write_html",
-]
+#: The executors a sweep can run on, in the order the docs list them (here, so that the command line can
+#: offer them without importing the sweep machinery).
+EXECUTORS = ("local", "ray")

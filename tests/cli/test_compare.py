@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fsm_runner.cli import main
-from fsm_runner.sweeps import ComparisonTable, compare
+from fsm_runner.sweeps.compare import ComparisonTable, compare
 from tests.sweeps.results_files import BENCH, BROKEN, row, sweep_rows, write_results, write_sweep_dir
 
 

@@ -13,7 +13,8 @@ from attrs import define
 
 import fsm_runner
 from fsm_runner.errors import UsageError
-from fsm_runner.sweeps import ComparisonTable, compare, diff_runs, render_html, write_html
+from fsm_runner.sweeps.compare import ComparisonTable, compare, diff_runs
+from fsm_runner.sweeps.html import render_html, write_html
 from tests.sweeps.results_files import BENCH, BROKEN, LLMS, row, sweep_rows, write_results, write_sweep_dir
 
 
