@@ -15,8 +15,9 @@ After a failure: ``fsm_runner.can_replay(run_dir)``, ``fsm_runner.check_replay(r
 ``fsm_runner.replay(run_dir)`` and ``fsm_runner.diagram("mermaid", run_dir=run_dir)``.
 
 Many targets x checkpoints: ``fsm_runner.sweep(targets, llms)`` (rows in ``results.jsonl``), and from a
-training loop without blocking ``fsm_runner.submit(target, llm)`` or ``sweep(..., wait=False)``. ``fsm_runner.compare([results_or_run_dir, ...])`` turns them into a table of a
-metric per target and llm, with deltas against a baseline.
+training loop without blocking ``fsm_runner.submit(target, llm)`` or ``sweep(..., wait=False)``.
+``fsm_runner.compare([results_or_run_dir, ...])`` turns them into a table of a metric per target and llm,
+with deltas against a baseline.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-#: Sweep and compare names, imported on first use: ``import fsm_runner`` stays as quick as it was, and a cell's own
-#: process (``python -m fsm_runner.sweeps.cells``) does not import its module twice.
+#: Sweep and compare names, imported on first use: ``import fsm_runner`` stays as quick as it was, and a
+#: cell's own process (``python -m fsm_runner.sweeps.cells``) does not import its module twice.
 _LAZY = {
     "CellResult": "fsm_runner.sweeps.cells",
     "ComparisonTable": "fsm_runner.sweeps.compare",

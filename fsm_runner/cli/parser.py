@@ -205,6 +205,46 @@ def _gc_options(gc: argparse.ArgumentParser) -> None:
     )
 
 
+def _compare_options(p: argparse.ArgumentParser) -> None:
+    """``compare``: what to read, which metric, against which column, and the page."""
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="RESULTS_OR_RUNS",
+        help="results.jsonl files, sweep directories (holding results.jsonl) or run directories",
+    )
+    p.add_argument(
+        "--metric",
+        metavar="KEY",
+        help="the metric of the cells: a metrics key, dotted for nested ones (default: score)",
+    )
+    p.add_argument(
+        "--baseline", metavar="LLM", help="the column deltas are taken against (default: the first)"
+    )
+    p.add_argument(
+        "--html", metavar="FILE", help="also write the table and a chart as one self-contained page"
+    )
+
+
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """``sweep``: the file, and the settings a flag overrides."""
+    p.add_argument("sweep_file", metavar="SWEEP.yml", help="the sweep file (see `fsm-runner schema sweep`)")
+    p.add_argument("--executor", choices=EXECUTORS, help="local (processes here) or ray; default: the file's")
+    p.add_argument("--address", metavar="ADDR", help="ray: join this cluster instead of starting one")
+    p.add_argument(
+        "--concurrency",
+        type=positive,
+        metavar="N",
+        help="cells at once (default: the file's, else the cores)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="do not run again the cells whose latest row succeeded with the commit and contract they have "
+        "now",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fsm-runner",
@@ -308,24 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagram.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
 
-    compare = command("compare", "json")
-    compare.add_argument(
-        "sources",
-        nargs="+",
-        metavar="RESULTS_OR_RUNS",
-        help="results.jsonl files, sweep directories (holding results.jsonl) or run directories",
-    )
-    compare.add_argument(
-        "--metric",
-        metavar="KEY",
-        help="the metric of the cells: a metrics key, dotted for nested ones (default: score)",
-    )
-    compare.add_argument(
-        "--baseline", metavar="LLM", help="the column deltas are taken against (default: the first)"
-    )
-    compare.add_argument(
-        "--html", metavar="FILE", help="also write the table and a chart as one self-contained page"
-    )
+    _compare_options(command("compare", "json"))
 
     schema = command("schema")
     schema.add_argument(
@@ -333,24 +356,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("--file", choices=SCHEMA_FILES, help="the same as FILE (default: pipeline)")
 
-    sweep = command("sweep", "json")
-    sweep.add_argument(
-        "sweep_file", metavar="SWEEP.yml", help="the sweep file (see `fsm-runner schema sweep`)"
-    )
-    sweep.add_argument(
-        "--executor", choices=EXECUTORS, help="local (processes here) or ray; default: the file's"
-    )
-    sweep.add_argument("--address", metavar="ADDR", help="ray: join this cluster instead of starting one")
-    sweep.add_argument(
-        "--concurrency",
-        type=positive,
-        metavar="N",
-        help="cells at once (default: the file's, else the cores)",
-    )
-    sweep.add_argument(
-        "--resume",
-        action="store_true",
-        help="do not run again the cells whose latest row succeeded with the commit and contract they have "
-        "now",
-    )
+    _sweep_options(command("sweep", "json"))
     return parser
