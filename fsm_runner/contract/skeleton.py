@@ -39,9 +39,11 @@ security:
 
 # deploy:                        # services that rollout and evaluation talk to, on the run's own port:
 #   setup_cmds:                  # $AIDER_FSM_PORT (free when the run started), so runs can go side by side
-#     - python3 server.py --port "$AIDER_FSM_PORT" > .aider_fsm/server.log 2>&1 &   # killed at teardown
+#     - python3 server.py --port "$AIDER_FSM_PORT" > .aider_fsm/server.log 2>&1 & echo $! > .aider_fsm/server.pid
 #   health_cmds: curl -fsS "http://127.0.0.1:$AIDER_FSM_PORT/health"   # polled with backoff until it passes
-#   teardown_cmds: python3 stop.py   # optional: the runner also ends what deploy left running
+#   teardown_cmds:               # stops the server this run started, by its pid; never another run's
+#     - p=.aider_fsm/server.pid; if [ -f $p ]; then kill "$(cat $p)" 2>/dev/null; rm -f $p; fi
+#   # after teardown_cmds, the runner also ends whatever the deploy commands left running
 #   teardown_policy: always       # always | on_success | on_failure | never
 #   timeout_seconds: 120
 
@@ -64,7 +66,7 @@ evaluation:
 
 # artifacts:
 #   out_dir: .aider_fsm/artifacts   # where each run's evidence goes
-"""
+"""  # noqa: E501
 
 BOOTSTRAP = """\
 # .aider_fsm/bootstrap.yml (version 1): prepares the checkout once, before every other stage.
