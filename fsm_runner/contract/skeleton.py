@@ -109,7 +109,7 @@ evaluation:
     - '"$AIDER_FSM_PYTHON" -m pytest -q -p no:cacheprovider --junitxml=.aider_fsm/junit.xml || test $? -le 1'
     - '"$AIDER_FSM_PYTHON" -m fsm_runner.junit .aider_fsm/junit.xml -o .aider_fsm/metrics.json'
   metrics_path: .aider_fsm/metrics.json   # {"ok": true, "score": 0.75, "passed": 3, "failed": 1, ...}
-  required_keys: [ok, score]
+  required_keys: [ok, {score: number}, {total: integer}]   # a key may name the JSON type of its value
 """  # noqa: E501
 
 SKELETON: tuple[tuple[str, str], ...] = ((PIPELINE_REL, PIPELINE), (BOOTSTRAP_REL, BOOTSTRAP))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fsm_runner.contract import load_pipeline, validate_repo
+from fsm_runner.contract.fields import RequiredKey
 from fsm_runner.contract.skeleton import PYTEST_PIPELINE
 from fsm_runner.execution.policy import SecurityPolicy
 
@@ -84,7 +85,11 @@ def test_the_contract_scores_in_evaluation_and_passes_the_default_policy(tmp_pat
     spec = load_pipeline(tmp_path)
     assert spec.tests is None  # a failing test must lower the score, not stop the run before evaluation
     assert spec.evaluation is not None and spec.evaluation.metrics_path == ".aider_fsm/metrics.json"
-    assert "ok" in str(spec.evaluation.required_keys) and "score" in str(spec.evaluation.required_keys)
+    assert spec.evaluation.required_keys == (
+        RequiredKey("ok"),
+        RequiredKey("score", "number"),
+        RequiredKey("total", "integer"),
+    )
     env = {**os.environ, "AIDER_FSM_PYTHON": sys.executable}
     policy = SecurityPolicy(mode=spec.security.mode)
     assert [policy.check(cmd, env) for cmd in spec.evaluation.run_cmds] == [None] * 3
