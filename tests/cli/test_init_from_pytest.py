@@ -94,6 +94,8 @@ def test_the_contract_scores_in_evaluation_and_passes_the_default_policy(tmp_pat
     policy = SecurityPolicy(mode=spec.security.mode)
     assert [policy.check(cmd, env) for cmd in spec.evaluation.run_cmds] == [None] * 3
     assert any("|| test $? -le 1" in cmd for cmd in spec.evaluation.run_cmds)
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "integration.md").read_text()
+    assert all(f"- '{cmd}'" in documented for cmd in spec.evaluation.run_cmds)  # the pattern the docs show
 
 
 PACKAGE = {
