@@ -98,6 +98,19 @@ def test_the_contract_scores_in_evaluation_and_passes_the_default_policy(tmp_pat
     assert all(f"- '{cmd}'" in documented for cmd in spec.evaluation.run_cmds)  # the pattern the docs show
 
 
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "python -m pytest -q --junitxml=.aider_fsm/junit.xml || test $? -le 1",
+        "python3 -m pytest -q --junitxml=.aider_fsm/junit.xml; test $? -le 1",
+        "python3 -m fsm_runner.junit .aider_fsm/junit.xml -o .aider_fsm/metrics.json",
+    ],
+)
+@pytest.mark.parametrize("strict", [True, False])
+def test_the_plain_pattern_passes_the_default_policy(cmd: str, strict: bool) -> None:
+    assert SecurityPolicy(strict=strict).check(cmd, dict(os.environ)) is None
+
+
 PACKAGE = {
     "pyproject.toml": (
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
@@ -147,3 +160,11 @@ def test_an_unpacked_sdist_scores_its_pass_rate(tmp_path: Path) -> None:
     metrics = json.loads((repo / ".aider_fsm" / "metrics.json").read_text())
     assert (metrics["passed"], metrics["failed"], metrics["total"]) == (3, 1, 4)
     assert metrics["failed_tests"] == ["tests.test_calc::test_sub"]
+
+    # A suite that cannot be collected (pytest exits 2) has no pass rate: the phase fails and says why.
+    (repo / "tests" / "test_broken.py").write_text("def test_broken(:\n")
+    broken = cli("run", ".", "--json", cwd=repo, env=env, timeout=300)
+    assert broken.returncode == 1
+    failed = json.loads(broken.stdout)
+    assert failed["ok"] is False and failed["phase"] == "evaluate" and failed["score"] is None
+    assert "error during collection" in failed["error"]["message"]
