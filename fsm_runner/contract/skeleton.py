@@ -113,7 +113,12 @@ evaluation:
 """  # noqa: E501
 
 SKELETON: tuple[tuple[str, str], ...] = ((PIPELINE_REL, PIPELINE), (BOOTSTRAP_REL, BOOTSTRAP))
-PYTEST_SKELETON: tuple[tuple[str, str], ...] = ((PIPELINE_REL, PYTEST_PIPELINE), (BOOTSTRAP_REL, BOOTSTRAP))
+#: The interpreter the pytest contract runs, rather than whatever `python3` on PATH is.
+PYTEST_BOOTSTRAP = BOOTSTRAP.replace("  - python3 --version\n", "  - '\"$AIDER_FSM_PYTHON\" --version'\n")
+PYTEST_SKELETON: tuple[tuple[str, str], ...] = (
+    (PIPELINE_REL, PYTEST_PIPELINE),
+    (BOOTSTRAP_REL, PYTEST_BOOTSTRAP),
+)
 
 #: Files that configure pytest, and the section that does in files shared with other tools.
 _PYTEST_CONFIGS = (

@@ -56,6 +56,7 @@ def test_a_repository_with_a_pytest_suite_gets_the_contract(tmp_path: Path, file
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"found a pytest suite: {found}\nwrote {tmp_path / 'pipeline.yml'}\n")
     assert (tmp_path / "pipeline.yml").read_text() == PYTEST_PIPELINE
+    assert "'\"$AIDER_FSM_PYTHON\" --version'" in (tmp_path / ".aider_fsm" / "bootstrap.yml").read_text()
     assert validate_repo(tmp_path) == []
 
 
