@@ -29,6 +29,7 @@ BASE = {"fsm_runner.errors", "fsm_runner.typing", "fsm_runner.evidence.layout"}
 LAYERS: dict[str, int] = {
     "fsm_runner.evidence": 1,
     "fsm_runner.contract": 2,
+    "fsm_runner.junit": 2,
     "fsm_runner.execution": 3,
     "fsm_runner.engine": 4,
     "fsm_runner.states": 5,
@@ -120,15 +121,21 @@ def test_the_package_never_reaches_the_top_level_states_name() -> None:
     assert not [m for m, p in MODULES.items() if any(generic(n) for n in imported_names(p))]
 
 
+#: Modules users run with ``python -m``: entry points, like the package's ``__main__``.
+RUN_WITH_M = {"fsm_runner.__main__", "fsm_runner.junit"}
+
+
 def test_no_shipped_module_is_dead_weight() -> None:
-    """Every module is imported by another package module, or is an entry point (a package, ``__main__``,
-    or the handler of a CLI command, which the CLI imports by the command's name)."""
+    """Every module is imported by another package module, or is an entry point (a package, a module run
+    with ``python -m``, or the handler of a CLI command, which the CLI imports by the command's name)."""
     imported = {target for path in MODULES.values() for target in imports_of(path)}
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     handlers = {f"fsm_runner.cli.commands.{name}" for name in commands}
     assert handlers <= set(MODULES), "a command without a handler module"
     packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
-    unused = set(MODULES) - imported - packages - handlers - {"fsm_runner.__main__"}
+    for module in RUN_WITH_M - {"fsm_runner.__main__"}:
+        assert 'if __name__ == "__main__":' in MODULES[module].read_text(), f"{module} is not runnable"
+    unused = set(MODULES) - imported - packages - handlers - RUN_WITH_M
     assert not unused, f"modules nothing in the package imports: {sorted(unused)}"
 
 

@@ -34,7 +34,10 @@ HELP: dict[str, tuple[str, str]] = {
         "check pipeline.yml, bootstrap.yml and actions.yml; print every problem with file:line",
         "fsm-runner validate ./bench",
     ),
-    "init": ("write a commented skeleton contract that validates", "fsm-runner init ./bench"),
+    "init": (
+        "write a commented skeleton contract that validates",
+        "fsm-runner init ./bench\nfsm-runner init --from-pytest .   # score: the pytest suite's pass rate",
+    ),
     "runs": (
         "list the runs of a repository or git URL, newest first",
         "fsm-runner runs ./bench --limit 5\nfsm-runner runs https://github.com/org/bench",
@@ -313,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     init = command("init")
     init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="repository (default: .)")
     init.add_argument("--force", action="store_true", help="overwrite existing contract files")
+    init.add_argument(
+        "--from-pytest",
+        action="store_true",
+        help="a complete contract whose score is the pass rate of DIR's pytest suite (failing tests lower "
+        "the score; see docs/integration.md, Scores from a test suite)",
+    )
 
     runs = command("runs", "json pipeline")
     runs.add_argument(

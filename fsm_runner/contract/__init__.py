@@ -9,6 +9,7 @@ from __future__ import annotations
 from fsm_runner.contract.actions import Action, ActionsSpec, load_actions
 from fsm_runner.contract.bootstrap import BootstrapSpec, load_bootstrap
 from fsm_runner.contract.envexpand import expand_env
+from fsm_runner.contract.fields import METRIC_TYPES, RequiredKey
 from fsm_runner.contract.outputs import MetricsCheck, RolloutCheck, check_metrics, check_rollout
 from fsm_runner.contract.pipeline import (
     ArtifactsSpec,
@@ -38,8 +39,10 @@ __all__ = [
     "DeploySpec",
     "EvaluationSpec",
     "KubectlDumpSpec",
+    "METRIC_TYPES",
     "MetricsCheck",
     "PipelineSpec",
+    "RequiredKey",
     "RolloutCheck",
     "RolloutSpec",
     "SecuritySpec",

@@ -8,8 +8,9 @@ YAML key, ``aliases`` are accepted spellings, and the attrs default is the contr
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -35,6 +36,8 @@ DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 MIN_OUTPUT_BYTES = 4096
 #: Most processes, tasks or CPUs a setting may ask for at once: more is a typo.
 MAX_WORKERS = 1024
+#: The JSON types a `required_keys` entry may demand of its metrics value.
+METRIC_TYPES = ("number", "integer", "string", "boolean", "object", "array")
 _META = "fsm_runner.contract"
 
 
@@ -87,3 +90,45 @@ def to_str_tuple(value: str | Iterable[str]) -> tuple[str, ...]:
 
 def to_env(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in dict(value).items()}
+
+
+def metric_type_problem(kind: object, key: str) -> str | None:
+    """Why ``kind`` (the type demanded of metrics key ``key``) is not one of :data:`METRIC_TYPES`, or None."""
+    if isinstance(kind, str) and kind in METRIC_TYPES:
+        return None
+    close = difflib.get_close_matches(kind, METRIC_TYPES, n=1) if isinstance(kind, str) else []
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown type {kind!r} for {key}{hint}; the types are {', '.join(METRIC_TYPES)}"
+
+
+def _check_type(instance: Any, _attribute: Any, value: str | None) -> None:
+    problem = None if value is None else metric_type_problem(value, instance.name)
+    if problem:
+        raise ValueError(f"required_keys: {problem}")
+
+
+@attrs.frozen
+class RequiredKey:
+    """One `required_keys` entry: a key the metrics object must have (a dotted key looks inside objects)
+    and, when given, the JSON type of its value. Written `score` or `{score: number}`."""
+
+    name: str
+    type: str | None = attrs.field(default=None, validator=_check_type)
+
+    def __str__(self) -> str:
+        return self.name if self.type is None else f"{{{self.name}: {self.type}}}"
+
+
+def to_required_keys(value: Any) -> tuple[RequiredKey, ...]:
+    """attrs converter: a name, a ``{name: type}`` mapping, or a list of those (the string-or-list rule)."""
+    if isinstance(value, (str, RequiredKey, Mapping)):
+        value = (value,)
+    keys: list[RequiredKey] = []
+    for item in value:
+        if isinstance(item, RequiredKey):
+            keys.append(item)
+        elif isinstance(item, Mapping):
+            keys.extend(RequiredKey(str(name), kind) for name, kind in item.items())
+        else:
+            keys.append(RequiredKey(str(item)))
+    return tuple(keys)

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from attrs import define
 
+from fsm_runner.contract.fields import RequiredKey
 from fsm_runner.contract.pipeline import PipelineSpec
 from fsm_runner.evidence.confine import ConfinementError, open_inside, resolve_inside
 from fsm_runner.evidence.layout import ROLLOUT_REL
@@ -145,26 +146,37 @@ def lookup(obj: dict[str, Any], key: str) -> Any:
 
 
 def check_metrics(
-    path: Path, required_keys: Sequence[str], *, max_bytes: int = MAX_JSON_BYTES, root: Path | None = None
+    path: Path,
+    required_keys: Sequence[str | RequiredKey],
+    *,
+    max_bytes: int = MAX_JSON_BYTES,
+    root: Path | None = None,
 ) -> MetricsCheck:
-    """Is ``path`` a JSON object with every required key, none null, ``score`` a number when required, and
-    ``ok`` exactly true whenever it is there (required or not)?
+    """Is ``path`` a JSON object with every required key, none null, each of the type its entry names
+    (``score`` a number when it names none), and ``ok`` exactly true whenever it is there (required or not)?
 
     ``root`` (the repository) confines the read: see :func:`read_json_object`.
     """
     metrics, problem = read_json_object(Path(path), max_bytes=max_bytes, root=root)
     if metrics is None:
         return MetricsCheck(False, None, (problem or "unreadable",))
+    keys = [key if isinstance(key, RequiredKey) else RequiredKey(key) for key in required_keys]
     problems: list[str] = []
-    missing = [key for key in required_keys if lookup(metrics, key) is _MISSING]
+    missing = [key.name for key in keys if lookup(metrics, key.name) is _MISSING]
     if missing:
         problems.append(f"missing required keys: {', '.join(missing)}")
-    for key in required_keys:
-        value = lookup(metrics, key)
+    for key in keys:
+        value = lookup(metrics, key.name)
+        expected = key.type or ("number" if key.name == "score" else None)
+        if value is _MISSING:
+            continue
         if value is None:
-            problems.append(f"{key}: expected a value, got null")
-        elif key == "score" and value is not _MISSING and not _is_number(value):
-            problems.append(f"score: expected a number, got {json_type(value)} {_shown(value)}")
+            wanted = _with_article(expected) if key.type else "a value"
+            problems.append(f"{key.name}: expected {wanted}, got null")
+        elif expected is not None and not _has_type(value, expected):
+            problems.append(
+                f"{key.name}: expected {_with_article(expected)}, got {json_type(value)} {_shown(value)}"
+            )
     if "ok" in metrics and metrics["ok"] is not True:
         problems.append(_not_ok(metrics))
     return MetricsCheck(not problems, metrics, tuple(problems))
@@ -172,6 +184,20 @@ def check_metrics(
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _has_type(value: object, expected: str) -> bool:
+    """JSON Schema's meaning of the type names: booleans are not numbers, and 3.0 is an integer."""
+    if expected == "number":
+        return _is_number(value)
+    if expected == "integer":
+        return _is_number(value) and float(value).is_integer()  # type: ignore[arg-type]
+    python = {"string": str, "boolean": bool, "object": dict, "array": list}[expected]
+    return isinstance(value, python)
+
+
+def _with_article(kind: str | None) -> str:
+    return f"an {kind}" if kind and kind[0] in "aeiou" else f"a {kind}"
 
 
 def _shown(value: object, limit: int = 200) -> str:

@@ -13,8 +13,10 @@ from fsm_runner.contract.fields import (
     MAX_RETRIES,
     MAX_SECONDS,
     MIN_OUTPUT_BYTES,
+    RequiredKey,
     meta,
     to_env,
+    to_required_keys,
     to_str_tuple,
 )
 from fsm_runner.contract.reader import parse_model
@@ -173,10 +175,14 @@ class EvaluationSpec(StageCommon):
     metrics_path: str | None = field(
         default=None, metadata=meta("relpath", "JSON object the commands write, relative to the repo root.")
     )
-    required_keys: tuple[str, ...] = field(
+    required_keys: tuple[RequiredKey, ...] = field(
         factory=tuple,
-        converter=to_str_tuple,
-        metadata=meta("strs", "Keys the metrics object must have; dotted keys look inside objects."),
+        converter=to_required_keys,
+        metadata=meta(
+            "keys",
+            "Keys the metrics object must have, each a name or a one-key mapping {name: type} (number, "
+            "integer, string, boolean, object, array); dotted keys look inside objects.",
+        ),
     )
 
 

@@ -18,10 +18,13 @@ from fsm_runner.contract.fields import (
     MAX_RETRIES,
     MAX_SECONDS,
     MAX_WORKERS,
+    METRIC_TYPES,
     MIN_OUTPUT_BYTES,
     PORT_ENV,
     FieldInfo,
+    RequiredKey,
     contract_fields,
+    metric_type_problem,
     text_problem,
 )
 from fsm_runner.contract.yamlload import (
@@ -194,6 +197,8 @@ class Reader:
             return self._strings(kind, node, key)
         if kind == "env":
             return self._env(node, key)
+        if kind == "keys":
+            return self._required_keys(node, key)
         value = self._scalar(node)
         got = node_type(node)
         if kind == "version":
@@ -265,6 +270,67 @@ class Reader:
         if bad:
             raise _Skip
         return tuple(out)
+
+    def _required_keys(self, node: Node, key: str) -> tuple[RequiredKey, ...]:
+        """A key name, a one-key mapping ``{name: type}``, or a list of those."""
+        if isinstance(node, SequenceNode) and node.tag == SEQ_TAG:
+            items = [(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, ScalarNode) or (isinstance(node, MappingNode) and node.tag == MAP_TAG):
+            items = [(node, key)]
+        else:
+            raise _Bad(
+                node,
+                f"expected a key name, a {{name: type}} mapping or a list of them, got {node_type(node)}",
+            )
+        out: list[RequiredKey] = []
+        bad = False
+        for item, ikey in items:
+            try:
+                out.append(self._required_key(item, single=item is node))
+            except _Bad as problem:
+                self.error(problem.node, ikey, problem.problem)
+                bad = True
+        if bad:
+            raise _Skip
+        return tuple(out)
+
+    def _required_key(self, item: Node, *, single: bool) -> RequiredKey:
+        types = ", ".join(METRIC_TYPES)
+        if isinstance(item, MappingNode) and item.tag == MAP_TAG:
+            if len(item.value) != 1 or item.value[0][0].tag == MERGE_TAG:
+                raise _Bad(
+                    item,
+                    f"a typed key is a mapping of one key name to its type, like {{score: number}}; this "
+                    f"one has {len(item.value)} keys: write one list entry per key",
+                )
+            knode, vnode = item.value[0]
+            name = self._scalar(knode)
+            if not isinstance(name, str) or not name.strip():
+                raise _Bad(
+                    knode, f"expected a key name (a string), got {node_type(knode)}{_quote_hint(knode)}"
+                )
+            kind = self._scalar(vnode)
+            if not isinstance(kind, str):
+                raise _Bad(vnode, f"expected the type of {name}, one of {types}, got {node_type(vnode)}")
+            problem = metric_type_problem(kind, name)
+            if problem:
+                raise _Bad(vnode, problem)
+            return RequiredKey(name, kind)
+        value = self._scalar(item)
+        if not isinstance(value, str):
+            raise _Bad(
+                item, f"expected a key name or {{name: type}}, got {node_type(item)}{_quote_hint(item)}"
+            )
+        if not value.strip():
+            raise _Bad(item, "empty key name")
+        if single and "," in value:
+            names = [part.strip() for part in value.split(",") if part.strip()]
+            raise _Bad(
+                item,
+                f"{value!r} is one key whose name contains a comma; for a list of keys write "
+                f"`[{', '.join(names)}]`",
+            )
+        return RequiredKey(value)
 
     def _env(self, node: Node, key: str) -> dict[str, str]:
         if not isinstance(node, MappingNode) or node.tag != MAP_TAG:

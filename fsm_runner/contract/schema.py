@@ -17,6 +17,7 @@ from fsm_runner.contract.fields import (
     MAX_RETRIES,
     MAX_SECONDS,
     MAX_WORKERS,
+    METRIC_TYPES,
     MIN_OUTPUT_BYTES,
     PORT_ENV,
     FieldInfo,
@@ -51,6 +52,20 @@ def _kind_schema(info: FieldInfo, defs: dict[str, Any]) -> dict[str, Any]:
         "enum": {"enum": list(info.choices)},
         "cmds": _one_or_many(dict(_NONBLANK)),
         "strs": _one_or_many(dict(_NONBLANK)),
+        "keys": _one_or_many(
+            {
+                "anyOf": [
+                    dict(_NONBLANK),
+                    {
+                        "type": "object",
+                        "minProperties": 1,
+                        "maxProperties": 1,
+                        "propertyNames": dict(_NONBLANK),
+                        "additionalProperties": {"enum": list(METRIC_TYPES)},
+                    },
+                ]
+            }
+        ),
         "regexes": _one_or_many({**_NONBLANK, "format": "regex"}),
         "env": {
             "type": "object",

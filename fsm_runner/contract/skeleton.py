@@ -1,11 +1,13 @@
 """The commented starter contract ``fsm-runner init`` writes.
 
 The skeleton validates as it is, and its evaluation placeholder fails with a message naming the line to
-edit: a fresh contract must never report a score nobody computed.
+edit: a fresh contract must never report a score nobody computed. ``init --from-pytest`` writes a complete
+contract instead, whose score is the pass rate of the repository's pytest suite.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fsm_runner.errors import EvidenceError, UsageError
@@ -39,9 +41,11 @@ security:
 
 # deploy:                        # services that rollout and evaluation talk to, on the run's own port:
 #   setup_cmds:                  # $AIDER_FSM_PORT (free when the run started), so runs can go side by side
-#     - python3 server.py --port "$AIDER_FSM_PORT" > .aider_fsm/server.log 2>&1 &   # killed at teardown
+#     - python3 server.py --port "$AIDER_FSM_PORT" > .aider_fsm/server.log 2>&1 & echo $! > .aider_fsm/server.pid
 #   health_cmds: curl -fsS "http://127.0.0.1:$AIDER_FSM_PORT/health"   # polled with backoff until it passes
-#   teardown_cmds: python3 stop.py   # optional: the runner also ends what deploy left running
+#   teardown_cmds:               # stops the server this run started, by its pid; never another run's
+#     - p=.aider_fsm/server.pid; if [ -f $p ]; then kill "$(cat $p)" 2>/dev/null; rm -f $p; fi
+#   # after teardown_cmds, the runner also ends whatever the deploy commands left running
 #   teardown_policy: always       # always | on_success | on_failure | never
 #   timeout_seconds: 120
 
@@ -65,7 +69,7 @@ evaluation:
 # artifacts:
 #   out_dir: .aider_fsm/artifacts   # where each run's evidence goes
 #   max_output_bytes: 67108864      # cap of each command output file (its head and tail are kept)
-"""
+"""  # noqa: E501
 
 BOOTSTRAP = """\
 # .aider_fsm/bootstrap.yml (version 1): prepares the checkout once, before every other stage.
@@ -82,16 +86,105 @@ env:
   # HF_HOME: ${HOME}/.cache/huggingface   # $VAR and ${VAR} expand; $$ is a literal $
 """
 
+PYTEST_PIPELINE = """\
+# pipeline.yml (version 1), written by `fsm-runner init --from-pytest`: the score is the pass rate of this
+# repository's pytest suite. You own this file; repair agents may not edit it. Check it with
+# `fsm-runner validate`; the pattern is described in docs/integration.md, "Scores from a test suite".
+#
+# There is no `tests` section on purpose: a failing test would fail that phase, and the evaluation, which
+# turns failing tests into a lower score, would never run.
+version: 1
+
+security:
+  mode: safe
+  max_cmd_seconds: 1800      # the whole suite is one command
+
+evaluation:
+  # $AIDER_FSM_PYTHON is the interpreter running fsm-runner: it has fsm_runner.junit, whatever `python3` on
+  # PATH is. To test in the project's own environment, write that interpreter (e.g. .venv/bin/python) in
+  # the first two commands instead; it needs pytest installed.
+  run_cmds:
+    - '"$AIDER_FSM_PYTHON" -m pytest --version'   # a missing pytest fails here, not as an empty report
+    # pytest exits 1 when tests fail: that still scores. 2 and above (interrupted, internal or usage
+    # error, no tests collected) fail the phase.
+    - '"$AIDER_FSM_PYTHON" -m pytest -q -p no:cacheprovider --junitxml=.aider_fsm/junit.xml || test $? -le 1'
+    - '"$AIDER_FSM_PYTHON" -m fsm_runner.junit .aider_fsm/junit.xml -o .aider_fsm/metrics.json'
+  metrics_path: .aider_fsm/metrics.json   # {"ok": true, "score": 0.75, "passed": 3, "failed": 1, ...}
+  required_keys: [ok, {score: number}, {total: integer}]   # a key may name the JSON type of its value
+"""  # noqa: E501
+
 SKELETON: tuple[tuple[str, str], ...] = ((PIPELINE_REL, PIPELINE), (BOOTSTRAP_REL, BOOTSTRAP))
+#: The interpreter the pytest contract runs, rather than whatever `python3` on PATH is.
+PYTEST_BOOTSTRAP = BOOTSTRAP.replace("  - python3 --version\n", "  - '\"$AIDER_FSM_PYTHON\" --version'\n")
+PYTEST_SKELETON: tuple[tuple[str, str], ...] = (
+    (PIPELINE_REL, PYTEST_PIPELINE),
+    (BOOTSTRAP_REL, PYTEST_BOOTSTRAP),
+)
+
+#: Files that configure pytest, and the section that does in files shared with other tools.
+_PYTEST_CONFIGS = (
+    ("pytest.ini", None),
+    ("pyproject.toml", "[tool.pytest.ini_options]"),
+    ("setup.cfg", "[tool:pytest]"),
+    ("tox.ini", "[pytest]"),
+    ("conftest.py", None),
+)
+_TEST_DIRS = ("tests", "test")
 
 
-def write_skeleton(directory: Path, *, force: bool = False) -> list[Path]:
-    """Write the skeleton into ``directory`` (created when missing) and return the files written.
+def _is_test_file(name: str) -> bool:
+    """A file pytest collects with its default ``python_files``."""
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
 
-    Raises :class:`UsageError` naming every existing file unless ``force`` is set, before writing anything.
+
+def pytest_suite(directory: Path) -> str | None:
+    """What makes ``directory`` a repository with a pytest suite, or None when nothing does.
+
+    The rule: a pytest configuration at the top (pytest.ini, ``[tool.pytest.ini_options]`` in pyproject.toml,
+    ``[tool:pytest]`` in setup.cfg, ``[pytest]`` in tox.ini, conftest.py), or a file pytest collects by
+    default (``test_*.py``, ``*_test.py``) at the top or anywhere under ``tests/`` or ``test/``.
     """
     root = Path(directory)
-    targets = [(root / rel, text) for rel, text in SKELETON]
+    for name, section in _PYTEST_CONFIGS:
+        path = root / name
+        try:
+            if path.is_file() and (section is None or section in path.read_text(errors="replace")):
+                return name if section is None else f"{section} in {name}"
+        except OSError:
+            continue
+    try:
+        top = sorted(p.name for p in root.iterdir() if p.is_file() and _is_test_file(p.name))
+    except OSError:
+        return None
+    if top:
+        return top[0]
+    for folder in _TEST_DIRS:
+        if not (root / folder).is_dir():
+            continue
+        for base, dirs, files in os.walk(root / folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found = sorted(name for name in files if _is_test_file(name))
+            if found:
+                return (Path(base) / found[0]).relative_to(root).as_posix()
+    return None
+
+
+def write_skeleton(directory: Path, *, force: bool = False, from_pytest: bool = False) -> list[Path]:
+    """Write the skeleton into ``directory`` (created when missing) and return the files written.
+
+    With ``from_pytest``, the contract that scores the pass rate of the directory's pytest suite; a
+    directory without one (see :func:`pytest_suite`) is refused. Raises :class:`UsageError` naming every
+    existing file unless ``force`` is set, before writing anything.
+    """
+    root = Path(directory)
+    if from_pytest and pytest_suite(root) is None:
+        raise UsageError(
+            f"{root} has no pytest suite: no pytest configuration (pytest.ini, [tool.pytest.ini_options] in "
+            "pyproject.toml, [tool:pytest] in setup.cfg, [pytest] in tox.ini, conftest.py) and no "
+            "test_*.py or *_test.py at the top or under tests/ or test/; run init --from-pytest in the "
+            "repository's root, or plain init to write the contract by hand"
+        )
+    targets = [(root / rel, text) for rel, text in (PYTEST_SKELETON if from_pytest else SKELETON)]
     try:
         if root.exists() and not root.is_dir():
             raise UsageError(f"{root} is not a directory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +16,9 @@ SMOKE_LIMIT = 8
 FULL_LIMIT = 64
 MAX_CMD_OVERRIDE = "AIDER_FSM_MAX_CMD_SECONDS"
 MAX_TOTAL_OVERRIDE = "AIDER_FSM_MAX_TOTAL_SECONDS"
+#: The interpreter running fsm-runner: it has fsm_runner (``python -m fsm_runner.junit``) whatever
+#: ``python3`` on PATH is.
+PYTHON_ENV = "AIDER_FSM_PYTHON"
 #: Stages that see the model under test (deploy too: it may serve a local checkpoint).
 LLM_STAGES = frozenset({"deploy_setup", "health", "rollout", "evaluate", "benchmark"})
 
@@ -78,6 +82,7 @@ def build_stage_env(
             "AIDER_FSM_ARTIFACTS_DIR": str(stage_dir.resolve()),
             "AIDER_FSM_REPO_ROOT": str(repo_root.resolve()),
             "AIDER_RUNTIME_ENV_PATH": str(runtime_env_path),
+            PYTHON_ENV: sys.executable or "python3",
         }
     )
     if port is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fsm_runner.contract import check_metrics, check_rollout
+from fsm_runner.contract.fields import RequiredKey
 from fsm_runner.contract.outputs import MAX_LINE_BYTES, MAX_REPORTED_LINES
 
 
@@ -16,6 +17,47 @@ def metrics_file(tmp_path: Path, content: str | bytes) -> Path:
     path = tmp_path / "metrics.json"
     path.write_bytes(content.encode() if isinstance(content, str) else content)
     return path
+
+
+TYPED: dict[str, tuple[list[Any], list[tuple[Any, str]]]] = {
+    # type: (values that have it, [(value that does not, how the problem shows it)])
+    "number": ([0.5, 3, -1e-9, 0], [("0.9", 'str "0.9"'), (True, "bool true"), ([1], "array [1]")]),
+    "integer": ([3, 3.0, -2, 0], [(3.5, "float 3.5"), (False, "bool false"), ("3", 'str "3"')]),
+    "string": (["x", ""], [(1, "int 1"), (True, "bool true"), ({"a": 1}, 'object {"a": 1}')]),
+    "boolean": ([True, False], [(1, "int 1"), (0, "int 0"), ("true", 'str "true"')]),
+    "object": ([{}, {"a": [1]}], [([], "array []"), ("{}", 'str "{}"')]),
+    "array": ([[], [1, "a"]], [({}, "object {}"), ("[]", 'str "[]"'), (1.5, "float 1.5")]),
+}
+
+
+@pytest.mark.parametrize("kind", list(TYPED))
+def test_a_typed_key_passes_with_a_value_of_its_type(tmp_path: Path, kind: str) -> None:
+    for value in TYPED[kind][0]:
+        path = metrics_file(tmp_path, json.dumps({"ok": True, "eval": {"v": value}}))
+        check = check_metrics(path, ["ok", RequiredKey("eval.v", kind)])
+        assert check.ok and check.problems == (), (kind, value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "shown"), [(kind, value, shown) for kind, (_, bad) in TYPED.items() for value, shown in bad]
+)
+def test_a_typed_key_with_a_value_of_another_type_fails(tmp_path: Path, kind: str, value: Any, shown: str) -> None:
+    article = "an" if kind[0] in "aeiou" else "a"
+    check = check_metrics(metrics_file(tmp_path, json.dumps({"v": value})), [RequiredKey("v", kind)])
+    assert not check.ok and check.problems == (f"v: expected {article} {kind}, got {shown}",)
+
+
+@pytest.mark.parametrize("kind", list(TYPED))
+def test_a_typed_key_may_not_be_null_or_missing(tmp_path: Path, kind: str) -> None:
+    article = "an" if kind[0] in "aeiou" else "a"
+    check = check_metrics(metrics_file(tmp_path, '{"v": null}'), [RequiredKey("v", kind), RequiredKey("w", kind)])
+    assert check.problems == ("missing required keys: w", f"v: expected {article} {kind}, got null")
+
+
+def test_a_declared_type_of_score_replaces_the_number_rule(tmp_path: Path) -> None:
+    path = metrics_file(tmp_path, '{"score": "A+"}')
+    assert check_metrics(path, [RequiredKey("score", "string")]).ok
+    assert check_metrics(path, ["score"]).problems == ('score: expected a number, got str "A+"',)
 
 
 def test_valid_metrics(tmp_path: Path) -> None:

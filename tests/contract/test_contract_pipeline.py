@@ -17,6 +17,7 @@ from fsm_runner.contract import (
     TestsSpec,
     load_pipeline,
 )
+from fsm_runner.contract.fields import RequiredKey, to_required_keys
 from fsm_runner.errors import ContractError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -65,7 +66,9 @@ def test_full_example_loads_every_field(tmp_path: Path) -> None:
         required_keys=("ok", "score"),
         timeout_seconds=1800.0,
     )
-    assert spec.benchmark is not None and spec.benchmark.required_keys == ("ok", "score", "eval.n_samples")
+    assert spec.benchmark is not None and spec.benchmark.required_keys == to_required_keys(
+        ["ok", "score", "eval.n_samples"]
+    )
     assert spec.artifacts.out_dir == ".aider_fsm/artifacts" and spec.artifacts.max_output_bytes == 64 << 20
 
 
@@ -73,7 +76,7 @@ def test_skeleton_example_loads(tmp_path: Path) -> None:
     shutil.copy(EXAMPLES / "pipeline.benchmark_skeleton.yml", tmp_path / "pipeline.yml")
     spec = load_pipeline(tmp_path)
     assert spec.tests == TestsSpec() and spec.deploy is None and spec.auth is None
-    assert spec.evaluation is not None and spec.evaluation.required_keys == ("ok", "score")
+    assert spec.evaluation is not None and spec.evaluation.required_keys == to_required_keys(["ok", "score"])
 
 
 def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
@@ -125,7 +128,7 @@ def test_every_command_list_accepts_a_string(tmp_path: Path) -> None:
     spec = load_pipeline(tmp_path)
     assert spec.tests is not None and spec.tests.cmds == ("t",)
     assert spec.rollout is not None and spec.rollout.run_cmds == ("r",)
-    assert spec.benchmark is not None and spec.benchmark.required_keys == ("score",)
+    assert spec.benchmark is not None and spec.benchmark.required_keys == (RequiredKey("score"),)
     assert spec.deploy is not None
     assert (spec.deploy.setup_cmds, spec.deploy.health_cmds, spec.deploy.teardown_cmds) == (
         ("s",),
@@ -456,3 +459,75 @@ def test_the_docs_mention_an_xfail_only_when_one_exists() -> None:
     claims_open = "documents an engine defect that is still open" in performance
     assert claims_open == marked
     assert marked or "No test in `tests/fault/` is marked `xfail`" in performance
+@pytest.mark.parametrize("kind", ["number", "integer", "string", "boolean", "object", "array"])
+@pytest.mark.parametrize("style", ["flow", "block", "single"])
+def test_a_required_key_may_name_its_type(tmp_path: Path, kind: str, style: str) -> None:
+    keys = {
+        "flow": f"[ok, {{score: {kind}}}, eval.n]",
+        "block": f"\n    - ok\n    - score: {kind}\n    - eval.n",
+        "single": f"{{score: {kind}}}",
+    }[style]
+    (tmp_path / "pipeline.yml").write_text(f"version: 1\nevaluation:\n  required_keys: {keys}\n")
+    spec = load_pipeline(tmp_path)
+    assert spec.evaluation is not None
+    expected = (RequiredKey("score", kind),)
+    if style != "single":
+        expected = (RequiredKey("ok"), *expected, RequiredKey("eval.n"))
+    assert spec.evaluation.required_keys == expected
+
+
+@pytest.mark.parametrize(
+    ("keys", "error"),
+    [
+        (
+            "[ok, {score: float}]",
+            ":3: evaluation.required_keys[1]: unknown type 'float' for score; the types are number, integer, "
+            "string, boolean, object, array",
+        ),
+        (
+            "\n    - ok\n    - score: numbr",
+            ":5: evaluation.required_keys[1]: unknown type 'numbr' for score (did you mean number?); the types "
+            "are number, integer, string, boolean, object, array",
+        ),
+        (
+            "[{score: 1}]",
+            ":3: evaluation.required_keys[0]: expected the type of score, one of number, integer, string, "
+            "boolean, object, array, got int",
+        ),
+        (
+            "[{score: }]",
+            ":3: evaluation.required_keys[0]: expected the type of score, one of number, integer, string, "
+            "boolean, object, array, got null",
+        ),
+        (
+            "[{ok: boolean, score: number}]",
+            ":3: evaluation.required_keys[0]: a typed key is a mapping of one key name to its type, like "
+            "{score: number}; this one has 2 keys: write one list entry per key",
+        ),
+        (
+            "[{1: number}]",
+            ":3: evaluation.required_keys[0]: expected a key name (a string), got int (quote it to make it a "
+            "string)",
+        ),
+        ("[ok, [score]]", ":3: evaluation.required_keys[1]: expected a key name or {name: type}, got list"),
+        (
+            "[ok, 3]",
+            ":3: evaluation.required_keys[1]: expected a key name or {name: type}, got int (quote it to make "
+            "it a string)",
+        ),
+    ],
+    ids=["unknown-type", "typo", "type-not-a-name", "no-type", "two-keys", "name-not-a-string", "list", "int"],
+)
+def test_a_bad_typed_key_names_the_line_and_the_types(tmp_path: Path, keys: str, error: str) -> None:
+    (tmp_path / "pipeline.yml").write_text(f"version: 1\nevaluation:\n  required_keys: {keys}\n")
+    with pytest.raises(ContractError) as caught:
+        load_pipeline(tmp_path)
+    assert str(caught.value) == str(tmp_path / "pipeline.yml") + error
+
+
+def test_the_python_api_takes_names_mappings_and_refuses_unknown_types() -> None:
+    spec = EvaluationSpec(required_keys=["ok", {"score": "number"}, RequiredKey("n", "integer")])
+    assert spec.required_keys == (RequiredKey("ok"), RequiredKey("score", "number"), RequiredKey("n", "integer"))
+    assert EvaluationSpec(required_keys="ok").required_keys == (RequiredKey("ok"),)
+    with pytest.raises(ValueError, match="unknown type 'float' for score; the types are number, integer"):
+        EvaluationSpec(required_keys=[{"score": "float"}])

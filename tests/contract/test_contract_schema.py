@@ -64,6 +64,10 @@ def test_schema_header_and_fields_follow_the_models() -> None:
         "version: 1\nrollout: {env: {AIDER_FSM_PORT: '1'}}\n",
         "version: 1\ndeploy: {teardown_policy: sometimes}\n",
         "version: 1\nsecurity: {mode: root}\n",
+        "version: 1\nevaluation: {required_keys: [{score: float}]}\n",
+        "version: 1\nevaluation: {required_keys: [{score: number, ok: boolean}]}\n",
+        "version: 1\nevaluation: {required_keys: [{score: 1}]}\n",
+        "version: 1\nevaluation: {required_keys: [{}]}\n",
     ],
 )
 def test_schema_and_loader_both_reject(tmp_path: Path, text: str) -> None:
@@ -83,3 +87,19 @@ def test_schema_and_loader_both_reject(tmp_path: Path, text: str) -> None:
 )
 def test_action_kind_rules_are_in_the_schema(action: dict[str, Any]) -> None:
     assert list(validator(actions_json_schema()).iter_errors({"version": 1, "actions": [action]}))
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        "[ok, {score: number}, {eval.n: integer}, {name: string}, {flag: boolean}, {per_task: object}]",
+        "[{items: array}]",
+        "{score: number}",
+        "score",
+    ],
+)
+def test_schema_and_loader_both_accept_typed_required_keys(tmp_path: Path, keys: str) -> None:
+    text = f"version: 1\nevaluation: {{required_keys: {keys}}}\n"
+    assert list(validator(pipeline_json_schema()).iter_errors(yaml.safe_load(text))) == []
+    spec, errors = parse_pipeline(RawFile("p.yml", text.encode()), tmp_path)
+    assert spec is not None and errors == []

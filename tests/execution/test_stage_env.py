@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,7 @@ def test_runner_facts_are_absolute_and_beat_the_bootstrap_env(tmp_path: Path) ->
     assert env["AIDER_FSM_REPO_ROOT"] == str((tmp_path / "repo").resolve())
     assert env["AIDER_RUNTIME_ENV_PATH"] == str(tmp_path / "repo" / ".aider_fsm/runtime_env.json")
     assert Path(env["AIDER_FSM_ARTIFACTS_DIR"]).is_absolute()
+    assert env["AIDER_FSM_PYTHON"] == sys.executable  # has fsm_runner, whatever python3 on PATH is
 
 
 @pytest.mark.parametrize("stage", ["bootstrap", "tests", "deploy_setup", "rollout", "evaluate", "benchmark"])

@@ -90,6 +90,13 @@ def test_metrics_are_reported_and_copied_into_the_run_dir(make_ctx: PhaseContext
         ),
         ({"ok": True, "score": "0.9"}, "[ok, score]", 'score: expected a number, got str "0.9"', True),
         ({"ok": True, "score": None}, "[ok, score]", "score: expected a value, got null", True),
+        (
+            {"ok": True, "score": 0.5, "n": 7.5},
+            "[ok, score, {n: integer}]",
+            "n: expected an integer, got float 7.5",
+            True,
+        ),
+        ({"ok": "yes"}, "[{ok: boolean}]", 'ok: expected a boolean, got str "yes"; ok must be true, got "yes"', True),
     ],
     ids=[
         "missing-key",
@@ -100,6 +107,8 @@ def test_metrics_are_reported_and_copied_into_the_run_dir(make_ctx: PhaseContext
         "not-ok-unrequired-with-error",
         "string-score",
         "null-score",
+        "typed-integer",
+        "typed-boolean",
     ],
 )
 def test_the_phase_reports_what_it_found_and_the_guard_refuses_it(
