@@ -33,28 +33,6 @@ def train_one_step(checkpoint: str) -> None:
     time.sleep(0.2)
 
 
-def score_table(rows: list[fsm_runner.CellResult], benchmarks: list[str]) -> list[str]:
-    """Benchmarks by checkpoints, with each score's change against the first checkpoint; FAILED marks a
-    failed run. This is the one place that formats results: a comparison table from the library can take
-    its place."""
-    by_cell = {(row.target, row.llm): row for row in rows}
-    header = ["benchmark", *CHECKPOINTS]
-    lines = [header]
-    for bench in benchmarks:
-        cells, base = [Path(bench).name], None
-        for llm in CHECKPOINTS:
-            row = by_cell[(bench, llm)]
-            if not row.ok or row.score is None:
-                cells.append("FAILED")
-                continue
-            delta = "" if base is None else f" ({row.score - base:+.3f})"
-            base = row.score if base is None else base
-            cells.append(f"{row.score:.3f}{delta}")
-        lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
-
-
 def main_submit(targets: list[str]) -> int:
     """Submit each saved checkpoint to every benchmark, train on, collect and print the table at the end."""
     benchmarks = [str(Path(t).resolve()) for t in targets] or [str(DEFAULT_TARGET)]
@@ -74,7 +52,7 @@ def main_submit(targets: list[str]) -> int:
     for row in rows:
         if not row.ok:
             print(f"train_loop: {row.llm} on {row.target} failed: {row.error}", file=sys.stderr)
-    print("\n".join(score_table(rows, benchmarks)))
+    print(fsm_runner.compare(rows).to_text())  # benchmarks by checkpoints, deltas against the first
     return 0 if all(row.ok for row in rows) else 1
 
 

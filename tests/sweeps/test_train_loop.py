@@ -40,9 +40,10 @@ def test_submit_per_checkpoint_and_a_table_at_the_end(tmp_path: Path) -> None:
     saved = re.findall(r"^checkpoint (\w+) saved; scoring it on 2 benchmark\(s\) in the background$", proc.stdout, re.M)
     assert saved == ["exact", "sloppy"], proc.stdout
     table = proc.stdout.splitlines()[2:]
-    assert table[0].split() == ["benchmark", "exact", "sloppy"]
-    assert table[1].split() == ["arith_bench", "1.000", "0.750", "(-0.250)"]
-    assert table[2].split() == ["broken_target", "FAILED", "FAILED"]
+    assert table[0] == "metric: score"
+    assert table[1].split() == ["target", "exact", "(baseline)", "sloppy"]
+    assert table[2].split() == [str(ws.arith), "1.000", "0.750", "(-0.250)"]
+    assert table[3].split() == [str(ws.broken), "FAILED", "FAILED"]
     assert "exact on " in proc.stderr and "failed: evaluate:" in proc.stderr
 
 
@@ -51,4 +52,4 @@ def test_every_benchmark_passing_exits_0(tmp_path: Path) -> None:
     proc = run_loop(tmp_path, ws.arith)
     assert_nothing_running(tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1].split() == ["arith_bench", "1.000", "0.750", "(-0.250)"]
+    assert proc.stdout.splitlines()[-1].split() == [str(ws.arith), "1.000", "0.750", "(-0.250)"]
