@@ -23,12 +23,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.execution.process import kill_group, process_start_time, running_group
 from fsm_runner.sweeps.cells import CellProcess, CellResult, CellSpec, _failed, _now
+
+if TYPE_CHECKING:
+    from fsm_runner.sweeps.executors import CellHandle, Executor
 
 INSTALL = "pip install 'fsm-runner[ray]'"
 #: How long a cancelled task gives its cell to tear its run down before the cell's group is killed.
@@ -247,3 +250,12 @@ class RayExecutor:
                 os.environ.pop("RAY_AUTH_MODE", None)
             else:
                 os.environ["RAY_AUTH_MODE"] = self._auth_mode
+
+
+if TYPE_CHECKING:  # the executor interface, checked by mypy
+
+    def _is_an_executor(executor: RayExecutor) -> Executor:
+        return executor
+
+    def _is_a_handle(handle: RayCellHandle) -> CellHandle:
+        return handle
