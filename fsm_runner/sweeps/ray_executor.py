@@ -194,6 +194,7 @@ class RayExecutor:
         self._ray = ray
         self._handles: list[RayCellHandle] = []
         self._connected = False
+        self._closed = False
         self._auth_mode = os.environ.get("RAY_AUTH_MODE")
         if ray.is_initialized():
             cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -229,6 +230,8 @@ class RayExecutor:
         self._connected = True
 
     def start(self, spec: CellSpec, workdir: Path, name: str) -> RayCellHandle:
+        if self._closed:
+            raise UsageError("this ray executor is closed: make a new one to start more cells")
         ref = self._task.remote(spec.to_json(), str(workdir), name, os.getcwd())
         handle = RayCellHandle(self._ray, ref, spec, workdir, name)
         self._handles.append(handle)
@@ -236,6 +239,7 @@ class RayExecutor:
 
     def close(self) -> None:
         """Stop the cells still running, then shut the local cluster down (or leave the joined one)."""
+        self._closed = True
         running = [h for h in self._handles if h.poll() is None]
         for handle in running:
             self._ray.cancel(handle._ref)
