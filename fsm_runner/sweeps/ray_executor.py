@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
-from fsm_runner.execution.process import kill_group, process_start_time, running_group
+from fsm_runner.execution.process import group_alive, kill_group, process_start_time, running_group
 from fsm_runner.sweeps.cells import CellProcess, CellResult, CellSpec, _failed, _now
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 INSTALL = "pip install 'fsm-runner[ray]'"
 #: How long a cancelled task gives its cell to tear its run down before the cell's group is killed.
 TASK_STOP_GRACE = 30.0
-#: What a force-cancel and the kill of a left-over group may add to a handle's ``stop(grace)``.
+#: How long a handle's ``stop(grace)`` waits, after the grace, for a cell on this machine to end before it
+#: kills the cell's group.
 FORCE_WAIT = 5.0
 #: How often a task checks on its cell (and so how soon it notices a cancel).
 POLL_SECONDS = 0.2
@@ -123,8 +124,9 @@ class RayCellHandle:
 
     def stop(self, grace: float = 30.0) -> CellResult:
         """Cancel the task (it stops its cell and returns the cell's row); after ``grace`` seconds without an
-        answer, force-cancel it and kill the cell's group if it runs on this machine. A row that never came
-        back is a failed row saying the cell was interrupted."""
+        answer, force-cancel it and, when the cell runs on this machine, see its group gone (``FORCE_WAIT``
+        more seconds at most, then killed). A row that never came back is a failed row saying the cell was
+        interrupted."""
         if self.poll() is not None:
             assert self._row is not None
             return self._row
@@ -160,8 +162,8 @@ class RayCellHandle:
         return _failed(self.spec, self.started_at, self._start, f"interrupted: {why}{where}")
 
     def _kill_left_group(self) -> None:
-        """A force-cancelled task cannot stop its cell: when the cell ran on this machine, its group record
-        says which group to kill."""
+        """A task that did not answer in time may still be stopping its cell, or may be gone. When the cell
+        runs on this machine, its group record names the group: give it a moment to end, then kill it."""
         path = _group_file(self._workdir, self._name)
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -169,6 +171,9 @@ class RayCellHandle:
             return
         pgid = running_group(doc)
         if pgid is not None and pgid != os.getpgrp():
+            deadline = time.monotonic() + FORCE_WAIT
+            while group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.05)
             kill_group(pgid, grace=1.0)
         path.unlink(missing_ok=True)
 
