@@ -43,6 +43,9 @@ FORCE_WAIT = 5.0
 POLL_SECONDS = 0.2
 #: Variables that give access to the Ray cluster: a cell has no use for them, so it never gets them.
 RAY_SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+#: What Ray sets for its worker process itself; a cell is not a Ray worker. (``OMP_NUM_THREADS``, which Ray
+#: sets to the task's CPUs, stays: it is what ``num_cpus`` asks for.)
+RAY_WORKER_ENV = ("RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_LD_PRELOAD_ON_WORKERS", "SPT_NOENV")
 
 
 def import_ray() -> Any:
@@ -57,11 +60,14 @@ def import_ray() -> Any:
 @contextlib.contextmanager
 def _spawn_context(cwd: str) -> Iterator[None]:
     """Where and with what environment a cell starts on a node: in the driver's working directory when the
-    node has it (relative targets and checkpoint paths then mean what they mean to the driver), and without
-    the cluster's credentials. A Ray worker runs one task at a time, so changing its process state around the
-    spawn is safe; both are restored."""
+    node has it (relative targets and checkpoint paths then mean what they mean to the driver), without the
+    cluster's credentials and without what Ray sets for its workers. A Ray worker runs one task at a time,
+    so changing its process state around the spawn is safe; both are restored."""
     here = os.getcwd()
-    saved = {name: os.environ.pop(name) for name in RAY_SECRET_ENV if name in os.environ}
+    drop = [*RAY_SECRET_ENV, *RAY_WORKER_ENV]
+    if os.environ.get("PYTHONBREAKPOINT", "").startswith("ray."):  # Ray's remote debugger
+        drop.append("PYTHONBREAKPOINT")
+    saved = {name: os.environ.pop(name) for name in drop if name in os.environ}
     try:
         if os.path.isdir(cwd):
             os.chdir(cwd)

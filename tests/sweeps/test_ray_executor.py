@@ -283,3 +283,4 @@ def test_the_token_is_never_printed_nor_written(
     assert rows[0].metrics is not None  # the cell's own commands never see the cluster's credentials
     assert "RAY_AUTH_TOKEN" not in rows[0].metrics["ray_env"]
     assert "RAY_AUTH_TOKEN_PATH" not in rows[0].metrics["ray_env"]
+    assert "RAY_JOB_ID" not in rows[0].metrics["ray_env"]  # nor what Ray sets for its own workers
