@@ -125,5 +125,9 @@ def make_executor(
             )
         return LocalExecutor(concurrency)
     if name == "ray":
-        raise UsageError("executor 'ray' is not available in this build; use executor 'local'")
+        # Ray is an optional extra: imported only when a sweep asks for it (a missing Ray is a UsageError
+        # that names the install command).
+        from fsm_runner.sweeps.ray_executor import RayExecutor
+
+        return RayExecutor(concurrency=concurrency, address=address, num_cpus=num_cpus)
     raise UsageError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
