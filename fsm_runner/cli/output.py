@@ -11,6 +11,7 @@ from typing import Any
 
 from fsm_runner.contract.pipeline import artifacts_root
 from fsm_runner.engine.progress import escape_controls
+from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.store import resolve_run
 from fsm_runner.targets import url_runs_root
@@ -59,6 +60,16 @@ def runs_root(
     if url_runs is not None:
         return url_runs
     return artifacts_root(Path(repo).resolve(), pipeline_rel)
+
+
+def repo_runs_root(args: argparse.Namespace) -> Path:
+    """The runs of ``REPO`` (a directory, or the git URL its runs were started with): ``runs``, ``gc``."""
+    if not Path(args.repo).is_dir() and url_runs_root(args.repo, args.clones_dir) is None:
+        raise UsageError(
+            f"{args.repo}: not a directory; give the repository root, or the git URL the runs were "
+            "started with (with --clones-dir if `run` was given one)"
+        )
+    return runs_root(args.repo, args.artifacts_dir, args.pipeline, args.clones_dir)
 
 
 def find_run(args: argparse.Namespace, spec: str) -> Path:

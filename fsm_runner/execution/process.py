@@ -32,9 +32,9 @@ _MAX_POLL_MS = 2**31 - 1  # poll() takes a C int; longer timeouts loop
 _DEAD_STATES = frozenset({"Z", "X", "x"})
 
 
-def live_processes() -> Iterator[tuple[int, list[bytes]]]:
-    """Each live (not zombie) process in /proc: its pid and the fields of its ``stat`` after the name
-    (``state ppid pgrp session ...``). Raises OSError when /proc cannot be read (not Linux)."""
+def _processes() -> Iterator[tuple[int, list[bytes], bool]]:
+    """Each process in /proc: its pid, the fields of its ``stat`` after the name (``state ppid pgrp session
+    ...``) and whether it is dead (a zombie). Raises OSError when /proc cannot be read (not Linux)."""
     for entry in os.listdir(_PROC):
         if not entry.isdigit():
             continue
@@ -45,8 +45,14 @@ def live_processes() -> Iterator[tuple[int, list[bytes]]]:
             continue  # exited while we were looking
         # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ')'.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 4 and fields[0].decode("ascii", "replace") not in _DEAD_STATES:
-            yield int(entry), fields
+        if len(fields) >= 4:
+            yield int(entry), fields, fields[0].decode("ascii", "replace") in _DEAD_STATES
+
+
+def live_processes() -> Iterator[tuple[int, list[bytes]]]:
+    """Each live (not zombie) process in /proc: its pid and its ``stat`` fields after the name. Raises
+    OSError when /proc cannot be read (not Linux)."""
+    return ((pid, fields) for pid, fields, dead in _processes() if not dead)
 
 
 def exit_codes_of_groups(pgids: Collection[int]) -> list[int]:
@@ -55,27 +61,18 @@ def exit_codes_of_groups(pgids: Collection[int]) -> list[int]:
     keeps every one; elsewhere a reaped process leaves nothing, and the list is empty."""
     codes: list[int] = []
     try:
-        entries = os.listdir(_PROC)
+        for _pid, fields, dead in _processes():
+            # ``exit_code`` (field 52 of stat, Linux >= 3.5) is the wait status a reaper would get.
+            if not dead or len(fields) < 50:
+                continue
+            try:
+                pgrp, status = int(fields[2]), int(fields[49])
+            except ValueError:
+                continue
+            if pgrp in pgids:
+                codes.append(-(status & 0x7F) if status & 0x7F else status >> 8)
     except OSError:
-        return codes
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        # ``exit_code`` (field 52 of stat, Linux >= 3.5) is the wait status a reaper would get.
-        if len(fields) < 50 or fields[0].decode("ascii", "replace") not in _DEAD_STATES:
-            continue
-        try:
-            pgrp, status = int(fields[2]), int(fields[49])
-        except ValueError:
-            continue
-        if pgrp in pgids:
-            codes.append(-(status & 0x7F) if status & 0x7F else status >> 8)
+        pass  # no /proc: nothing known
     return codes
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fsm_runner.cli.errors import EXIT_OK
-from fsm_runner.cli.output import emit_json, print_lines, runs_root
-from fsm_runner.errors import UsageError
+from fsm_runner.cli.output import emit_json, print_lines, repo_runs_root
 from fsm_runner.prune import PruneEntry, plan_prune, remove_run
-from fsm_runner.targets import url_runs_root
 
 
 def _size(n: int) -> str:
@@ -33,13 +30,7 @@ def _line(entry: PruneEntry, dry_run: bool) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    repo = Path(args.repo)
-    if not repo.is_dir() and url_runs_root(args.repo, args.clones_dir) is None:
-        raise UsageError(
-            f"{args.repo}: not a directory; give the repository root, or the git URL the runs were "
-            "started with (with --clones-dir if `run` was given one)"
-        )
-    root = runs_root(args.repo, args.artifacts_dir, args.pipeline, args.clones_dir)
+    root = repo_runs_root(args)
     plan = plan_prune(root, keep=args.keep, older_than=args.older_than, include_failed=args.include_failed)
     done = [e if not e.remove or args.dry_run else remove_run(e) for e in plan]
     gone = [e for e in done if e.remove and (args.dry_run or e.removed)]
