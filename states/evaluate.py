@@ -24,7 +24,7 @@ class EvaluatePhase(CommandPhase[EvaluationSpec]):
         if self.name == "evaluate" and ctx.require_metrics:
             return (
                 "metrics are required but pipeline.yml has no evaluation.run_cmds; add an evaluation section "
-                "or pass require_metrics=False"
+                "or run without metrics (setup(require_metrics=False), fsm-runner run --no-require-metrics)"
             )
         return None
 
@@ -36,7 +36,8 @@ class EvaluatePhase(CommandPhase[EvaluationSpec]):
             return ErrorInfo(
                 "contract",
                 "evaluation.metrics_path is not set but metrics are required; declare where the "
-                "evaluation writes its metrics JSON (or pass require_metrics=False)",
+                "evaluation writes its metrics JSON (or run without metrics: setup(require_metrics=False), "
+                "fsm-runner run --no-require-metrics)",
                 self.name,
                 str(ctx.pipeline_path),
             )

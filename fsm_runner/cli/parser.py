@@ -277,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=("smoke", "full"), default="smoke", help="AIDER_EVAL_MODE (default: smoke)"
     )
     run.add_argument("--require-samples", action="store_true", help="the rollout must write valid samples")
+    run.add_argument(
+        "--no-require-metrics",
+        action="store_true",
+        help="let a pipeline without evaluation.run_cmds or evaluation.metrics_path end ok (no score)",
+    )
     _env_option(run, "variable for every stage (repeatable)")
     run.add_argument(
         "--until",

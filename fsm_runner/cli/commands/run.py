@@ -53,6 +53,7 @@ def command(args: argparse.Namespace) -> int:
             sandbox=args.sandbox,
             progress=live.progress,
             heartbeat_s=args.heartbeat,
+            require_metrics=not args.no_require_metrics,
         )
         live.watch(session.run_dir, lambda text: session.ctx.redactor.mask(text))
         options: dict[str, Any] = {
