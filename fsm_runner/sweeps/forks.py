@@ -174,6 +174,8 @@ def serve() -> int:
     """``python -m fsm_runner.sweeps.forks``: import the runner once, then fork a cell per request."""
     import fsm_runner.api  # noqa: F401 - what every cell needs, imported once here
 
+    if sys.path and sys.path[0] == os.getcwd():  # ``-m`` put / first: cells import nothing from there
+        del sys.path[0]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Our own copies of the pipes; fds 0 and 1 become /dev/null and stderr, so that nothing the runner's
     # modules might print ends up in the replies.
