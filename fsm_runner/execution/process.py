@@ -104,6 +104,25 @@ def _scan_proc(pgid: int) -> bool | None:
         return None
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie is gone: it only waits for a reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        if _PROC.is_dir():
+            return False
+        try:  # no /proc: the kernel's answer, zombies included
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return not fields or fields[0].decode("ascii", "replace") not in _DEAD_STATES
+
+
 def process_start_time(pid: int) -> int | None:
     """When ``pid`` started (clock ticks since boot), or None when it does not exist.
 

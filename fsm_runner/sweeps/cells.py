@@ -1,11 +1,14 @@
 """One cell of a sweep: one target scored for one llm, as an isolated run, in a process of its own.
 
-A cell runs in a child process (``python -m fsm_runner.sweeps.cells RESULT_FILE``, its spec as JSON on
-stdin) so that cells cannot share a working directory, a signal handler or a crash, and so that stopping a
-cell is stopping a process: SIGTERM makes the child tear its run down (the runner's own SIGTERM handling),
-and its process group is killed after a grace period. Both executors, local and Ray, start cells this way.
-The child writes its row atomically to RESULT_FILE; a child that dies before that still gives a row, failed,
-saying how it died and where its log is.
+A cell runs in a process of its own, leading a session and a process group, so that cells cannot share a
+working directory, a signal handler or a crash, and so that stopping a cell is stopping a process: SIGTERM
+makes it tear its run down (the runner's own SIGTERM handling), and its process group is killed after a
+grace period. The process is either a new interpreter, ``python -m fsm_runner.sweeps.cells RESULT_FILE``
+with its spec as JSON on stdin (:class:`CellProcess`; the Ray executor's way), or a fork of a server that
+has already imported the runner (:class:`~fsm_runner.sweeps.forks.ForkedCell`; the local executor's way,
+which saves a short cell most of its start-up). Either writes its row atomically to its result file; a
+process that dies before that still gives a row, failed, saying how it died and where its log is
+(:class:`CellRun`, shared by both).
 """
 
 from __future__ import annotations
@@ -226,12 +229,19 @@ def run_cell(spec: CellSpec) -> CellResult:
     )
 
 
-class CellProcess:
-    """A cell running in a child process that leads a process group of its own.
+def run_to_file(spec: CellSpec, result_path: Path) -> None:
+    """Run the cell here and write its row atomically to ``result_path``: the body of a cell's process."""
+    write_json_atomic(result_path, run_cell(spec).to_json())
 
-    ``poll()`` returns the row once the child has exited; ``stop()`` asks the child to tear its run down
-    (SIGTERM) and kills its group after ``grace`` seconds. A child that exits without writing its row (killed,
-    crashed) gives a failed row naming its exit status and its log.
+
+class CellRun:
+    """A cell running in a process of its own that leads a process group (and a session) of its own.
+
+    ``poll()`` returns the row once the process has exited; ``stop()`` asks it to tear its run down (SIGTERM)
+    and kills its group after ``grace`` seconds. A process that exits without writing its row (killed,
+    crashed) gives a failed row naming its exit status and its log. How the process is started and how its
+    exit is learnt is a subclass's: :class:`CellProcess` (a new interpreter) or
+    :class:`~fsm_runner.sweeps.forks.ForkedCell` (a fork of a preloaded server).
     """
 
     def __init__(self, spec: CellSpec, workdir: Path, name: str) -> None:
@@ -241,6 +251,71 @@ class CellProcess:
         self.started_at = _now()
         self._start = time.monotonic()
         self.result_path.unlink(missing_ok=True)
+        self._result: CellResult | None = None
+
+    @property
+    def pid(self) -> int:
+        """The cell's process: the leader of its process group and of its session."""
+        raise NotImplementedError
+
+    def _exited(self) -> bool:
+        raise NotImplementedError
+
+    def _returncode(self) -> int | None:
+        """Once exited: like ``Popen.returncode`` (negative: killed by that signal); None when unknown."""
+        raise NotImplementedError
+
+    def _wait_exit(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: for ever) for the process to exit; True once it has."""
+        raise NotImplementedError
+
+    def poll(self) -> CellResult | None:
+        """The row when the process has exited, else None."""
+        if self._result is None and self._exited():
+            self._result = self._read()
+        return self._result
+
+    def wait(self, timeout: float | None = None) -> CellResult | None:
+        if not self._wait_exit(timeout):
+            return None
+        return self.poll()
+
+    def stop(self, grace: float = 30.0) -> CellResult:
+        """Tear the cell down: SIGTERM (the run tears down what it deployed), then the whole group."""
+        if not self._exited():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            self._wait_exit(grace)
+        if group_alive(self.pid):
+            kill_group(self.pid, grace=1.0)
+        self._wait_exit(None)
+        result = self.poll()
+        assert result is not None
+        return result
+
+    def _read(self) -> CellResult:
+        try:
+            return CellResult.from_json(json.loads(self.result_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        code = self._returncode()
+        if code is None:
+            how = "exited (its exit status is unknown)"
+        else:
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return _failed(
+            self.spec,
+            self.started_at,
+            self._start,
+            f"the cell's process {how} before it wrote its result; see {self.log_path}",
+        )
+
+
+class CellProcess(CellRun):
+    """A cell in a new interpreter: ``python -m fsm_runner.sweeps.cells RESULT_FILE``, its spec on stdin."""
+
+    def __init__(self, spec: CellSpec, workdir: Path, name: str) -> None:
+        super().__init__(spec, workdir, name)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", "fsm_runner.sweeps.cells", str(self.result_path)],
@@ -252,49 +327,23 @@ class CellProcess:
         assert self._proc.stdin is not None
         with self._proc.stdin:
             self._proc.stdin.write(json.dumps(spec.to_json()).encode())
-        self.pid = self._proc.pid
-        self._result: CellResult | None = None
 
-    def poll(self) -> CellResult | None:
-        """The row when the child has exited, else None."""
-        if self._result is None and self._proc.poll() is not None:
-            self._result = self._read()
-        return self._result
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
-    def wait(self, timeout: float | None = None) -> CellResult | None:
+    def _exited(self) -> bool:
+        return self._proc.poll() is not None
+
+    def _returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def _wait_exit(self, timeout: float | None) -> bool:
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            return None
-        return self.poll()
-
-    def stop(self, grace: float = 30.0) -> CellResult:
-        """Tear the cell down: SIGTERM (the run tears down what it deployed), then the whole group."""
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(grace)
-        if group_alive(self._proc.pid):
-            kill_group(self._proc.pid, grace=1.0)
-        self._proc.wait()
-        result = self.poll()
-        assert result is not None
-        return result
-
-    def _read(self) -> CellResult:
-        try:
-            return CellResult.from_json(json.loads(self.result_path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        code = self._proc.returncode
-        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return _failed(
-            self.spec,
-            self.started_at,
-            self._start,
-            f"the cell's process {how} before it wrote its result; see {self.log_path}",
-        )
+            return False
+        return True
 
 
 def main(argv: list[str]) -> int:
@@ -307,8 +356,7 @@ def main(argv: list[str]) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         sys.stderr.write(f"error: the cell spec on stdin is not valid: {exc}\n")
         return 2
-    row = run_cell(spec)
-    write_json_atomic(Path(argv[0]), row.to_json())
+    run_to_file(spec, Path(argv[0]))
     return 0
 
 

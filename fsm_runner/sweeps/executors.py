@@ -1,7 +1,8 @@
 """Where cells run: an executor starts a cell and hands back a handle to poll or stop it.
 
-A sweep and ``submit()`` only speak these two protocols, so the local executor (a child process per cell on
-this machine) and the Ray executor (a Ray task per cell) are interchangeable: both give the same rows.
+A sweep and ``submit()`` only speak these two protocols, so the local executor (a process per cell on this
+machine, forked from a preloaded server) and the Ray executor (a Ray task per cell) are interchangeable:
+both give the same rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Protocol
 
 from fsm_runner.errors import UsageError
 from fsm_runner.sweeps import EXECUTORS
-from fsm_runner.sweeps.cells import CellProcess, CellResult, CellSpec
+from fsm_runner.sweeps.cells import CellProcess, CellResult, CellRun, CellSpec
+from fsm_runner.sweeps.forks import CellForker, ForkedCell, ForkError
 
 
 class CellHandle(Protocol):
@@ -47,9 +49,9 @@ class Executor(Protocol):
 
 
 class LocalHandle:
-    """A cell in a child process of this one (see :class:`CellProcess`)."""
+    """A cell in a process of its own (see :class:`~fsm_runner.sweeps.forks.ForkedCell`)."""
 
-    def __init__(self, process: CellProcess, owner: LocalExecutor) -> None:
+    def __init__(self, process: CellRun, owner: LocalExecutor) -> None:
         self.process = process
         self._owner = owner
 
@@ -69,8 +71,10 @@ class LocalHandle:
 class LocalExecutor:
     """Each cell in a process of its own on this machine, ``capacity`` at a time (default: one per core).
 
-    Cells it started and nobody stopped are stopped by :meth:`close`, and at interpreter exit: a sweep that
-    dies leaves no cell running.
+    Cells are forked from a server process that has imported the runner once (started with the first cell,
+    ended by :meth:`close`); when that server cannot start, each cell is a new interpreter instead. Cells it
+    started and nobody stopped are stopped by :meth:`close`, and at interpreter exit: a sweep that dies
+    leaves no cell running.
     """
 
     name = "local"
@@ -81,14 +85,22 @@ class LocalExecutor:
         self.capacity = concurrency or os.cpu_count() or 1
         self._lock = threading.Lock()
         self._running: set[LocalHandle] = set()
+        self._forker = CellForker()
+        weakref.finalize(self, self._forker.close)
         _LIVE.add(self)
 
     def start(self, spec: CellSpec, workdir: Path, name: str) -> LocalHandle:
         workdir.mkdir(parents=True, exist_ok=True)
-        handle = LocalHandle(CellProcess(spec, workdir, name), self)
+        handle = LocalHandle(self._start_process(spec, workdir, name), self)
         with self._lock:
             self._running.add(handle)
         return handle
+
+    def _start_process(self, spec: CellSpec, workdir: Path, name: str) -> CellRun:
+        try:
+            return ForkedCell(spec, workdir, name, self._forker)
+        except ForkError:  # no server to fork it (said once): a new interpreter
+            return CellProcess(spec, workdir, name)
 
     def _forget(self, handle: LocalHandle) -> None:
         with self._lock:
@@ -99,6 +111,7 @@ class LocalExecutor:
             running = list(self._running)
         for handle in running:
             handle.stop(grace)
+        self._forker.close()
 
 
 _LIVE: weakref.WeakSet[LocalExecutor] = weakref.WeakSet()
