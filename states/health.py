@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from fsm_runner.engine.context import RunContext
-from fsm_runner.engine.deployment import ServicesExited, services_exited
+from fsm_runner.engine.deployment import (
+    DeployOutput,
+    ServicesExited,
+    ServiceWatch,
+    deploy_outputs,
+    redirect_targets,
+)
 from fsm_runner.engine.outcome import ErrorInfo, Outcome, skipped
 from fsm_runner.engine.phase import finish
 from fsm_runner.evidence.layout import attempt_name
@@ -25,7 +31,7 @@ from fsm_runner.execution.policy import SecurityPolicy
 FIRST_DELAY = 0.02
 MAX_DELAY = 0.1
 DEFAULT_WINDOW = 60.0
-#: Lines of output an error quotes (per deploy command, when the services exited).
+#: Lines of output an error quotes (per deploy command).
 QUOTED_LINES = 5
 
 
@@ -48,6 +54,7 @@ class HealthPhase:
         delay = FIRST_DELAY
         poll = 0
         exited: ServicesExited | None = None
+        watch = ServiceWatch()
         first: list[CommandResult] = []  # poll 1 and the latest poll keep their files and are journaled
         this_poll: list[CommandResult] = []
         while True:
@@ -66,7 +73,7 @@ class HealthPhase:
                 return finish(ctx, self.name, stage_dir, started, run, data=data)
             if last.blocked:
                 break
-            exited = services_exited(ctx)  # a service that died will not become healthy: say so now
+            exited = watch.exited(ctx)  # a service that crashed will not become healthy: say so now
             if exited is not None:
                 break
             if time.monotonic() + delay > deadline:
@@ -83,6 +90,9 @@ class HealthPhase:
             message = f"health command blocked: {last.blocked}"
         if tail:
             message += "; last output:\n  | " + "\n  | ".join(tail)
+        if not last.blocked and ctx.deployed:
+            # A service that died while deploy still ran left no group to watch: its last words are here.
+            message += "".join(_quoted(ctx, out, "the deploy's output") for out in deploy_outputs(ctx))
         error = ErrorInfo("unhealthy", message, self.name, last.output_path)
         return finish(ctx, self.name, stage_dir, started, run, error=error, data=data)
 
@@ -131,6 +141,14 @@ def _discard(results: Sequence[CommandResult]) -> None:
                     os.unlink(path)
 
 
+def _quoted(ctx: RunContext, output: DeployOutput, what: str) -> str:
+    """The last lines of one deploy command's output, for an error message ("" when it left none)."""
+    lines = output.tail.strip().splitlines()[-QUOTED_LINES:]
+    if not lines or output.path is None:
+        return ""
+    return f"; {what} ({ctx.relpath(output.path)}):\n  | " + "\n  | ".join(lines)
+
+
 def _exited_error(ctx: RunContext, exited: ServicesExited, polls: int, elapsed: float) -> ErrorInfo:
     """The services deploy started are all gone: say so with how they ended and the end of their output."""
     codes = sorted(set(exited.exit_codes) - {0}) or sorted(set(exited.exit_codes))
@@ -141,15 +159,15 @@ def _exited_error(ctx: RunContext, exited: ServicesExited, polls: int, elapsed: 
         "is running; fix the service or the deploy command and run again"
     )
     evidence = None
-    for path, tail in exited.outputs:
-        lines = tail.strip().splitlines()[-QUOTED_LINES:]
-        if lines:
-            evidence = evidence or path
-            message += f"; its output ({ctx.relpath(path)}):\n  | " + "\n  | ".join(lines)
+    for output in exited.outputs:
+        quoted = _quoted(ctx, output, "its output")
+        if quoted:
+            evidence = evidence or output.path
+            message += quoted
     if evidence is None:
-        message += (
-            "; they left no output in the deploy's evidence (output a deploy command redirects is in its own "
-            "log file)"
-        )
-        evidence = exited.outputs[0][0] if exited.outputs else None
+        logs = [path for output in exited.outputs for path in redirect_targets(output)]
+        message += f"; they left no output in the deploy's evidence ({ctx.relpath(exited.stage_dir)})"
+        if logs:
+            message += f": the deploy command sends it to {', '.join(dict.fromkeys(logs))}"
+        evidence = exited.stage_dir
     return ErrorInfo("unhealthy", message, "health", evidence)

@@ -103,6 +103,21 @@ def test_local_model_dir_is_passed_as_local(make_target: TargetFactory, tmp_path
     assert env["AIDER_LLM_KIND"] == "local_hf" and env["AIDER_TRAINED_MODEL_DIR"] == str(model)
 
 
+def test_a_service_that_died_during_deploy_fails_health_without_a_second_deploy(make_target: TargetFactory) -> None:
+    # The server's group is recorded by the first command and gone before health starts (the second sleeps).
+    start = "    - python3 svc.py > .aider_fsm/svc.log 2>&1 &\n"
+    repo = make_target(pipeline=files.PIPELINE.replace(start, "    - python3 no_such_server.py &\n    - sleep 0.5\n"))
+    with fsm_runner.setup(repo) as sess:
+        rolled = sess.rollout(llm="toy-model", mode="smoke")
+    assert rolled.error is not None and rolled.error.phase == "health"
+    assert rolled.error.message.startswith("the deploy's services exited (exit code ")
+    assert "can't open file" in rolled.error.message
+    path = path_of(sess.run_dir)
+    assert ("phase_failed", "health", "failed") in path
+    deploys = [t for t in path if "deploy_setup" in t[1:]]  # no redeploy: one way in, one way out
+    assert deploys == [("phase_done", "tests", "deploy_setup"), ("phase_done", "deploy_setup", "health")]
+
+
 def test_second_round_reuses_bootstrap_and_redeploys(make_target: TargetFactory) -> None:
     repo = make_target()
     with fsm_runner.setup(repo) as sess:

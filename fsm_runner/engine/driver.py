@@ -67,6 +67,8 @@ class Driver:
         self.progress = progress
         self.heartbeat_s = heartbeat_s
         self.phases = phases
+        #: The trigger and source of the transition that led to the current state (None: none yet).
+        self._entered_by: tuple[str, str] | None = None
         ctx.phase = initial
 
     @property
@@ -92,6 +94,7 @@ class Driver:
             phase in topology.NEEDS_DEPLOYMENT
             and ctx.redeploys < topology.MAX_REDEPLOYS
             and not deployment_alive(ctx)
+            and not self._judges_its_own_deploy(phase)
         ):
             ctx.redeploys += 1
             self.fire(topology.REDEPLOY, skipped(phase, "the deployment is gone; deploying again"))
@@ -125,6 +128,12 @@ class Driver:
         ):
             return "already deployed"
         return ""
+
+    def _judges_its_own_deploy(self, phase: str) -> bool:
+        """Health right after the deploy that started the deployment checks that deployment itself: services
+        that crashed at start-up fail there with their exit code and output, rather than being deployed
+        again and again (a repair or a later round still redeploys a deployment that went away)."""
+        return phase == "health" and self._entered_by == (topology.PHASE_DONE, "deploy_setup")
 
     def _health_unconfirmed(self) -> bool:
         """A repair may have touched the service: re-check health before using it again."""
@@ -180,6 +189,7 @@ class Driver:
         self.model.values.update(guards)
         self.model.trigger(trigger)  # type: ignore[attr-defined]
         dest = self.state
+        self._entered_by = (trigger, source)
         ctx.phase = dest
         if dest == topology.FAILED and ctx.status == "running":
             ctx.status = "failed"

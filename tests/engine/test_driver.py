@@ -357,6 +357,28 @@ def test_a_phase_needing_a_gone_deployment_redeploys(
         assert (record.trigger, rollout.calls) == (m.PHASE_DONE, 1)
 
 
+def _deploys_a_service_that_dies(ctx: RunContext) -> Outcome:
+    ctx.deployed = True
+    ctx.deploy_pgids = [_dead_group()]  # gone before health starts
+    return Outcome(phase="deploy_setup", status=OK)
+
+
+def test_health_right_after_deploy_judges_a_deployment_that_already_died(make_ctx: ContextFactory) -> None:
+    ctx = make_ctx(DEPLOY_PIPELINE, repairer=ScriptedRepairer(), repair_iters=1)
+    deploy = Scripted("deploy_setup", _deploys_a_service_that_dies)
+    health = Scripted("health", FAILED)
+    phases = registry(deploy_setup=deploy, health=health, repair=Scripted(m.REPAIR, OK))
+    d = driver(ctx, phases, initial="deploy_setup")
+    d.step()
+    d.step()
+    assert (deploy.calls, health.calls, ctx.redeploys) == (1, 1, 0)  # health ran and failed; no second deploy
+    assert path_of(ctx) == [("deploy_setup", m.PHASE_DONE, "health"), ("health", m.PHASE_FAILED, m.REPAIR)]
+    d.step()  # the repair retries health, whose deployment went away: that one is deployed again
+    d.step()
+    assert path_of(ctx)[-2:] == [(m.REPAIR, m.RETRY, "health"), ("health", m.REDEPLOY, "deploy_setup")]
+    assert (health.calls, ctx.redeploys) == (1, 1)
+
+
 def test_no_deploy_section_means_nothing_to_redeploy(make_ctx: ContextFactory) -> None:
     ctx = make_ctx(deployed=False)
     rollout = Scripted("rollout", OK)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import re
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fsm_runner.engine import guards
-from fsm_runner.engine.deployment import end_deployment
+from fsm_runner.engine.deployment import ServiceWatch, end_deployment, services_exited
 from fsm_runner.engine.outcome import FAILED, OK, SKIPPED
+from fsm_runner.execution.ports import free_port
 from fsm_runner.states import health
 from tests.conftest import procs_in
 from tests.helpers.phases import SERVICE_FILES, PhaseContexts, deploy_yaml, run_phase
@@ -147,7 +154,7 @@ def test_health_fails_at_once_when_the_deployed_services_have_exited(make_ctx: P
 
 
 def test_the_secret_in_a_dead_service_output_is_masked(make_ctx: PhaseContexts) -> None:
-    setup = "sleep 0.3 && echo \"token $SVC_TOKEN rejected\" >&2 &"
+    setup = 'sleep 0.3 && echo "token $SVC_TOKEN rejected" >&2 && exit 3 &'
     pipeline = HEAD + deploy_yaml(setup=setup, timeout=20)
     deploy = run_phase(make_ctx, "deploy_setup", pipeline, secrets={"SVC_TOKEN": "s3cr3t-value-42"})
     run = run_phase(deploy.ctx, "health")
@@ -193,3 +200,145 @@ def test_the_docs_give_the_poll_interval_the_code_uses() -> None:
         for sentence in re.split(r"(?<=\.)\s", doc.read_text()):
             if "health" in sentence.lower() and re.search(r"\bpoll", sentence):
                 assert set(re.findall(r"\b\d+ ms\b", sentence)) <= {first, cap}, (doc.name, sentence)
+
+
+#: A server that sleeps ``$SLOW`` seconds, then listens on the port it is given.
+SLOW_SERVER = r"""
+import http.server, os, sys, time
+with open(".aider_fsm/server.pid", "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(float(os.environ.get("SLOW", "0")))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+#: A launcher that starts the server with a clean environment in a session of its own, and exits 0.
+LAUNCHER = (
+    'env -i PATH="$PATH" SLOW=2 setsid python3 server.py "$1" > .aider_fsm/server.log 2>&1 </dev/null &\n'
+    "sleep 0.5\n"
+)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _children() -> dict[int, str]:
+    """This process's children and their states (``Z``: exited, not reaped)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == os.getpid():
+            found[int(entry.name)] = fields[0].decode()
+    return found
+
+
+@pytest.fixture
+def unreaped_orphans() -> Iterator[None]:
+    """Orphans become this process's children and stay unreaped while the test runs, as under a container
+    init that never reaps: the exit codes of deploy processes that exited are known whatever the host's init
+    does. Adopted children are reaped at the end."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = set(_children())
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.skip("cannot become a child subreaper here")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for pid, state in _children().items():
+            if pid not in before:
+                if state != "Z":
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+
+
+@pytest.mark.usefixtures("unreaped_orphans")
+def test_a_slow_service_a_launcher_handed_off_is_waited_for(make_ctx: PhaseContexts) -> None:
+    # The launcher exits 0 long before the server listens; the server carries none of the deploy's environment.
+    setup = 'mkdir -p .aider_fsm && sh start.sh "$AIDER_FSM_PORT" &'
+    health_cmd = 'curl -fsS "http://127.0.0.1:$AIDER_FSM_PORT/"'
+    pipeline = HEAD + deploy_yaml(setup=setup, health=health_cmd, teardown=None, timeout=20)
+    files = {"server.py": SLOW_SERVER, "start.sh": LAUNCHER}
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, files=files, port=free_port())
+    try:
+        assert deploy.outcome.ok and deploy.ctx.deploy_pgids
+        run = run_phase(deploy.ctx, "health")
+        assert run.outcome.status == OK, run.outcome.error
+        assert run.outcome.duration_s >= 1.5  # polled past the launcher's exit, until the server listened
+        assert "services_exited" not in run.outcome.data
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((deploy.repo / ".aider_fsm/server.pid").read_text()), signal.SIGTERM)
+
+
+@pytest.mark.usefixtures("unreaped_orphans")
+def test_a_hand_off_seen_once_is_remembered_after_the_launcher_is_reaped(make_ctx: PhaseContexts) -> None:
+    deploy = run_phase(make_ctx, "deploy_setup", HEAD + deploy_yaml(setup="sleep 0.2 &"))
+    ctx = deploy.ctx
+    assert deploy.outcome.ok and ctx.deploy_pgids
+    deadline = time.monotonic() + 5
+    while not (exited := [pid for pid, state in _children().items() if state == "Z"]):
+        assert time.monotonic() < deadline, "the launcher did not exit"
+        time.sleep(0.02)
+    watch = ServiceWatch()
+    assert watch.exited(ctx) is None  # exit code 0: a launcher that handed off
+    for pid in exited:
+        os.waitpid(pid, 0)  # an init that reaps now and then: the exit code is gone
+    fresh = services_exited(ctx)
+    assert fresh is not None and fresh.exit_codes == ()  # nothing known: taken as gone
+    assert watch.exited(ctx) is None  # the watch remembers the 0 it saw
+
+
+def test_a_window_that_runs_out_quotes_the_deploy_output(make_ctx: PhaseContexts) -> None:
+    # The server dies while the deploy command still runs: deploy leaves no group to watch, so health polls on.
+    setup = 'python3 no_such_server.py --port "$AIDER_FSM_PORT" & sleep 0.3'
+    pipeline = HEAD + deploy_yaml(setup=setup, timeout=1)
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, files=SERVICE_FILES, port=free_port())
+    assert deploy.outcome.ok and not deploy.ctx.deploy_pgids
+    run = run_phase(deploy.ctx, "health")
+    error = run.outcome.error
+    assert error is not None and error.kind == "unhealthy"
+    assert error.message.startswith("guard is_healthy: no health command passed within 1.0s")
+    before, _, quoted = error.message.partition(
+        "; the deploy's output (deploy_setup/cmd01_try01.stderr):\n  | "
+    )
+    assert "\n  | not ready:" in before  # the health command's own output comes first
+    assert "can't open file" in quoted and "no_such_server.py" in quoted
+    assert error.evidence == str(run.evidence / f"cmd01_try{run.outcome.data['polls']:02d}.stderr")
+
+
+def test_the_deploy_output_a_window_quotes_is_masked(make_ctx: PhaseContexts) -> None:
+    setup = ["echo starting", 'echo "token $SVC_TOKEN rejected" >&2']
+    pipeline = HEAD + deploy_yaml(setup=setup, timeout=0.5)
+    deploy = run_phase(
+        make_ctx, "deploy_setup", pipeline, files=SERVICE_FILES, secrets={"SVC_TOKEN": "s3cr3t-42"}
+    )
+    run = run_phase(deploy.ctx, "health")
+    assert run.outcome.error is not None
+    message = run.outcome.error.message
+    assert "; the deploy's output (deploy_setup/cmd01_try01.stdout):\n  | starting;" in message
+    assert message.endswith(
+        "; the deploy's output (deploy_setup/cmd02_try01.stderr):\n  | token *** rejected"
+    )
+    assert "s3cr3t-42" not in message
+
+
+def test_a_dead_service_whose_output_went_to_a_log_names_the_log(make_ctx: PhaseContexts) -> None:
+    setup = "sleep 0.3 && python3 no_such_server.py > .aider_fsm/server.log 2>&1 &"
+    pipeline = HEAD + deploy_yaml(setup=setup, timeout=20)
+    deploy = run_phase(make_ctx, "deploy_setup", pipeline, files=SERVICE_FILES)
+    run = run_phase(deploy.ctx, "health")
+    error = run.outcome.error
+    assert error is not None and run.outcome.duration_s < 5
+    first = error.message.splitlines()[0]
+    assert first.startswith("the deploy's services exited (exit code ")
+    assert first.endswith(
+        "; they left no output in the deploy's evidence (deploy_setup): the deploy command sends it to "
+        f"{deploy.repo / '.aider_fsm/server.log'}"
+    )
+    assert error.evidence == str(deploy.evidence)
+    assert "can't open file" in (deploy.repo / ".aider_fsm/server.log").read_text()
