@@ -278,7 +278,7 @@ class Session:
         if self.ctx.target.clone is None or self.ctx.status not in ("ok", "closed"):
             return
         try:
-            remove_checkout(self.ctx.target)
+            remove_checkout(self.ctx.target, run_id=self.ctx.run_id)
         except (FsmRunnerError, OSError) as exc:  # the next setup() of the URL prunes it
             self.ctx.log.warning("checkout.kept", checkout=str(self.ctx.repo_root), error=str(exc))
 
