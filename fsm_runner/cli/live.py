@@ -20,9 +20,11 @@ from fsm_runner.cli.report import fmt_score, transition_lines
 from fsm_runner.engine import topology
 from fsm_runner.engine.lifecycle import Interrupted
 from fsm_runner.engine.progress import Progress, ProgressHook
+from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
 from fsm_runner.evidence.records import TransitionRecord
 from fsm_runner.evidence.store import read_records
+from fsm_runner.execution.commands import complete_lines
 from fsm_runner.replays import can_replay
 
 TICK_SECONDS = 0.5
@@ -73,7 +75,7 @@ def interrupted(exc: KeyboardInterrupt, run_dir: Path) -> Interrupted:
 
 
 def last_output_line(run_dir: Path, since: float) -> str:
-    """The last non-blank line of the newest command output written at or after ``since`` (epoch)."""
+    """The last non-blank complete line of the newest command output written at or after ``since`` (epoch)."""
     newest: tuple[float, Path] | None = None
     for pattern in _OUTPUT_GLOBS:
         for path in run_dir.glob(pattern):
@@ -86,12 +88,13 @@ def last_output_line(run_dir: Path, since: float) -> str:
     if newest is None:
         return ""
     try:
-        with newest[1].open("rb") as handle:
+        with open_regular(newest[1]) as handle:  # a FIFO a command left there is not waited on
             handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
             tail = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    lines = [_CONTROL.sub("", line).strip() for line in tail.splitlines()]
+    # only complete lines: the start of a line still being written may be the start of a secret
+    lines = [_CONTROL.sub("", line).strip() for line in complete_lines(tail)]
     return next((line for line in reversed(lines) if line), "")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from attrs import define
 
 from fsm_runner.engine.context import RunContext
+from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import ATTEMPT_RESULT_GLOB, stage_dir_name
 from fsm_runner.execution.commands import output_tail
 from fsm_runner.execution.process import exit_codes_of_groups, is_same_group, kill_group, processes_with_env
@@ -80,7 +81,8 @@ def _deploy_outputs(ctx: RunContext, stage_dir: Path, pgids: tuple[int, ...]) ->
         return ()
     for name in names:
         try:
-            doc = json.loads((stage_dir / name).read_text(encoding="utf-8"))
+            with open_regular(stage_dir / name) as fh:  # never a FIFO a service left there
+                doc = json.loads(fh.read().decode("utf-8"))
         except (OSError, ValueError):
             continue
         if not isinstance(doc, dict) or doc.get("pgid") not in pgids:
