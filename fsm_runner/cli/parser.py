@@ -80,6 +80,8 @@ def env_pair(text: str) -> tuple[str, str]:
     """``--env NAME=VALUE``."""
     name, sep, value = text.partition("=")
     if not sep or not _ENV_NAME.match(name):  # the value may be a secret: never echo it
+        if sep and not name:
+            raise argparse.ArgumentTypeError("'=...': expected NAME=VALUE, the NAME before = is missing")
         raise argparse.ArgumentTypeError(f"{name!r}: expected NAME=VALUE (NAME: letters, digits, _)")
     return name, value
 
