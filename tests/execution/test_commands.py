@@ -593,3 +593,19 @@ def test_an_output_file_replaced_by_a_fifo_is_not_waited_on(tmp_path: Path, read
     except subprocess.TimeoutExpired:
         pytest.fail(f"{reader} waited on a FIFO")
     assert done.returncode == 0, done.stderr
+
+
+def test_a_late_writer_appends_to_the_capped_output(tmp_path: Path) -> None:
+    late = tmp_path / "late-done"
+    # a process in a session of its own outlives the command, still writing to its stdout after the cut
+    script = f'head -c 200000 /dev/zero | tr "\\0" a; (setsid sh -c "sleep 0.5; echo LATE; touch {late}" &); echo done'
+    run = stage(tmp_path, [script], max_output_bytes=10_000)
+    assert run.ok, run.error
+    out = tmp_path / "evidence" / "cmd01_try01.stdout"
+    assert run.results[0].stdout_cut_bytes > 0
+    deadline = time.monotonic() + 10
+    while not late.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    data = out.read_bytes()
+    assert data.endswith(b"done\nLATE\n") and b"\0" not in data
+    assert len(data) < 11_000
