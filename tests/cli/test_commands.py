@@ -77,9 +77,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.
 # -- run -------------------------------------------------------------------------------------------------
 
 
-def test_run_reports_every_transition_and_a_summary(
-    history: tuple[Path, subprocess.CompletedProcess[str]],
-) -> None:
+def test_run_reports_every_transition_and_a_summary(history: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     repo, proc = history
     lines = proc.stdout.splitlines()
     transitions = [line for line in lines if re.match(r"\[\s*\d+\.\d+s\] \w+ -> \w+", line)]
@@ -126,10 +124,7 @@ def test_failed_run_exits_1_and_replay_after_a_fix_exits_0(make_target: TargetFa
 
     again = cli("replay", run_dir)  # a ReplayError: the run is done, there is nothing to replay
     assert again.returncode == 1 and no_traceback(again)
-    assert (
-        again.stderr
-        == f"error: cannot replay: {run_dir}: the run finished successfully; there is nothing to replay\n"
-    )
+    assert again.stderr == f"error: cannot replay: {run_dir}: the run finished successfully; there is nothing to replay\n"
 
 
 def test_repair_cmd_fixes_the_failed_phase(make_target: TargetFactory, tmp_path: Path) -> None:
@@ -366,9 +361,7 @@ def test_show_gives_the_timeline_with_commands_and_evidence(
     assert missing.returncode == 2 and missing.stderr.startswith("error: no run") and no_traceback(missing)
 
 
-def test_show_and_runs_list_every_round_of_a_session(
-    make_target: TargetFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_show_and_runs_list_every_round_of_a_session(make_target: TargetFactory, capsys: pytest.CaptureFixture[str]) -> None:
     repo = make_target()
     checkpoints = ("ckpt-1", "ckpt-2", "ckpt-3")
     with fsm_runner.setup(repo) as sess:
@@ -377,30 +370,20 @@ def test_show_and_runs_list_every_round_of_a_session(
 
     assert main(["show", str(sess.run_dir), "--json"]) == 0
     rounds = json.loads(capsys.readouterr().out)["rounds"]
-    assert [(r["round"], r["llm"], r["ok"]) for r in rounds] == [
-        (1, "ckpt-1", True),
-        (2, "ckpt-2", True),
-        (3, "ckpt-3", True),
-    ]
+    assert [(r["round"], r["llm"], r["ok"]) for r in rounds] == [(1, "ckpt-1", True), (2, "ckpt-2", True), (3, "ckpt-3", True)]
     for entry in rounds:
         assert entry["metrics"]["llms"] == [entry["llm"]] and entry["score"] == 1.0
         assert entry["phases"][-5:] == ["rollout", "evaluate", "benchmark", "verify", "teardown"]
         samples = sess.run_dir / entry["samples"]
-        assert {json.loads(line)["meta"]["llm"] for line in samples.read_text().splitlines()} == {
-            entry["llm"]
-        }
+        assert {json.loads(line)["meta"]["llm"] for line in samples.read_text().splitlines()} == {entry["llm"]}
 
     shown = cli("show", sess.run_dir)
     assert shown.returncode == 0, shown.stderr
     blocks = re.findall(r"^round (\d+)\s+(\S+)\s+llm (\S+)  mode smoke  score (\S+)$", shown.stdout, re.M)
-    assert blocks == [
-        ("1", "ok", "ckpt-1", "1.0"),
-        ("2", "ok", "ckpt-2", "1.0"),
-        ("3", "ok", "ckpt-3", "1.0"),
-    ]
+    assert blocks == [("1", "ok", "ckpt-1", "1.0"), ("2", "ok", "ckpt-2", "1.0"), ("3", "ok", "ckpt-3", "1.0")]
     for n in (1, 2, 3):
         assert f"samples  round_{n}/samples.jsonl  (8 samples)" in shown.stdout
-        assert f'metrics  round_{n}/metrics.json  ok=true score=1.0 run_id="{sess.run_id}"' in shown.stdout
+        assert f"metrics  round_{n}/metrics.json  ok=true score=1.0 run_id=\"{sess.run_id}\"" in shown.stdout
 
     listed = cli("runs", repo)
     header, row = listed.stdout.splitlines()
@@ -468,9 +451,7 @@ def test_diagram_full_flag_draws_every_transition_and_both_mark_the_failed_run(
         assert re.search(r"^\s*class evaluate failed_at$", marked.stdout, re.M), marked.stdout
         assert re.search(r"^\s*class failed current$", marked.stdout, re.M)
     dot = cli("diagram", "--run", failed_journal.parent, "--format", "dot", "--full")
-    assert (
-        dot.returncode == 0 and 'ltail="cluster_' not in dot.stdout and '"evaluate" -> "repair"' in dot.stdout
-    )
+    assert dot.returncode == 0 and 'ltail="cluster_' not in dot.stdout and '"evaluate" -> "repair"' in dot.stdout
     assert 'ltail="cluster_repairable"' in cli("diagram", "--format", "dot").stdout
 
 
@@ -551,9 +532,7 @@ def test_run_shows_what_the_guardrails_reverted(make_target: TargetFactory, tmp_
 
 
 def test_a_target_without_rollout_says_so(make_target: TargetFactory) -> None:
-    pipeline = files.PIPELINE.replace(
-        "rollout:\n  run_cmds:\n    - python3 stage.py rollout\n    - python3 rollout.py\n", ""
-    )
+    pipeline = files.PIPELINE.replace("rollout:\n  run_cmds:\n    - python3 stage.py rollout\n    - python3 rollout.py\n", "")
     repo = make_target(pipeline=pipeline)
     proc = cli("run", repo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -572,9 +551,7 @@ def test_validate_and_run_refuse_unencodable_commands_with_file_and_line(
     (tmp_path / "pipeline.yml").write_text(f"version: 1\ntests:\n  cmds:\n    - {cmd}\n")
     where = f"{(tmp_path / 'pipeline.yml').resolve()}:4: tests.cmds[0]: {problem}"
     for args in (["validate", tmp_path], ["run", tmp_path]):
-        done = subprocess.run(
-            [sys.executable, "-m", "fsm_runner", *map(str, args)], capture_output=True, text=True
-        )
+        done = subprocess.run([sys.executable, "-m", "fsm_runner", *map(str, args)], capture_output=True, text=True)
         assert done.returncode == 2, done.stdout + done.stderr
         assert where in done.stdout + done.stderr and "internal" not in done.stderr
     assert not (tmp_path / ".aider_fsm").exists()  # refused before any run started
@@ -582,15 +559,7 @@ def test_validate_and_run_refuse_unencodable_commands_with_file_and_line(
 
 def test_run_refuses_an_env_value_that_is_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "pipeline.yml").write_text("version: 1\ntests:\n  cmds: echo\n")
-    argv = [
-        sys.executable.encode(),
-        b"-m",
-        b"fsm_runner",
-        b"run",
-        bytes(tmp_path),
-        b"--env",
-        b"BAD=a\xed\xa0\x80",
-    ]
+    argv = [sys.executable.encode(), b"-m", b"fsm_runner", b"run", bytes(tmp_path), b"--env", b"BAD=a\xed\xa0\x80"]
     done = subprocess.run(argv, capture_output=True)
     stderr = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2, stderr
@@ -599,20 +568,15 @@ def test_run_refuses_an_env_value_that_is_not_utf8(tmp_path: Path) -> None:
 
 
 def test_a_secret_variable_that_is_not_utf8_is_masked_and_crashes_nothing(tmp_path: Path) -> None:
-    (tmp_path / "pipeline.yml").write_text("version: 1\ntests:\n  cmds: 'echo \"got $SOME_TOKEN\"'\n")
+    (tmp_path / "pipeline.yml").write_text('version: 1\ntests:\n  cmds: \'echo "got $SOME_TOKEN"\'\n')
     env = {**os.environb, b"SOME_TOKEN": b"se\xffcret-value"}
-    done = subprocess.run(
-        [sys.executable, "-m", "fsm_runner", "run", str(tmp_path), "--until", "tests"],
-        capture_output=True,
-        env=env,
-    )
+    argv = [sys.executable, "-m", "fsm_runner", "run", str(tmp_path)]
+    done = subprocess.run([*argv, "--until", "tests"], capture_output=True, env=env)
     assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
     (out,) = (tmp_path / ".aider_fsm" / "artifacts").glob("*/tests/cmd01_try01.stdout")
     assert out.read_bytes() == b"got ***\n"
 
     (tmp_path / "pipeline.yml").write_text("version: 1\ntests: {cmds: []}\nbogus: 1\n")
-    failed = subprocess.run(
-        [sys.executable, "-m", "fsm_runner", "run", str(tmp_path)], capture_output=True, env=env
-    )
+    failed = subprocess.run(argv, capture_output=True, env=env)
     stderr = failed.stderr.decode("utf-8", "replace")
     assert failed.returncode == 2 and stderr.startswith("error: ") and "Traceback" not in stderr, stderr
