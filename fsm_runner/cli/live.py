@@ -20,10 +20,11 @@ from fsm_runner.cli.report import fmt_score, transition_lines
 from fsm_runner.engine import topology
 from fsm_runner.engine.lifecycle import Interrupted
 from fsm_runner.engine.progress import Progress, ProgressHook
+from fsm_runner.errors import FsmRunnerError
 from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
 from fsm_runner.evidence.records import TransitionRecord
-from fsm_runner.evidence.store import read_records
+from fsm_runner.evidence.store import read_records, read_run
 from fsm_runner.execution.commands import complete_lines
 from fsm_runner.replays import can_replay
 
@@ -31,6 +32,8 @@ TICK_SECONDS = 0.5
 _CLEAR_LINE = "\r\x1b[K"
 #: Colours, cursor moves and other controls in a command's output mean nothing on the status line: dropped.
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f-\x9f]")
+#: Printed (on stderr) when an interrupt leads to a teardown, which runs before anything else is shown.
+TEARDOWN_NOTICE = "tearing down what the run started; Ctrl-C again cuts it short"
 _OUTPUT_GLOBS = (f"*/*{STDOUT_SUFFIX}", f"*/*{STDERR_SUFFIX}", f"*/{AGENT_OUTPUT}")
 
 
@@ -72,6 +75,16 @@ def interrupted(exc: KeyboardInterrupt, run_dir: Path) -> Interrupted:
                 f"may still run; see {run_dir}"
             )
     return Interrupted(signum, "\n".join(lines))
+
+
+def _teardown_follows(run_dir: Path) -> bool:
+    """Whether the interrupted run started services its teardown now ends (run.json is saved before the
+    interrupt's transition is reported)."""
+    try:
+        state = read_run(run_dir)
+    except FsmRunnerError:
+        return False
+    return state.deployed or bool(state.deploy_pgids)
 
 
 def last_output_line(run_dir: Path, since: float) -> str:
@@ -179,11 +192,13 @@ class LiveReport:
         self.err = err
         self.started = time.monotonic()
         self.ticker = _Ticker(err) if err.isatty() else None
+        self.run_dir: Path | None = None
         self._closed = False
 
     def watch(self, run_dir: Path, mask: Callable[[str], str] = str) -> None:
         """Where the running commands write their output (known only once setup has opened the run), and
         how to mask the run's secrets in it: output is masked only once its command has ended."""
+        self.run_dir = run_dir
         if self.ticker is not None:
             self.ticker.run_dir = run_dir
             self.ticker.mask = mask
@@ -221,3 +236,11 @@ class LiveReport:
         elif lines:
             self.out.write(terminal_text("\n".join(lines)) + "\n")
             self.out.flush()
+        if (
+            parsed.trigger == topology.INTERRUPT
+            and self.run_dir is not None
+            and _teardown_follows(self.run_dir)
+        ):
+            # the run stays silent until its teardown ends, which may take long: say what it does meanwhile
+            self.err.write(f"{TEARDOWN_NOTICE}\n")
+            self.err.flush()
