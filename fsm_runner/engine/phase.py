@@ -146,12 +146,14 @@ def recorded_commands(ctx: RunContext, stage_dir: Path) -> tuple[CommandRef, ...
         ):
             continue
         exit_code, duration, blocked = doc.get("exit_code"), doc.get("duration_s"), doc.get("blocked")
+        if type(duration) is not float:
+            duration = float(duration) if type(duration) is int else 0.0
         refs.append(
             CommandRef(
                 index=doc["index"],
                 attempt=doc["attempt"],
                 exit_code=exit_code if type(exit_code) is int else None,
-                duration_s=float(duration) if type(duration) in (int, float) else 0.0,
+                duration_s=duration,
                 timed_out=doc.get("timed_out") is True,
                 blocked=blocked if isinstance(blocked, str) else None,
                 result=ctx.relpath(stage_dir / name),
