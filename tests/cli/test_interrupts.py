@@ -84,6 +84,7 @@ def test_a_second_signal_during_teardown_is_noted_in_the_journal_and_on_screen(
         service = service_pid(repo)
         proc.send_signal(signal.SIGINT)
         wait_for_file(repo / ".aider_fsm" / "tearing", proc)
+        wait_for_file(_run_dir(repo) / "teardown" / "cmd01_try01.json", proc)  # the command is on record
         started = time.monotonic()
         proc.send_signal(second)
         _, err = proc.communicate(timeout=30)
