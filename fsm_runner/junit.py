@@ -14,6 +14,8 @@ size), and a document type declaration is refused outright: a test report has no
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,18 +145,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("report", help="the JUnit XML file")
     parser.add_argument("-o", "--output", required=True, help="the metrics JSON file to write")
     args = parser.parse_args(argv)
+    out = Path(args.output)
+    problem = _output_problem(Path(args.report), out)
+    if problem is not None:
+        sys.stderr.write(f"error: {problem}\n")
+        return 2
     try:
         metrics = junit_metrics(args.report)
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, metrics)
     except (ContractError, EvidenceError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"error: cannot create the directory of {args.output}: {exc.strerror or exc}\n")
+        sys.stderr.write(f"error: cannot write {args.output}: {exc.strerror or exc}\n")
         return 2
     return 0
+
+
+def _output_problem(report: Path, out: Path) -> str | None:
+    """Why the metrics cannot go to ``out``: it is the report itself (writing it would lose the report), or
+    its directory is missing (a typo is not silently made into a tree of directories)."""
+    same = out.resolve() == report.resolve()
+    with contextlib.suppress(OSError):
+        same = same or os.path.samefile(out, report)
+    if same:
+        return f"-o {out} is the report {report} itself; write the metrics to another file"
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        return f"cannot write {out}: {parent} {what}; create it first, or give -o a file in an existing one"
+    return None
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from typing import Any
 from attrs import define, evolve
 
 from fsm_runner.errors import FsmRunnerError, TargetError, UsageError
-from fsm_runner.evidence.layout import RUN_JSON
+from fsm_runner.evidence.layout import RUN_JSON, clone_checkouts_dir
 from fsm_runner.evidence.lock import hold_lock, lock_holder, release_lock
-from fsm_runner.evidence.records import OK, ResolvedTarget
+from fsm_runner.evidence.records import OK
 from fsm_runner.evidence.store import list_runs, read_run, run_info
-from fsm_runner.targets import remove_checkout
+from fsm_runner.targets import checkout_problem, remove_run_checkout
 
 #: Statuses of runs that nothing continues: pruned by default.
 FINISHED = frozenset({OK, "closed"})
@@ -101,15 +101,34 @@ def _age(run_dir: Path, now: float) -> float:
     return 0.0
 
 
-def _left_checkout(run_dir: Path) -> tuple[ResolvedTarget | None, Path | None]:
-    """The git target of the run and its checkout, when that checkout is still on disk."""
+def _left_checkout(run_dir: Path, clone: Path | None) -> tuple[Path | None, str | None]:
+    """The checkout a git run left that goes with it, or why what its run.json names is not removed.
+
+    run.json is not trusted (a stage command can write it): the checkout is derived from ``clone`` (the
+    clone cache entry whose runs are pruned, None for a local repository's runs) and the run id, and
+    must pass :func:`~fsm_runner.targets.checkout_problem`.
+    """
     try:
         target = read_run(run_dir).target
     except FsmRunnerError:
         return None, None
-    if target.clone is None or not target.repo_root.is_dir():
-        return target, None
-    return target, target.repo_root
+    if target.kind != "git" or target.clone is None:
+        return None, None
+    recorded = target.repo_root
+    if clone is None:
+        if not os.path.lexists(recorded):
+            return None, None
+        return (
+            None,
+            f"its checkout {recorded} was not removed: only `fsm-runner gc URL` removes a URL's checkouts",
+        )
+    path = clone_checkouts_dir(clone) / run_dir.name
+    if os.path.lexists(path):
+        problem = checkout_problem(clone, path)
+        return (None, f"its checkout was not removed: {problem}") if problem else (path, None)
+    if recorded != path and os.path.lexists(recorded):
+        return None, f"its checkout {recorded} was not removed: the checkout of this run would be {path}"
+    return None, None
 
 
 def plan_prune(
@@ -119,11 +138,13 @@ def plan_prune(
     older_than: float | None = None,
     include_failed: bool = False,
     now: float | None = None,
+    clone: Path | None = None,
 ) -> list[PruneEntry]:
     """Every run under ``root``, newest first, each marked ``remove`` or with the reason it stays.
 
     Stays: the ``keep`` newest runs, runs younger than ``older_than`` seconds, live runs (their lock is
-    held), and unfinished runs unless ``include_failed``.
+    held), unfinished runs unless ``include_failed``, and run dirs that are symbolic links. Checkouts are
+    removed only for ``clone``'s runs (the clone cache entry of the URL whose runs ``root`` holds).
     """
     if keep < 0:
         raise UsageError(f"--keep must be 0 or more, got {keep}")
@@ -132,9 +153,12 @@ def plan_prune(
     for position, run_dir in enumerate(list_runs(root)):
         info = run_info(run_dir)
         age = _age(run_dir, now)
-        holder = lock_holder(run_dir)
+        link = run_dir.is_symlink()
+        holder = None if link else lock_holder(run_dir)
         reason = None
-        if holder is not None or info.status == "running":
+        if link:
+            reason = "a symbolic link (not followed)"
+        elif holder is not None or info.status == "running":
             reason = f"live ({holder})" if holder else "live"
         elif position < keep:
             reason = f"among the {keep} newest"
@@ -144,7 +168,7 @@ def plan_prune(
             reason = f"{info.status} (replay may continue it; --include-failed removes it)"
         elif info.status not in FINISHED | UNFINISHED:
             reason = f"status {info.status}"
-        checkout = _left_checkout(run_dir)[1] if reason is None else None
+        checkout, problem = _left_checkout(run_dir, clone) if reason is None else (None, None)
         size = tree_size(run_dir) + (tree_size(checkout) if checkout else 0) if reason is None else 0
         entries.append(
             PruneEntry(
@@ -156,24 +180,29 @@ def plan_prune(
                 remove=reason is None,
                 kept_because=reason,
                 checkout=checkout,
+                problem=problem,
             )
         )
     return entries
 
 
-def remove_run(entry: PruneEntry) -> PruneEntry:
-    """Remove a planned run and the checkout it left, under the run's lock; a run that has become live
-    since it was planned is kept (``problem`` says so)."""
+def remove_run(entry: PruneEntry, clone: Path | None = None) -> PruneEntry:
+    """Remove a planned run and the checkout it left (of ``clone``, see :func:`plan_prune`), under the
+    run's lock; a run that has become live since it was planned, or a run dir that is a symbolic link, is
+    kept (``problem`` says so)."""
+    if entry.run_dir.is_symlink():
+        return evolve(entry, problem="not removed: it is a symbolic link")
     try:
         handle = hold_lock(entry.run_dir)
     except FsmRunnerError as exc:
         return evolve(entry, problem=f"not removed: {exc}")
-    problem = None
+    problem = entry.problem
     try:
-        target, checkout = _left_checkout(entry.run_dir)
-        if target is not None and checkout is not None:
+        checkout, skipped = _left_checkout(entry.run_dir, clone)
+        problem = skipped or problem
+        if checkout is not None and clone is not None:
             try:
-                remove_checkout(target)
+                remove_run_checkout(clone, entry.run_dir.name)
             except TargetError as exc:
                 problem = f"checkout not removed: {exc}"
         shutil.rmtree(entry.run_dir)

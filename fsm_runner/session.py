@@ -31,7 +31,7 @@ from fsm_runner.engine.lifecycle import (
     unregister_live,
 )
 from fsm_runner.engine.outcome import FAILED, ErrorInfo, Outcome
-from fsm_runner.engine.phase import Repairer
+from fsm_runner.engine.phase import Repairer, recorded_commands
 from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import create_run_dir
 from fsm_runner.evidence.events import run_logger
@@ -278,7 +278,7 @@ class Session:
         if self.ctx.target.clone is None or self.ctx.status not in ("ok", "closed"):
             return
         try:
-            remove_checkout(self.ctx.target)
+            remove_checkout(self.ctx.target, run_id=self.ctx.run_id)
         except (FsmRunnerError, OSError) as exc:  # the next setup() of the URL prunes it
             self.ctx.log.warning("checkout.kept", checkout=str(self.ctx.repo_root), error=str(exc))
 
@@ -453,7 +453,10 @@ class Session:
             f"outside the run's own processes (containers, remote resources, files) may still run{left}"
         )
         error = ErrorInfo("interrupted", message, "teardown", ctx.relpath(evidence))
-        outcome = Outcome(phase="teardown", status=FAILED, duration_s=round(duration, 6), error=error)
+        commands = recorded_commands(ctx, evidence) if count else ()
+        outcome = Outcome(
+            phase="teardown", status=FAILED, duration_s=round(duration, 6), commands=commands, error=error
+        )
         try:
             if self.state == topology.FAILED:
                 self.driver.fire(topology.CLEANUP, outcome, reason=message)

@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,11 +49,14 @@ __all__ = [
     "current_contract",
     "default_clones_dir",
     "refuse_committed_outputs",
+    "checkout_problem",
     "remove_checkout",
+    "remove_run_checkout",
     "resolve_target",
     "restore_checkout",
     "split_ref",
     "tracked_files",
+    "url_clone",
     "url_runs_root",
     "with_url_credentials",
 ]
@@ -184,8 +188,9 @@ def _is_clone_of(git: _Git, entry: Path, url: str | None) -> bool:
 @contextlib.contextmanager
 def _cache_lock(entry: Path, git: _Git) -> Iterator[None]:
     """The clone entry's lock: fetching, adding and removing checkouts happen one process at a time."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # never truncates, never follows a link
     try:
-        lock = open(clone_lock(entry), "w")  # noqa: SIM115 - held for the whole block below
+        lock = os.fdopen(os.open(clone_lock(entry), flags, 0o644), "r+")
     except OSError as exc:
         raise TargetError(f"cannot open lock file for {entry}: {exc.strerror}") from None
     with lock:
@@ -286,17 +291,51 @@ def _owner_needs(owner: Path) -> bool:
     return status in _RESUMABLE  # "running" without its lock: the runner died; replay continues it
 
 
+def _real_dir(path: Path) -> bool:
+    """Whether ``path`` itself (not what a symbolic link points to) is a directory."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def checkout_problem(clone: Path, path: Path) -> str | None:
+    """Why ``path`` is not a checkout of ``clone`` that may be removed, or None.
+
+    A checkout is a real directory named after a run, directly in the clone's checkouts dir; below the
+    clones dir (resolved) no component may be a symbolic link, so a path read from a run.json cannot lead
+    the removal anywhere else.
+    """
+    if single_name_problem(path.name) or path.parent != clone_checkouts_dir(clone):
+        return f"{path} is not a checkout of the clone cache {clone}"
+    try:
+        base = clone.parent.resolve(strict=True)
+    except OSError:
+        return f"the clone cache {clone.parent} is not there"
+    real_clone = base / clone.name
+    if not _real_dir(real_clone):
+        return f"{real_clone} is not a clone cache entry (not a directory, or a symbolic link)"
+    if not _real_dir(clone_checkouts_dir(real_clone)) or not _real_dir(
+        clone_checkouts_dir(real_clone) / path.name
+    ):
+        return f"{path} is not a directory of its own (missing, or a symbolic link is on its path)"
+    return None
+
+
 def _drop(git: _Git, clone: Path, path: Path) -> None:
-    """Remove one checkout of ``clone`` (only ever a path in the clone's checkouts dir)."""
-    if path.parent != clone_checkouts_dir(clone):
-        raise TargetError(f"{path} is not a checkout of the clone cache {clone}; not removing it")
-    if path.exists() and clone.is_dir():
-        git("worktree", "remove", "--force", str(path), cwd=clone, what=f"remove {path}", check=False)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)  # not (or no longer) registered with the clone
-    elif path.is_symlink():
-        path.unlink()
-    checkout_owner(path).unlink(missing_ok=True)
+    """Remove one checkout of ``clone`` (only ever a real directory in the clone's checkouts dir)."""
+    if os.path.islink(path) and path.parent == clone_checkouts_dir(clone) and _real_dir(path.parent):
+        path.unlink()  # a link in the checkouts dir goes; what it points to stays
+        checkout_owner(path).unlink(missing_ok=True)
+        return
+    if problem := checkout_problem(clone, path):
+        raise TargetError(f"{problem}; not removing it")
+    real = clone_checkouts_dir(clone.parent.resolve() / clone.name) / path.name
+    if clone.is_dir():
+        git("worktree", "remove", "--force", str(real), cwd=clone, what=f"remove {path}", check=False)
+    if _real_dir(real):
+        shutil.rmtree(real, ignore_errors=True)  # not (or no longer) registered with the clone
+    checkout_owner(real).unlink(missing_ok=True)
 
 
 def _prune_checkouts(git: _Git, clone: Path) -> None:
@@ -312,22 +351,39 @@ def _prune_checkouts(git: _Git, clone: Path) -> None:
             if not path.with_name(path.name.removesuffix(CHECKOUT_OWNER_SUFFIX)).exists():
                 path.unlink(missing_ok=True)  # its checkout was never made, or was deleted by hand
                 dropped = True
-        elif not _owner_needs(checkout_owner(path)):
+        elif (_real_dir(path) or path.is_symlink()) and not _owner_needs(checkout_owner(path)):
             _drop(git, clone, path)
             dropped = True
     if dropped:  # also forgets checkouts deleted by hand
         git("worktree", "prune", cwd=clone, what="prune checkouts", check=False)
 
 
-def remove_checkout(target: ResolvedTarget, *, timeout: float = 60) -> None:
-    """Remove a git target's private checkout, under the clone's lock; the run's evidence lives elsewhere."""
-    if target.clone is None:
+def remove_checkout(target: ResolvedTarget, *, run_id: str | None = None, timeout: float = 60) -> None:
+    """Remove a git target's private checkout, under the clone's lock; the run's evidence lives elsewhere.
+
+    With ``run_id`` the checkout is the one named after that run, whatever ``target.repo_root`` says (a
+    target read back from a run.json names paths nobody checked). Anything but a real checkout directory of
+    ``target.clone`` is refused with a :class:`TargetError`.
+    """
+    if target.clone is None or target.kind != "git":
         return
+    path = target.repo_root if run_id is None else clone_checkouts_dir(target.clone) / run_id
+    remove_run_checkout(target.clone, path.name, timeout=timeout, path=path)
+
+
+def remove_run_checkout(clone: Path, run_id: str, *, timeout: float = 60, path: Path | None = None) -> None:
+    """Remove the checkout of ``clone`` named after ``run_id`` (nothing when there is none); refuses
+    (:class:`TargetError`) anything :func:`checkout_problem` names, before the clone's lock is opened."""
+    path = clone_checkouts_dir(clone) / run_id if path is None else path
+    if not os.path.lexists(path):
+        return
+    if not os.path.islink(path) and (problem := checkout_problem(clone, path)):
+        raise TargetError(f"{problem}; not removing it")
     git = _Git(timeout)
-    with _cache_lock(target.clone, git):
-        _drop(git, target.clone, target.repo_root)
-        if target.clone.is_dir():
-            git("worktree", "prune", cwd=target.clone, what="prune checkouts", check=False)
+    with _cache_lock(clone, git):
+        _drop(git, clone, path)
+        if clone.is_dir():
+            git("worktree", "prune", cwd=clone, what="prune checkouts", check=False)
 
 
 def restore_checkout(target: ResolvedTarget, run_dir: Path, *, timeout: float = 300) -> bool:
@@ -341,7 +397,7 @@ def restore_checkout(target: ResolvedTarget, run_dir: Path, *, timeout: float = 
         return False
     url = strip_credentials(target.url or target.spec)
     hint = f"start a new run instead: fsm-runner run {url}@{target.commit}"
-    if not target.commit or path.parent != clone_checkouts_dir(clone):
+    if not target.commit or path.parent != clone_checkouts_dir(clone) or single_name_problem(path.name):
         raise TargetError(f"{path} is not a checkout of the clone cache {clone}; not re-creating it; {hint}")
     git = _Git(timeout)
     if not _is_clone_of(git, clone, target.url):
@@ -418,14 +474,21 @@ def _entry(url: str, clones_dir: Path | None) -> Path:
     return (clones_dir or default_clones_dir()).absolute() / _entry_name(url)
 
 
+def url_clone(spec: str, clones_dir: Path | None = None) -> Path | None:
+    """The clone cache entry of the git target ``spec`` (whether or not it was cloned yet); None when
+    ``spec`` is a local work tree. Needs no git and no network."""
+    try:
+        url, _, local = _split_target(spec, None)
+    except TargetError:
+        return None
+    return None if local is not None else _entry(url, clones_dir)
+
+
 def url_runs_root(spec: str, clones_dir: Path | None = None) -> Path | None:
     """Where the runs of the git target ``spec`` (``URL`` or ``URL@REF``, any ref) live unless they were
     given an ``artifacts_dir``; None when ``spec`` is a local work tree. Needs no git and no network."""
-    try:
-        url, _, local = _split_target(spec, None)
-    except TargetError:  # a path that does not exist, or not a URL this runner clones
-        return None
-    return None if local is not None else clone_runs_dir(_entry(url, clones_dir))
+    clone = url_clone(spec, clones_dir)  # None: a path that does not exist, or not a URL this runner clones
+    return None if clone is None else clone_runs_dir(clone)
 
 
 def resolve_target(

@@ -376,3 +376,85 @@ def test_gc_removes_the_runs_of_a_url_and_the_checkout_a_failed_one_left(upstrea
     assert entry["removed"] and entry["checkout"] == str(checkout) and entry["problem"] is None
     assert not failed_dir.exists() and upstream.checkouts() == []
     assert checkout.name not in git(upstream.clone, "worktree", "list")
+
+
+def forge(run_dir: Path, into: Path, **target: str) -> Path:
+    """A copy of the real run ``run_dir`` at ``into``, ended ok, its run.json's target edited."""
+    shutil.copytree(run_dir, into)
+    (into / ".lock").unlink(missing_ok=True)
+    data = run_json(into)
+    data["status"] = "ok"
+    data["target"].update(target)
+    (into / "run.json").write_text(json.dumps(data))
+    return into
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A directory nothing may remove: ``sub`` is what forged checkouts point at, ``p.txt`` its content."""
+    root = tmp_path / "v"
+    (root / "sub").mkdir(parents=True)
+    (root / "p.txt").write_text("precious\n")
+    (root / "sub" / "s.txt").write_text("precious\n")
+    return root
+
+
+def test_gc_of_a_local_repo_never_follows_a_forged_run_json_out_of_its_runs(
+    upstream: Upstream, tmp_path: Path, victim: Path
+) -> None:
+    done = cli("run", upstream.url, "--json")
+    assert done.returncode == 0, done.stderr
+    real = Path(json.loads(done.stdout)["run_dir"])
+    repo = tmp_path / "a"
+    (repo / "x").mkdir(parents=True)
+    (repo / "pipeline.yml").write_text("version: 1\n")
+    (repo / "x.checkouts").symlink_to(victim / "sub")
+    (repo / "x.lock").write_text("precious\n")
+    run_id = "20200101T000000Z-aaaaaa"
+    forged = forge(
+        real,
+        repo / ".aider_fsm" / "artifacts" / run_id,
+        clone=str(repo / "x"),
+        repo_root=str(repo / "x.checkouts" / ".."),
+    )
+    (victim / "sub" / run_id).mkdir()  # a checkout named after the run, through the link
+
+    gc = cli("gc", repo)
+    assert gc.returncode == 0, gc.stderr
+    assert not forged.exists()
+    assert (victim / "p.txt").read_text() == "precious\n" and (victim / "sub" / run_id).is_dir()
+    assert (repo / "x.lock").read_text() == "precious\n"
+    assert "was not removed" in gc.stdout and "gc URL" in gc.stdout, gc.stdout
+
+
+@pytest.mark.parametrize("how", ["link", "linked_parent", "elsewhere"])
+def test_gc_of_a_url_removes_only_real_checkouts_named_after_the_run(
+    upstream: Upstream, tmp_path: Path, victim: Path, how: str
+) -> None:
+    done = cli("run", upstream.url, "--json")
+    assert done.returncode == 0, done.stderr
+    real = Path(json.loads(done.stdout)["run_dir"])
+    run_id = "20200101T000000Z-bbbbbb"
+    checkouts = clone_checkouts_dir(upstream.clone)
+    other = tmp_path / "other"
+    (other / "y").mkdir(parents=True)
+    other_lock = other / "y.lock"
+    other_lock.write_text("precious\n")
+    if how == "link":  # the run's checkout is a link to the victim
+        (checkouts / run_id).symlink_to(victim / "sub")
+        target = {"repo_root": str(checkouts / run_id)}
+    elif how == "linked_parent":  # run.json names a checkouts dir behind a link, and another clone
+        (other / "y.checkouts").symlink_to(victim / "sub")
+        (victim / "sub" / run_id).mkdir()
+        target = {"clone": str(other / "y"), "repo_root": str(other / "y.checkouts" / run_id)}
+    else:  # run.json names a real directory that is not the run's checkout
+        (victim / "sub" / "x.checkouts").mkdir()
+        target = {"repo_root": str(victim / "sub")}
+    forge(real, upstream.runs_dir / run_id, **target)
+
+    gc = cli("gc", upstream.url)
+    assert gc.returncode == 0, gc.stderr
+    assert not (upstream.runs_dir / run_id).exists()
+    assert (victim / "p.txt").read_text() == "precious\n" and (victim / "sub" / "s.txt").is_file()
+    assert other_lock.read_text() == "precious\n"
+    assert "was not removed" in gc.stdout, gc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,9 +15,15 @@ from fsm_runner.errors import ContractError
 from fsm_runner.junit import MAX_LISTED, junit_metrics
 
 
-def convert(tmp_path: Path, report: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def convert(
+    tmp_path: Path, report: str | Path, *extra: str, out: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    if out is None:
+        out = tmp_path / "out" / "m.json"
+        if not os.path.lexists(out.parent):
+            out.parent.mkdir()
     return subprocess.run(
-        [sys.executable, "-m", "fsm_runner.junit", str(report), "-o", str(tmp_path / "out" / "m.json"), *extra],
+        [sys.executable, "-m", "fsm_runner.junit", str(report), "-o", str(out), *extra],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -167,3 +174,26 @@ def test_a_10k_testcase_report_converts_quickly(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - start
     assert (metrics["total"], metrics["failed"], metrics["score"]) == (10_000, 1_000, 0.9)
     assert elapsed < 5, f"{elapsed:.2f}s for 10k testcases"
+
+
+@pytest.mark.parametrize("given", ["r.xml", "./sub/../r.xml", "link.xml"])
+def test_the_output_is_never_the_report_itself(tmp_path: Path, given: str) -> None:
+    report = tmp_path / "r.xml"
+    report.write_text(f"<testsuite>{PASS}</testsuite>")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.xml").symlink_to(report)
+    done = convert(tmp_path, "r.xml", out=tmp_path / given)
+    assert done.returncode == 2 and done.stderr.startswith("error: -o ") and "itself" in done.stderr, done.stderr
+    assert report.read_text() == f"<testsuite>{PASS}</testsuite>"
+
+
+def test_a_missing_output_directory_is_named_and_not_created(tmp_path: Path) -> None:
+    (tmp_path / "r.xml").write_text(f"<testsuite>{PASS}</testsuite>")
+    missing = tmp_path / "nonexistent" / "dir"
+    done = convert(tmp_path, "r.xml", out=missing / "m.json")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"error: cannot write {missing / 'm.json'}: {missing} does not exist; create it first, or give -o a file "
+        "in an existing one\n"
+    )
+    assert not (tmp_path / "nonexistent").exists()

@@ -551,3 +551,25 @@ def test_a_trees_own_git_config_runs_nothing_on_the_host(upstream: Upstream, tmp
     assert tracked_files(upstream.work, ["app.txt"]) == {"app.txt"}
     resolve_target(upstream.work)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["x.checkouts/..", "x.checkouts/20200101T000000Z-aaaaaa", "x.checkouts/file"],
+)
+def test_remove_checkout_never_follows_a_link_or_leaves_the_checkouts_dir(tmp_path: Path, forged: str) -> None:
+    victim = tmp_path / "v"
+    (victim / "sub" / "20200101T000000Z-aaaaaa").mkdir(parents=True)
+    (victim / "p.txt").write_text("precious\n")
+    (victim / "sub" / "file").write_text("precious\n")
+    base = tmp_path / "a"
+    (base / "x").mkdir(parents=True)
+    (base / "x.checkouts").symlink_to(victim / "sub")
+    (base / "x.lock").symlink_to(victim / "p.txt")
+    target = ResolvedTarget(spec="file:///nowhere", repo_root=base / forged, kind="git", clone=base / "x")
+    with pytest.raises(TargetError, match="not removing it"):
+        remove_checkout(target)
+    with pytest.raises(TargetError, match="not removing it"):
+        remove_checkout(target, run_id="20200101T000000Z-aaaaaa")
+    assert (victim / "p.txt").read_text() == "precious\n" and (victim / "sub" / "file").is_file()
+    assert (victim / "sub" / "20200101T000000Z-aaaaaa").is_dir()

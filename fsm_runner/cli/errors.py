@@ -76,12 +76,15 @@ def _report(json_mode: bool, kind: str, message: str, env: Mapping[str, str] | N
     The message may quote what a target or a command said: the secrets of the caller's environment and of
     ``--env`` (``env``) are masked, and a URL's credentials stripped, as in the evidence.
     """
-    redactor = Redactor.from_env({**os.environ, **(env or {})})
-    message = strip_credentials(redactor.mask(message))
+    try:
+        redactor = Redactor.from_env({**os.environ, **(env or {})})
+        message = strip_credentials(redactor.mask(message))
+    except Exception as exc:  # never the unmasked message, never a traceback instead of the error line
+        message = f"{kind}: the message cannot be shown, masking its secrets failed ({type(exc).__name__})"
     if json_mode:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             emit_json({"ok": False, "error": {"kind": kind, "message": message}})
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, ValueError):
         print_error(f"error: {message}")
 
 

@@ -20,15 +20,20 @@ from fsm_runner.cli.report import fmt_score, transition_lines
 from fsm_runner.engine import topology
 from fsm_runner.engine.lifecycle import Interrupted
 from fsm_runner.engine.progress import Progress, ProgressHook
+from fsm_runner.errors import FsmRunnerError
+from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
 from fsm_runner.evidence.records import TransitionRecord
-from fsm_runner.evidence.store import read_records
+from fsm_runner.evidence.store import read_records, read_run
+from fsm_runner.execution.commands import complete_lines
 from fsm_runner.replays import can_replay
 
 TICK_SECONDS = 0.5
 _CLEAR_LINE = "\r\x1b[K"
 #: Colours, cursor moves and other controls in a command's output mean nothing on the status line: dropped.
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f-\x9f]")
+#: Printed (on stderr) when an interrupt leads to a teardown, which runs before anything else is shown.
+TEARDOWN_NOTICE = "tearing down what the run started; Ctrl-C again cuts it short"
 _OUTPUT_GLOBS = (f"*/*{STDOUT_SUFFIX}", f"*/*{STDERR_SUFFIX}", f"*/{AGENT_OUTPUT}")
 
 
@@ -72,8 +77,18 @@ def interrupted(exc: KeyboardInterrupt, run_dir: Path) -> Interrupted:
     return Interrupted(signum, "\n".join(lines))
 
 
+def _teardown_follows(run_dir: Path) -> bool:
+    """Whether the interrupted run started services its teardown now ends (run.json is saved before the
+    interrupt's transition is reported)."""
+    try:
+        state = read_run(run_dir)
+    except FsmRunnerError:
+        return False
+    return state.deployed or bool(state.deploy_pgids)
+
+
 def last_output_line(run_dir: Path, since: float) -> str:
-    """The last non-blank line of the newest command output written at or after ``since`` (epoch)."""
+    """The last non-blank complete line of the newest command output written at or after ``since`` (epoch)."""
     newest: tuple[float, Path] | None = None
     for pattern in _OUTPUT_GLOBS:
         for path in run_dir.glob(pattern):
@@ -86,12 +101,13 @@ def last_output_line(run_dir: Path, since: float) -> str:
     if newest is None:
         return ""
     try:
-        with newest[1].open("rb") as handle:
+        with open_regular(newest[1]) as handle:  # a FIFO a command left there is not waited on
             handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
             tail = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    lines = [_CONTROL.sub("", line).strip() for line in tail.splitlines()]
+    # only complete lines: the start of a line still being written may be the start of a secret
+    lines = [_CONTROL.sub("", line).strip() for line in complete_lines(tail)]
     return next((line for line in reversed(lines) if line), "")
 
 
@@ -176,11 +192,13 @@ class LiveReport:
         self.err = err
         self.started = time.monotonic()
         self.ticker = _Ticker(err) if err.isatty() else None
+        self.run_dir: Path | None = None
         self._closed = False
 
     def watch(self, run_dir: Path, mask: Callable[[str], str] = str) -> None:
         """Where the running commands write their output (known only once setup has opened the run), and
         how to mask the run's secrets in it: output is masked only once its command has ended."""
+        self.run_dir = run_dir
         if self.ticker is not None:
             self.ticker.run_dir = run_dir
             self.ticker.mask = mask
@@ -218,3 +236,11 @@ class LiveReport:
         elif lines:
             self.out.write(terminal_text("\n".join(lines)) + "\n")
             self.out.flush()
+        if (
+            parsed.trigger == topology.INTERRUPT
+            and self.run_dir is not None
+            and _teardown_follows(self.run_dir)
+        ):
+            # the run stays silent until its teardown ends, which may take long: say what it does meanwhile
+            self.err.write(f"{TEARDOWN_NOTICE}\n")
+            self.err.flush()

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from pathlib import Path
 
 from fsm_runner import __version__
 from fsm_runner.engine import topology
-from fsm_runner.engine.progress import DEFAULT_HEARTBEAT_S, HEARTBEAT_ENV
+from fsm_runner.engine.progress import DEFAULT_HEARTBEAT_S, HEARTBEAT_ENV, MIN_HEARTBEAT_S, interval_problem
 from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import PIPELINE_REL
 from fsm_runner.evidence.records import SANDBOXES
@@ -81,6 +80,8 @@ def env_pair(text: str) -> tuple[str, str]:
     """``--env NAME=VALUE``."""
     name, sep, value = text.partition("=")
     if not sep or not _ENV_NAME.match(name):  # the value may be a secret: never echo it
+        if sep and not name:
+            raise argparse.ArgumentTypeError("'=...': expected NAME=VALUE, the NAME before = is missing")
         raise argparse.ArgumentTypeError(f"{name!r}: expected NAME=VALUE (NAME: letters, digits, _)")
     return name, value
 
@@ -107,13 +108,15 @@ def duration(text: str) -> float:
 
 
 def seconds(text: str) -> float:
-    """A number of seconds >= 0 (``--heartbeat``)."""
+    """A heartbeat interval (``--heartbeat``): 0 (off), or a number of seconds >= 0.1."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    if interval_problem(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 0 or a number of seconds >= {MIN_HEARTBEAT_S:g} (0 turns heartbeats off)"
+        )
     return value
 
 

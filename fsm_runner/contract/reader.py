@@ -61,8 +61,9 @@ def _quote_hint(node: Node) -> str:
     return " (quote it to make it a string)" if isinstance(node, ScalarNode) and node.style is None else ""
 
 
-def _number_hint(value: Any) -> str:
-    """YAML 1.1 reads `1e3` (no dot in the mantissa) as a string; say how to write the number."""
+def _number_hint(value: Any, *, whole: bool = False) -> str:
+    """YAML 1.1 reads `1e3` (no dot in the mantissa) as a string; say how to write the number (only as a
+    whole number when ``whole``: a byte cap, a count, a number of workers)."""
     if not isinstance(value, str):
         return ""
     try:
@@ -71,8 +72,10 @@ def _number_hint(value: Any) -> str:
         return ""
     if not math.isfinite(number):
         return ""
-    whole = f"{number:.0f}" if number.is_integer() and abs(number) < 1e16 else repr(number)
-    return f" ({value!r} is text to YAML; write {whole} or {float(number)!r})"
+    integer = f"{number:.0f}" if number.is_integer() and abs(number) < 1e16 else None
+    if whole:
+        return f" ({value!r} is text to YAML; write {integer})" if integer else ""
+    return f" ({value!r} is text to YAML; write {integer or repr(number)} or {float(number)!r})"
 
 
 def parse_model(cls: Any, raw: RawFile, repo_root: Path) -> tuple[Any, list[ContractError]]:
@@ -390,7 +393,7 @@ def _number(kind: str, node: Node, value: Any) -> Any:
     got = node_type(node)
     if kind == "workers":
         if type(value) is not int:
-            raise _Bad(node, f"expected a whole number, got {got}")
+            raise _Bad(node, f"expected a whole number, got {got}{_number_hint(value, whole=True)}")
         if not 1 <= value <= MAX_WORKERS:
             raise _Bad(node, f"must be between 1 and {MAX_WORKERS}, got {value}")
         return value
@@ -400,7 +403,7 @@ def _number(kind: str, node: Node, value: Any) -> Any:
         return float(value)
     if kind == "count":
         if type(value) is not int:
-            raise _Bad(node, f"expected a whole number, got {got}")
+            raise _Bad(node, f"expected a whole number, got {got}{_number_hint(value, whole=True)}")
         if value < 0:
             raise _Bad(node, f"must be 0 or more, got {value}")
         if value > MAX_RETRIES:
@@ -408,7 +411,7 @@ def _number(kind: str, node: Node, value: Any) -> Any:
         return value
     if kind == "bytes":
         if type(value) is not int:
-            raise _Bad(node, f"expected a whole number of bytes, got {got}{_number_hint(value)}")
+            raise _Bad(node, f"expected a whole number of bytes, got {got}{_number_hint(value, whole=True)}")
         if value != 0 and value < MIN_OUTPUT_BYTES:
             raise _Bad(node, f"must be 0 (no cap) or at least {MIN_OUTPUT_BYTES} bytes, got {value}")
         return value

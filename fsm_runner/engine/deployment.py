@@ -15,6 +15,7 @@ from pathlib import Path
 from attrs import define, field
 
 from fsm_runner.engine.context import RunContext
+from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import ATTEMPT_RESULT_GLOB, stage_dir_name
 from fsm_runner.execution.commands import output_tail
 from fsm_runner.execution.process import exit_codes_of_groups, is_same_group, kill_group, processes_with_env
@@ -124,7 +125,8 @@ def deploy_outputs(ctx: RunContext, pgids: Collection[int] | None = None) -> tup
         return ()
     for name in names:
         try:
-            doc = json.loads((stage_dir / name).read_text(encoding="utf-8"))
+            with open_regular(stage_dir / name) as fh:  # never a FIFO a service left there
+                doc = json.loads(fh.read().decode("utf-8"))
         except (OSError, ValueError):
             continue
         if not isinstance(doc, dict) or (pgids is not None and doc.get("pgid") not in pgids):

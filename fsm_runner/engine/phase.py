@@ -3,6 +3,8 @@ turns a stage run into an outcome."""
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import time
 from pathlib import Path
@@ -12,7 +14,8 @@ from attrs import define
 
 from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.outcome import FAILED, OK, CommandRef, ErrorInfo, Outcome
-from fsm_runner.evidence.layout import SUMMARY
+from fsm_runner.evidence.confine import open_regular
+from fsm_runner.evidence.layout import ATTEMPT_RESULT_GLOB, SUMMARY
 from fsm_runner.execution.commands import StageRun
 
 
@@ -120,6 +123,43 @@ def finish(
         summary["budget_exceeded"] = run.budget_exceeded
     ctx.write_json(stage_dir / SUMMARY, summary)
     return outcome
+
+
+def recorded_commands(ctx: RunContext, stage_dir: Path) -> tuple[CommandRef, ...]:
+    """The command attempts a stage recorded in its ``cmdNN_tryMM.json`` files, for a stage a signal ended
+    before it could report them (the one cut while running has no exit code)."""
+    try:
+        names = fnmatch.filter(os.listdir(stage_dir), ATTEMPT_RESULT_GLOB)
+    except OSError:
+        return ()
+    refs = []
+    for name in names:
+        try:
+            with open_regular(stage_dir / name) as fh:  # a command may have left anything there
+                doc = json.loads(fh.read())
+        except (OSError, ValueError):
+            continue
+        if (
+            not isinstance(doc, dict)
+            or type(doc.get("index")) is not int
+            or type(doc.get("attempt")) is not int
+        ):
+            continue
+        exit_code, duration, blocked = doc.get("exit_code"), doc.get("duration_s"), doc.get("blocked")
+        if type(duration) is not float:
+            duration = float(duration) if type(duration) is int else 0.0
+        refs.append(
+            CommandRef(
+                index=doc["index"],
+                attempt=doc["attempt"],
+                exit_code=exit_code if type(exit_code) is int else None,
+                duration_s=duration,
+                timed_out=doc.get("timed_out") is True,
+                blocked=blocked if isinstance(blocked, str) else None,
+                result=ctx.relpath(stage_dir / name),
+            )
+        )
+    return tuple(sorted(refs, key=lambda ref: (ref.index, ref.attempt)))
 
 
 def _masked_already(stage_dir: Path, run: StageRun | None) -> list[str]:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 DEFAULT_HEARTBEAT_S = 30.0
 #: The environment variable that sets the interval when the caller does not (0 turns heartbeats off).
 HEARTBEAT_ENV = "FSM_RUNNER_HEARTBEAT_S"
+#: The shortest interval (seconds) other than 0 (off): a shorter one floods a log with heartbeats.
+MIN_HEARTBEAT_S = 0.1
 #: A longer last line is cut: a heartbeat is one line of a log.
 LAST_LINE_CHARS = 200
 
@@ -95,7 +97,8 @@ def print_progress(progress: Progress) -> None:
 def heartbeat_seconds(value: object = None, env: Mapping[str, str] | None = None) -> float:
     """The heartbeat interval: ``value`` when given, else ``$FSM_RUNNER_HEARTBEAT_S``, else 30 s; 0 is off.
 
-    Raises :class:`UsageError` for anything but a finite number >= 0.
+    Raises :class:`UsageError` for anything but 0 or a finite number >= :data:`MIN_HEARTBEAT_S`; given by
+    the caller it must be an int or a float (not a bool or a string), from the environment a number's text.
     """
     where = "heartbeat"
     if value is None:
@@ -106,12 +109,21 @@ def heartbeat_seconds(value: object = None, env: Mapping[str, str] | None = None
     try:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError
+        if isinstance(value, str) and where != HEARTBEAT_ENV:
+            raise ValueError
         seconds = float(value)
     except ValueError:
         seconds = -1.0
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UsageError(f"{where} must be a number of seconds >= 0 (0 turns heartbeats off), got {value!r}")
+    if problem := interval_problem(seconds):
+        raise UsageError(f"{where} {problem}, got {value!r}")
     return seconds
+
+
+def interval_problem(seconds: float) -> str | None:
+    """What is wrong with a heartbeat interval (for the message after its name), or None when it is fine."""
+    if not math.isfinite(seconds) or seconds < 0 or 0 < seconds < MIN_HEARTBEAT_S:
+        return f"must be a number of seconds >= {MIN_HEARTBEAT_S:g} (0 turns heartbeats off)"
+    return None
 
 
 def as_hook(progress: ProgressHook | bool | None) -> ProgressHook | None:

@@ -20,6 +20,7 @@ import stat
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from attrs import define
 
@@ -168,6 +169,24 @@ def open_inside(root: Path, rel: str) -> int:
     with _walk(root, rel) as entry:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         return os.open(entry.name, flags, dir_fd=entry.dir_fd)
+
+
+def regular_file(fd: int, path: Path | str) -> BinaryIO:
+    """The open descriptor ``fd`` of ``path`` as a binary file, when it is a regular file; else it is closed
+    and :class:`OSError` says "not a regular file" (a FIFO or device a command left there is never read)."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """``path`` opened for reading when it is a regular file, never through a link and never blocking on a
+    FIFO a command planted there; :class:`OSError` otherwise (``"not a regular file"`` for the kind)."""
+    return regular_file(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), path)
 
 
 def write_inside(root: Path, rel: str, data: bytes, *, mode: int = 0o644) -> None:

@@ -92,7 +92,8 @@ def _build_pattern(values: tuple[str, ...]) -> re.Pattern[str] | None:
 
 
 def _build_bytes_pattern(values: tuple[str, ...]) -> re.Pattern[bytes] | None:
-    encoded = sorted({v.encode("utf-8") for v in values}, key=lambda b: (-len(b), b))
+    # A value from the environment that was not UTF-8 holds its bytes as surrogates: mask those bytes.
+    encoded = sorted({v.encode("utf-8", "surrogateescape") for v in values}, key=lambda b: (-len(b), b))
     return re.compile(b"|".join(re.escape(b) for b in encoded)) if encoded else None
 
 
@@ -133,7 +134,7 @@ class Redactor:
     @property
     def longest(self) -> int:
         """The length in bytes (UTF-8) of the longest value, 0 when there is none."""
-        return max((len(v.encode("utf-8")) for v in self.values), default=0)
+        return max((len(v.encode("utf-8", "surrogateescape")) for v in self.values), default=0)
 
     def mask_bytes(self, data: bytes) -> bytes:
         """:meth:`mask` for bytes (output read back from a file)."""

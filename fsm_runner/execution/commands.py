@@ -26,6 +26,7 @@ from attrs import define, field, validators
 from fsm_runner.contract.fields import DEFAULT_MAX_OUTPUT_BYTES
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
+from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import (
     ATTEMPT_RESULT_GLOB,
     RESULT_SUFFIX,
@@ -199,7 +200,7 @@ def _tail(path: Path, redactor: Redactor, limit: int = TAIL_BYTES) -> str:
     """
     extra = redactor.longest
     try:
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:  # never through a link
+        with open_regular(path) as fh:  # never through a link, never a FIFO
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             start = max(0, size - limit - extra)
@@ -211,6 +212,11 @@ def _tail(path: Path, redactor: Redactor, limit: int = TAIL_BYTES) -> str:
         data = data[extra:]
     text = data[-limit:].decode("utf-8", errors="replace")
     return ("..." + text) if size > limit else text
+
+
+def complete_lines(text: str) -> list[str]:
+    """The lines of ``text`` up to its last newline: what follows it is a line still being written."""
+    return text[: text.rfind("\n") + 1].splitlines()
 
 
 def output_tail(stdout_path: Path, stderr_path: Path, redactor: Redactor) -> tuple[str, str | None]:
@@ -294,7 +300,8 @@ def cap_stage_outputs(stage_dir: Path, limit: int) -> None:
         if not any(cut):
             continue
         try:
-            doc = json.loads(result_file.read_bytes())
+            with open_regular(result_file) as fh:  # a command may have left a FIFO there
+                doc = json.loads(fh.read())
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict):
@@ -305,11 +312,14 @@ def cap_stage_outputs(stage_dir: Path, limit: int) -> None:
 
 
 def last_output_line(path: Path, redactor: Redactor) -> str:
-    """The last non-blank line of a command's output file so far, secrets masked ("" when there is none).
+    """The last non-blank complete line of a command's output file so far, secrets masked ("" when there is
+    none).
 
-    What a heartbeat shows of a command still running: its output is not masked on disk yet.
+    What a heartbeat shows of a command still running: its output is not masked on disk yet, and a line
+    still being written may hold the first part of a secret that masking cannot recognise yet, so only what
+    comes before the last newline is shown.
     """
-    lines = _tail(path, redactor).splitlines()
+    lines = complete_lines(_tail(path, redactor))
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
@@ -477,7 +487,8 @@ def interrupted_command_groups(run_dir: Path) -> list[int]:
     for folder, _dirs, names in sorted(os.walk(run_dir)):  # setup scans every dead run: os.walk is quick
         for name in sorted(fnmatch.filter(names, ATTEMPT_RESULT_GLOB)):
             try:
-                raw = Path(folder, name).read_bytes()
+                with open_regular(Path(folder, name)) as fh:  # never a FIFO a command left
+                    raw = fh.read()
                 doc = json.loads(raw) if _RUNNING.search(raw) else None
             except (OSError, ValueError):
                 continue

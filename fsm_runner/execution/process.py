@@ -226,11 +226,13 @@ def new_evidence_file(path: Path) -> IO[bytes]:
     A sandboxed command may write its own evidence directory: a link it plants at the name of a later
     attempt's output must not make this process write through it. What is there is removed, and the file
     is created exclusively without following links (a link planted in between makes this fail, not follow).
+    It is opened for appending: when the output is capped (cut in place) while a process the command left
+    behind still writes, that process writes at the new end, not at its old offset past a hole of NULs.
     """
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, EVIDENCE_MODE)
-    return os.fdopen(fd, "wb")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, EVIDENCE_MODE), "ab")
 
 
 def _pump(src: IO[bytes], dst_path: Path, echo_fd: int) -> None:

@@ -11,6 +11,7 @@ from fsm_runner.contract.fields import MAX_SECONDS, PORT_ENV, text_problem
 from fsm_runner.errors import UsageError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 SMOKE_LIMIT = 8
 FULL_LIMIT = 64
@@ -95,6 +96,16 @@ def build_stage_env(
     return env
 
 
+def _undecoded_byte(value: str) -> str | None:
+    """A byte that was not UTF-8 where the value came from (a command line, the environment: Python holds it
+    as a surrogate in U+DC80..U+DCFF), said as a byte rather than as a surrogate nobody wrote."""
+    found = _UNDECODED.search(value)
+    if found is None:
+        return None
+    byte = ord(found.group()) - 0xDC00
+    return f"contains the byte 0x{byte:02x}, which is not UTF-8; write the value in UTF-8"
+
+
 def env_map(value: object, what: str = "env_overrides") -> dict[str, str]:
     """A caller's variables as a plain ``{name: value}`` of strings; anything else is refused up front, so
     a bad value never reaches a command or the run's files."""
@@ -107,7 +118,7 @@ def env_map(value: object, what: str = "env_overrides") -> dict[str, str]:
             raise UsageError(f"{what}: {key!r} is not a variable name (letters, digits and _)")
         if not isinstance(item, str):
             raise UsageError(f"{what}: {key} must be a string, got {item!r}; write it as {str(item)!r}")
-        problem = text_problem(item)
+        problem = _undecoded_byte(item) or text_problem(item)
         if problem:
             raise UsageError(f"{what}: {key} {problem}")
     return dict(value)

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fsm_runner.evidence.confine import ConfinementError, open_inside
+from fsm_runner.evidence.confine import ConfinementError, open_inside, open_regular, regular_file
 
 MAX_EVIDENCE_FILES = 4
 TAIL_LINES = 60
@@ -35,7 +35,9 @@ def _tail(path: Path, mask: Callable[[str], str], repo: Path) -> tuple[str, bool
     file of the repository is read without following a symlink out of it.
     """
     inside = path.is_relative_to(repo)
-    opened = os.fdopen(open_inside(repo, str(path.relative_to(repo))), "rb") if inside else path.open("rb")
+    opened = (
+        regular_file(open_inside(repo, str(path.relative_to(repo))), path) if inside else open_regular(path)
+    )
     with opened as fh:
         size = fh.seek(0, os.SEEK_END)
         fh.seek(max(0, size - _TAIL_BYTES))

@@ -481,6 +481,7 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
     [
         ([], "the following arguments are required: COMMAND"),
         (["run", "x", "--env", "NO_EQUALS"], "'NO_EQUALS': expected NAME=VALUE"),
+        (["run", "x", "--env", "=1"], "'=...': expected NAME=VALUE, the NAME before = is missing"),
         (["run", "x", "--repair-iters", "-1"], "'-1' is not a whole number >= 0"),
         (["run", "x", "--until", "lunch"], "'lunch' is not a phase (clone, bootstrap,"),
         (["run", "x", "--mode", "huge"], "invalid choice: 'huge'"),
@@ -562,5 +563,20 @@ def test_run_refuses_an_env_value_that_is_not_utf8(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True)
     stderr = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2, stderr
-    assert stderr.startswith("error: env_overrides: BAD contains") and "lone surrogate" in stderr
+    assert stderr.startswith("error: env_overrides: BAD contains the byte 0xed, which is not UTF-8"), stderr
     assert "internal" not in stderr and not (tmp_path / ".aider_fsm").exists()
+
+
+def test_a_secret_variable_that_is_not_utf8_is_masked_and_crashes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yml").write_text('version: 1\ntests:\n  cmds: \'echo "got $SOME_TOKEN"\'\n')
+    env = {**os.environb, b"SOME_TOKEN": b"se\xffcret-value"}
+    argv = [sys.executable, "-m", "fsm_runner", "run", str(tmp_path)]
+    done = subprocess.run([*argv, "--until", "tests"], capture_output=True, env=env)
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
+    (out,) = (tmp_path / ".aider_fsm" / "artifacts").glob("*/tests/cmd01_try01.stdout")
+    assert out.read_bytes() == b"got ***\n"
+
+    (tmp_path / "pipeline.yml").write_text("version: 1\ntests: {cmds: []}\nbogus: 1\n")
+    failed = subprocess.run(argv, capture_output=True, env=env)
+    stderr = failed.stderr.decode("utf-8", "replace")
+    assert failed.returncode == 2 and stderr.startswith("error: ") and "Traceback" not in stderr, stderr

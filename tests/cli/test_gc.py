@@ -139,3 +139,40 @@ def test_a_bad_duration_is_a_usage_error(repo: Path, text: str) -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("12h", 43200), ("7d", 7 * DAY), ("1.5h", 5400)])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_a_run_dir_that_is_a_link_is_kept_and_its_target_gets_no_lock(repo: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    run_dir = new_run(repo)
+    run_dir.rename(elsewhere)
+    (elsewhere / ".lock").unlink(missing_ok=True)
+    (run_dir.parent / "20200101T000000Z-cccccc").symlink_to(elsewhere)
+    age(elsewhere, 2 * DAY)
+    done = cli("gc", repo)
+    assert done.returncode == 0, done.stderr
+    assert (elsewhere / "run.json").is_file() and not (elsewhere / ".lock").exists()
+    assert "kept 1: 1 a symbolic link" in done.stdout, done.stdout
+
+
+def test_a_run_that_could_not_be_removed_is_counted_with_a_reason(repo: Path) -> None:
+    run_dir = new_run(repo)
+    (run_dir / ".lock").unlink(missing_ok=True)
+    (run_dir / ".lock").mkdir()  # its lock cannot be taken, so it is not removed
+    done = cli("gc", repo)
+    assert done.returncode == 0, done.stderr
+    assert run_dir.is_dir()
+    summary = done.stdout.splitlines()[-2]
+    assert summary.endswith("kept 1: 1 could not be removed"), done.stdout
+
+
+def test_gc_of_a_url_never_cloned_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fsm_runner", "gc", "https://example.invalid/none.git"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FSM_RUNNER_CACHE_DIR": str(tmp_path / "clones")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "was never cloned into" in done.stdout and "0 of 0" not in done.stdout, done.stdout
+    assert "--clones-dir" in done.stdout

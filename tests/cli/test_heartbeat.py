@@ -68,7 +68,7 @@ def test_the_flag_then_the_environment_set_the_interval(
     assert bool(HEARTBEAT.search(proc.stderr)) is expected, proc.stderr
 
 
-@pytest.mark.parametrize("value", ["-1", "abc", "nan", ""])
+@pytest.mark.parametrize("value", ["-1", "abc", "nan", "", "0.0001", "1e-9"])
 def test_a_bad_heartbeat_is_a_usage_error(
     repo: Path, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,6 +63,7 @@ def test_the_interrupt_message_names_the_run_dir_and_the_replay_command(
     assert proc.returncode == 128 + sig, err
     assert f"interrupted: received {sig.name}\nrun dir  {run_dir}\nnext     fsm-runner replay {run_dir}\n" in err
     assert "cut short" not in err  # the teardown ran to its end
+    assert err.count("tearing down what the run started; Ctrl-C again cuts it short\n") == 1, err
     dry = subprocess.run(
         [sys.executable, "-m", "fsm_runner", "replay", str(run_dir), "--dry-run"],
         capture_output=True,
@@ -83,6 +84,7 @@ def test_a_second_signal_during_teardown_is_noted_in_the_journal_and_on_screen(
         service = service_pid(repo)
         proc.send_signal(signal.SIGINT)
         wait_for_file(repo / ".aider_fsm" / "tearing", proc)
+        wait_for_file(_run_dir(repo) / "teardown" / "cmd01_try01.json", proc)  # the command is on record
         started = time.monotonic()
         proc.send_signal(second)
         _, err = proc.communicate(timeout=30)
@@ -104,3 +106,7 @@ def test_a_second_signal_during_teardown_is_noted_in_the_journal_and_on_screen(
     assert f"run dir  {run_dir}\n" in err and f"next     fsm-runner replay {run_dir}\n" in err
     assert f"{error.message}; see {run_dir / 'teardown'}\n" in err
     assert service is not None and not pid_alive(service)  # the run's own processes were still ended
+    notice = "tearing down what the run started; Ctrl-C again cuts it short\n"
+    assert err.count(notice) == 1 and err.index(notice) < err.index("interrupted: "), err
+    (command,) = cleanup.outcome.commands  # the teardown command the signal cut
+    assert (command.index, command.attempt, command.result) == (1, 1, "teardown/cmd01_try01.json")

@@ -361,8 +361,18 @@ BAD = [
     (
         "version: 1\nartifacts: {max_output_bytes: 1e6}\n",
         ":2: artifacts.max_output_bytes: expected a whole number of bytes, got str ('1e6' is text to YAML; "
-        "write 1000000 or 1000000.0)",
+        "write 1000000)",
     ),
+    (
+        "version: 1\nartifacts: {max_output_bytes: 1e9}\n",
+        ":2: artifacts.max_output_bytes: expected a whole number of bytes, got str ('1e9' is text to YAML; "
+        "write 1000000000)",
+    ),
+    (
+        "version: 1\ntests: {retries: 1e1}\n",
+        ":2: tests.retries: expected a whole number, got str ('1e1' is text to YAML; write 10)",
+    ),
+    ("version: 1\ntests: {retries: 1e-1}\n", ":2: tests.retries: expected a whole number, got str"),
     (
         "version: 1\nartifacts: {max_output_bytes: -1}\n",
         ":2: artifacts.max_output_bytes: must be 0 (no cap) or at least 4096 bytes, got -1",

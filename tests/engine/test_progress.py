@@ -10,7 +10,10 @@ import pytest
 
 import fsm_runner
 from fsm_runner import Progress, UsageError
+from fsm_runner.cli.live import last_output_line as live_last_line
 from fsm_runner.engine.progress import HEARTBEAT_ENV, heartbeat_seconds
+from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.commands import last_output_line as command_last_line
 
 #: A tests phase of two commands; the second prints a colour sequence, a terminal title and a secret, then
 #: holds long enough for a few heartbeats.
@@ -88,7 +91,7 @@ def test_a_failing_hook_does_not_fail_the_run(tmp_path: Path) -> None:
     assert '"progress.hook_failed"' in events and "display gone" in events
 
 
-@pytest.mark.parametrize("value", [-1, "abc", float("nan"), float("inf"), True])
+@pytest.mark.parametrize("value", [-1, "abc", float("nan"), float("inf"), True, "1", 0.0001, 1e-9])
 def test_a_bad_interval_or_hook_is_a_usage_error(tmp_path: Path, value: object) -> None:
     with pytest.raises(UsageError, match="heartbeat must be a number of seconds >= 0"):
         fsm_runner.setup(_repo(tmp_path), progress=True, heartbeat_s=value)  # type: ignore[arg-type]
@@ -109,3 +112,29 @@ def test_the_interval_comes_from_the_caller_then_the_environment(
 def test_a_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(UsageError, match=f"{HEARTBEAT_ENV} must be a number of seconds >= 0.*'-3'"):
         heartbeat_seconds(None, {HEARTBEAT_ENV: "-3"})
+
+
+def test_an_environment_interval_below_a_tenth_of_a_second_is_refused() -> None:
+    with pytest.raises(UsageError, match=f"{HEARTBEAT_ENV} must be a number of seconds >= 0.1.*'1e-9'"):
+        heartbeat_seconds(None, {HEARTBEAT_ENV: "1e-9"})
+    assert heartbeat_seconds(None, {HEARTBEAT_ENV: "0.1"}) == 0.1
+
+
+TOKEN = "sk-SECRETVALUE-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("x" * 30 + TOKEN[:6], ""),
+        ("first line\n" + "x" * 30 + TOKEN[:6], "first line"),
+        ("first line\n" + "x" * 30 + TOKEN + "\n", "x" * 30 + "***"),
+    ],
+)
+def test_the_last_line_shown_is_the_last_complete_one_masked(tmp_path: Path, written: str, shown: str) -> None:
+    out = tmp_path / "tests" / "cmd01_try01.stdout"
+    out.parent.mkdir()
+    out.write_text(written)
+    redactor = Redactor((TOKEN,))
+    assert command_last_line(out, redactor) == shown
+    assert redactor.mask(live_last_line(tmp_path, 0)) == shown

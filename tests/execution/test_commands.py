@@ -560,3 +560,52 @@ def test_capping_twice_cuts_once(tmp_path: Path, size: int) -> None:
     assert cut == (size - 4096 if size > 4096 + 256 else 0)
     assert once[:2048] == data[:2048] and once[-2048:] == data[-2048:]
     assert cap_output(output, 4096) == 0 and output.read_bytes() == once
+
+
+#: Each reads an output file a command replaced with a FIFO (no writer ever opens it): none may wait on it.
+FIFO_READERS = {
+    "stage": "from tests.execution.test_commands import stage\n"
+    "run = stage(tmp, ['rm evidence/cmd01_try01.stderr; mkfifo evidence/cmd01_try01.stderr; exit 1'])\n"
+    "assert not run.ok, run\n",
+    "last_output_line": "from fsm_runner.execution.commands import last_output_line\n"
+    "os.mkfifo(tmp / 'out')\n"
+    "assert last_output_line(tmp / 'out', Redactor()) == ''\n",
+    "live": "from fsm_runner.cli.live import last_output_line\n"
+    "(tmp / 'tests').mkdir()\n"
+    "os.mkfifo(tmp / 'tests' / 'cmd01_try01.stdout')\n"
+    "assert last_output_line(tmp, 0) == ''\n",
+    "attempt_files": "from fsm_runner.execution.commands import cap_stage_outputs, interrupted_command_groups\n"
+    "os.mkfifo(tmp / 'cmd01_try01.json')\n"
+    "cap_stage_outputs(tmp, 10)\n"
+    "assert interrupted_command_groups(tmp) == []\n",
+}
+
+
+@pytest.mark.parametrize("reader", sorted(FIFO_READERS))
+def test_an_output_file_replaced_by_a_fifo_is_not_waited_on(tmp_path: Path, reader: str) -> None:
+    script = "import os, sys\nfrom pathlib import Path\nfrom fsm_runner.evidence.redaction import Redactor\n"
+    script += f"sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
+    script += f"tmp = Path({str(tmp_path)!r})\nos.chdir(tmp)\n" + FIFO_READERS[reader]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=20, cwd=Path.cwd()
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{reader} waited on a FIFO")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_late_writer_appends_to_the_capped_output(tmp_path: Path) -> None:
+    late = tmp_path / "late-done"
+    # a process in a session of its own outlives the command, still writing to its stdout after the cut
+    script = f'head -c 200000 /dev/zero | tr "\\0" a; (setsid sh -c "sleep 0.5; echo LATE; touch {late}" &); echo done'
+    run = stage(tmp_path, [script], max_output_bytes=10_000)
+    assert run.ok, run.error
+    out = tmp_path / "evidence" / "cmd01_try01.stdout"
+    assert run.results[0].stdout_cut_bytes > 0
+    deadline = time.monotonic() + 10
+    while not late.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    data = out.read_bytes()
+    assert data.endswith(b"done\nLATE\n") and b"\0" not in data
+    assert len(data) < 11_000

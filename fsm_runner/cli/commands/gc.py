@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from fsm_runner.cli.errors import EXIT_OK
 from fsm_runner.cli.output import emit_json, print_lines, repo_runs_root
 from fsm_runner.prune import PruneEntry, plan_prune, remove_run
+from fsm_runner.targets import url_clone
 
 
 def _size(n: int) -> str:
@@ -31,8 +33,19 @@ def _line(entry: PruneEntry, dry_run: bool) -> str:
 
 def command(args: argparse.Namespace) -> int:
     root = repo_runs_root(args)
-    plan = plan_prune(root, keep=args.keep, older_than=args.older_than, include_failed=args.include_failed)
-    done = [e if not e.remove or args.dry_run else remove_run(e) for e in plan]
+    clone = None if Path(args.repo).is_dir() else url_clone(args.repo, args.clones_dir)
+    if clone is not None and not args.json and not root.is_dir() and not clone.exists():
+        print_lines(
+            [
+                f"{args.repo} was never cloned into {clone.parent}, so it has no runs there; if `run` was "
+                "given --clones-dir (or --artifacts-dir), give gc the same option"
+            ]
+        )
+        return EXIT_OK
+    plan = plan_prune(
+        root, keep=args.keep, older_than=args.older_than, include_failed=args.include_failed, clone=clone
+    )
+    done = [e if not e.remove or args.dry_run else remove_run(e, clone) for e in plan]
     gone = [e for e in done if e.remove and (args.dry_run or e.removed)]
     freed = sum(e.bytes for e in gone)
     kept = len(done) - len(gone)
@@ -51,7 +64,11 @@ def command(args: argparse.Namespace) -> int:
     lines = [_line(e, args.dry_run) for e in done if e.remove]
     reasons: dict[str, int] = {}
     for entry in done:
-        if not entry.remove:
+        if entry.remove and (args.dry_run or entry.removed):
+            continue
+        if entry.remove:
+            reasons["could not be removed"] = reasons.get("could not be removed", 0) + 1
+        else:
             why = (entry.kept_because or "").split(" (", 1)[0]
             why = "live" if why.startswith("live") else why
             reasons[why] = reasons.get(why, 0) + 1
