@@ -140,7 +140,8 @@ def plan_prune(
     now: float | None = None,
     clone: Path | None = None,
 ) -> list[PruneEntry]:
-    """Every run under ``root``, newest first, each marked ``remove`` or with the reason it stays.
+    """Every run under ``root``, newest first (by when it last wrote its run.json, as ``older_than`` counts;
+    runs started in the same second have no other order), each marked ``remove`` or with the reason it stays.
 
     Stays: the ``keep`` newest runs, runs younger than ``older_than`` seconds, live runs (their lock is
     held), unfinished runs unless ``include_failed``, and run dirs that are symbolic links. Checkouts are
@@ -150,9 +151,10 @@ def plan_prune(
         raise UsageError(f"--keep must be 0 or more, got {keep}")
     now = time.time() if now is None else now
     entries = []
-    for position, run_dir in enumerate(list_runs(root)):
+    ages = {run_dir: _age(run_dir, now) for run_dir in list_runs(root)}
+    for position, run_dir in enumerate(sorted(ages, key=ages.__getitem__)):
         info = run_info(run_dir)
-        age = _age(run_dir, now)
+        age = ages[run_dir]
         link = run_dir.is_symlink()
         holder = None if link else lock_holder(run_dir)
         reason = None
