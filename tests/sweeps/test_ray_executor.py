@@ -284,3 +284,51 @@ def test_the_token_is_never_printed_nor_written(
     assert "RAY_AUTH_TOKEN" not in rows[0].metrics["ray_env"]
     assert "RAY_AUTH_TOKEN_PATH" not in rows[0].metrics["ray_env"]
     assert "RAY_JOB_ID" not in rows[0].metrics["ray_env"]  # nor what Ray sets for its own workers
+
+
+#: Three runs submitted at once on the ray executor (they share the one cluster the first starts), then a run
+#: on a connection the caller made itself.
+SHARED_FLOW = """
+import json, os, sys
+import fsm_runner, ray
+target = sys.argv[1]
+a = fsm_runner.submit(target, "exact", executor="ray")
+b = fsm_runner.submit(target, "sloppy", executor="ray")
+c = fsm_runner.submit(target, "exact", executor="ray")
+rows = [a.result(timeout=120).to_json(), b.result(timeout=120).to_json(), c.cancel().to_json()]
+after = {"initialized": ray.is_initialized(), "auth_mode": os.environ.get("RAY_AUTH_MODE")}
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+d = fsm_runner.submit(target, "exact", executor="ray")
+rows.append(d.result(timeout=120).to_json())
+mine = ray.is_initialized()
+ray.shutdown()
+print(json.dumps({"rows": rows, "after": after, "caller_connection_kept": mine}))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.e2e
+@pytest.mark.skipif(not HAVE_RAY, reason=f"Ray is not installed ({INSTALL})")
+def test_executors_of_one_process_share_the_ray_connection(tmp_path: Path) -> None:
+    """The first run that finishes must not shut Ray down under the others; the last one does, and leaves
+    RAY_AUTH_MODE as it found it; a connection the caller made stays open."""
+    target = shutil.copytree(EXAMPLES / "arith_bench", tmp_path / "arith_bench")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARED_FLOW, str(target)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    a, b, c, d = out["rows"]
+    assert (a["ok"], a["score"]) == (True, 1.0), a
+    assert (b["ok"], b["score"]) == (True, 0.75), b
+    assert c["ok"] or c["error"].startswith("cancelled: interrupted"), c
+    assert "owner is unknown" not in json.dumps(out)
+    assert out["after"] == {"initialized": False, "auth_mode": None}
+    assert (d["ok"], d["score"]) == (True, 1.0), d
+    assert out["caller_connection_kept"] is True
