@@ -105,6 +105,10 @@ class Progress:
                 f"resume: {count} cell(s) already succeeded with this commit and contract; not run again"
             )
 
+    def note(self, line: str) -> None:
+        """A line about the sweep itself (a warning), said like a cell's line."""
+        self._say(line)
+
     def finished(self, row: CellResult) -> None:
         with self._lock:
             self.done += 1

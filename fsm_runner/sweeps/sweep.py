@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -218,10 +219,11 @@ def plan_sweep(
     )
 
 
-def _resumable(plan: SweepPlan) -> dict[int, CellResult]:
+def _resumable(plan: SweepPlan, warn: Callable[[str], None] | None = None) -> dict[int, CellResult]:
     """The cells a resume does not run again: their latest row succeeded, in this mode, with the commit and
-    contract hash the target has now (worked out once per target; a target that cannot be read now runs)."""
-    latest = latest_rows(read_rows(plan.out_dir))
+    contract hash the target has now (worked out once per target; a target that cannot be read now runs).
+    ``warn`` is told of each line of results.jsonl that is not a row."""
+    latest = latest_rows(read_rows(plan.out_dir, on_skip=warn))
     now: dict[str, tuple[str | None, str | None] | None] = {}
     kept: dict[int, CellResult] = {}
     for cell in plan.cells:
@@ -260,6 +262,12 @@ class _Loop:
         with self._lock:
             return [self.rows[i] for i in sorted(self.rows)]
 
+    def _warn(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.note(f"warning: {text}")
+        else:
+            warnings.warn(text, UserWarning, stacklevel=2)
+
     def _record(self, cell: _Cell, row: CellResult, *, write: bool = True) -> None:
         if write:
             append_row(self.plan.out_dir, row)
@@ -272,7 +280,7 @@ class _Loop:
         start = time.monotonic()
         plan = self.plan
         started = _now()
-        kept = _resumable(plan) if plan.resume else {}
+        kept = _resumable(plan, self._warn) if plan.resume else {}
         for cell in plan.cells:
             if cell.index in kept:
                 self._record(cell, kept[cell.index], write=False)
