@@ -334,7 +334,7 @@ class _Loop:
         running.clear()
         for cell, row in stopped:
             if not row.ok:
-                row = evolve(row, error=f"interrupted ({reason}): {row.error or 'stopped'}")
+                row = evolve(row, error=f"interrupted ({reason}): {_cell_detail(row.error)}")
             self._record(cell, row)
 
     def _finish(self, manifest: dict[str, Any], start: float, status: str) -> SweepResult:
@@ -367,6 +367,15 @@ def _sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _cell_detail(error: str | None) -> str:
+    """A stopped cell's own error without its ``interrupted (SIGNAL): `` (the sweep says why it stopped)."""
+    if not error:
+        return "stopped"
+    if error.startswith("interrupted (") and "): " in error:
+        return error.split("): ", 1)[1]
+    return error
 
 
 def _why(exc: BaseException) -> str:

@@ -112,7 +112,8 @@ def test_cancel_tears_a_running_run_down(workspace: Workspace, tmp_path: Path) -
         time.sleep(0.05)
     time.sleep(0.5)
     row = handle.cancel()
-    assert not row.ok and row.error and row.error.startswith("cancelled")
+    assert not row.ok and row.error and row.error.startswith("cancelled: interrupted (received SIGTERM)")
+    assert row.run_dir and Path(row.run_dir).is_dir() and row.run_id and row.contract_hash, row
     assert handle.done() and handle.result(timeout=0) == row
     assert_nothing_running(tmp_path)
     other = fsm_runner.submit(workspace.arith, "exact", log_dir=tmp_path / "logs2")
@@ -152,9 +153,16 @@ def test_cancelling_a_background_sweep_leaves_nothing_running(workspace: Workspa
     result = handle.cancel(timeout=120)
     assert result.interrupted and len(result.rows) == 2  # the third cell never started
     assert all(not r.ok and r.error and r.error.startswith("interrupted (cancelled)") for r in result.rows)
+    for r in result.rows:  # the run exists: the row says where, and the cell's log ends without a traceback
+        assert r.run_id and r.run_dir and Path(r.run_dir).is_dir() and r.contract_hash, r
+        assert r.error and r.error.endswith(f"tore down what it deployed; see {r.run_dir}"), r.error
+    logs = list((out / "cells").glob("*.log"))
+    assert len(logs) == 2 and not any("Traceback" in log.read_text() for log in logs)
     assert len(read_rows(out)) == 2
     assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
     assert_nothing_running(tmp_path)
+    again = fsm_runner.sweep([workspace.arith], ["exact"], out_dir=out, resume=True)
+    assert again.skipped == 0 and [(r.llm, r.ok) for r in again.rows] == [("exact", True)]
 
 
 @pytest.mark.parametrize(
