@@ -28,7 +28,7 @@ from fsm_runner.evidence.layout import new_run_id
 from fsm_runner.sweeps.cells import CellResult, CellSpec
 from fsm_runner.sweeps.executors import CellHandle, Executor, make_executor
 from fsm_runner.sweeps.progress import Progress, ProgressSink
-from fsm_runner.sweeps.spec import resolve_llm, resolve_target_spec
+from fsm_runner.sweeps.spec import check_arguments, out_dir_problem, resolve_llm, resolve_target_spec
 from fsm_runner.sweeps.store import (
     CELLS,
     RESULTS,
@@ -170,6 +170,16 @@ def plan_sweep(
     llm_list = [llms] if isinstance(llms, (str, os.PathLike)) else list(llms)
     if not target_list or not llm_list:
         raise UsageError("a sweep needs at least one target and one llm")
+    check_arguments(
+        target_list,
+        llm_list,
+        mode=mode,
+        concurrency=concurrency,
+        repair_iters=repair_iters,
+        num_cpus=num_cpus,
+        env_overrides=env_overrides,
+        base=base,
+    )
     resolved_targets = [resolve_target_spec(os.fspath(t), base) for t in target_list]
     resolved_llms = [resolve_llm(os.fspath(m), base) for m in llm_list]
     for what, items in (("target", resolved_targets), ("llm", resolved_llms)):
@@ -188,6 +198,8 @@ def plan_sweep(
         out = base / DEFAULT_ROOT / stamp
     else:
         out = Path(os.path.abspath(base / Path(out_dir).expanduser()))
+        if problem := out_dir_problem(out):
+            raise UsageError(f"out_dir: {problem}")
     name = executor if isinstance(executor, str) else executor.name
     cells = []
     for ti, target in enumerate(resolved_targets):

@@ -124,6 +124,7 @@ def test_a_bad_sweep_file_is_a_usage_error_with_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "sweep.yml"
+    (tmp_path / "a").mkdir()
     path.write_text("version: 1\ntargets: [a]\nllms: [x]\nconcurency: 2\n")
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err
@@ -133,7 +134,16 @@ def test_a_bad_sweep_file_is_a_usage_error_with_its_line(
     path.write_text("version: 1\ntargets: [a]\nllms: [x]\n")
     assert main(["sweep", str(path), "--address", "ray://head:10001"]) == 2
     assert "--address joins a Ray cluster" in capsys.readouterr().err
-    assert main(["sweep", str(path), "--concurrency", "0"]) == 2
+    for value in ("0", "abc", "5000"):  # the file's limit, and one message for every bad value
+        assert main(["sweep", str(path), "--concurrency", value]) == 2
+        assert f"--concurrency: '{value}' is not a whole number from 1 to 1024" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    path.write_text("version: 1\ntargets: [a, ../nope, 'ftp://x/y']\nllms: [x]\nout_dir: file/sub\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}:2: targets[1]: '../nope': no such directory" in err
+    assert f"{path}:2: targets[2]: 'ftp://x/y': unsupported URL scheme 'ftp'" in err
+    assert f"{path}:4: out_dir: {tmp_path / 'file'} is a file, not a directory" in err
 
 
 def test_schema_sweep(capsys: pytest.CaptureFixture[str]) -> None:

@@ -170,10 +170,26 @@ def test_cancelling_a_background_sweep_leaves_nothing_running(workspace: Workspa
     [
         ({"resume": True}, "resume=True needs out_dir="),
         ({"executor": "slurm"}, "unknown executor 'slurm'"),
-        ({"concurrency": 0}, "concurrency must be 1 or more"),
+        ({"concurrency": 0}, "concurrency must be a whole number from 1 to 1024, got 0"),
+        ({"concurrency": 5000}, "concurrency must be a whole number from 1 to 1024, got 5000"),
+        ({"concurrency": "2"}, "concurrency must be a whole number from 1 to 1024, got '2'"),
+        ({"mode": "fast"}, "mode must be one of smoke, full, got 'fast'"),
+        ({"llms": [""]}, r"llms\[0\]: empty llm"),
+        ({"targets": ["nope"]}, r"targets\[0\]: 'nope': no such directory"),
+        ({"targets": ["ftp://x/y"]}, r"targets\[0\]: 'ftp://x/y': unsupported URL scheme 'ftp'"),
+        ({"out_dir": "file"}, "out_dir: .* is a file, not a directory"),
         ({"repair_agent": print}, "repair_agent of a sweep is a command line"),
     ],
 )
-def test_arguments_that_cannot_work(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+def test_arguments_that_cannot_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, object], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    targets, llms = kwargs.pop("targets", [str(tmp_path)]), kwargs.pop("llms", ["exact"])
     with pytest.raises(UsageError, match=message):
-        fsm_runner.sweep([str(tmp_path)], ["exact"], **kwargs)  # type: ignore[call-overload]
+        fsm_runner.sweep(targets, llms, **kwargs)  # type: ignore[call-overload]
+    if not {"concurrency", "out_dir", "resume", "executor"} & set(kwargs):  # submit() checks the same way
+        options = {k: v for k, v in kwargs.items() if k in ("mode", "repair_agent")}
+        with pytest.raises(UsageError, match=message.replace("a sweep", "a submitted run")):
+            fsm_runner.submit(targets[0], llms[0], **options)  # type: ignore[arg-type]
