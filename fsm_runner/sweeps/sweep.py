@@ -255,7 +255,11 @@ def _resumable(plan: SweepPlan, warn: Callable[[str], None] | None = None) -> di
 class _Loop:
     """One sweep's cells on one executor: launch up to capacity, collect rows, stop on request."""
 
-    def __init__(self, plan: SweepPlan, executor: Executor, progress: Progress | None) -> None:
+    def __init__(
+        self, plan: SweepPlan, executor: Executor, progress: Progress | None, start: float | None = None
+    ) -> None:
+        #: When the sweep started (monotonic): before its executor, whose start-up (Ray's) is part of it.
+        self.start = time.monotonic() if start is None else start
         self.plan = plan
         self.executor = executor
         self.progress = progress
@@ -289,7 +293,7 @@ class _Loop:
             self.progress.finished(row)
 
     def run(self) -> SweepResult:
-        start = time.monotonic()
+        start = self.start
         plan = self.plan
         started = _now()
         kept = _resumable(plan, self._warn) if plan.resume else {}
@@ -344,7 +348,9 @@ class _Loop:
         with _sigint_ignored(), ThreadPoolExecutor(max_workers=len(running)) as pool:
             stopped = list(pool.map(stop, running.values()))
         running.clear()
-        for cell, row in stopped:
+        for index, (cell, row) in enumerate(stopped):
+            if self.progress is not None:  # the counts of the line that reports this row
+                self.progress.running = len(stopped) - index - 1
             if not row.ok:
                 row = evolve(row, error=f"interrupted ({reason}): {_cell_detail(row.error)}")
             self._record(cell, row)
@@ -554,6 +560,7 @@ def run_plan(
     progress: bool | ProgressSink | Progress | None = None,
 ) -> SweepResult | SweepHandle:
     """Run a resolved sweep (what :func:`sweep` and ``fsm-runner sweep`` share)."""
+    start = time.monotonic()
     own = executor is None or isinstance(executor, str)
     chosen: Executor = (
         make_executor(
@@ -571,7 +578,7 @@ def run_plan(
         reporter = Progress(total, sink=progress)
     else:
         reporter = None
-    loop = _Loop(plan, chosen, reporter)
+    loop = _Loop(plan, chosen, reporter, start)
 
     def runner() -> SweepResult:
         try:
