@@ -32,6 +32,9 @@ from fsm_runner.execution.process import group_alive, kill_group
 
 #: What a row's error keeps of a long message (the run dir has the whole of it).
 ERROR_CHARS = 2000
+#: Variables that give access to a Ray cluster: a cell has no use for them, so on either executor its
+#: commands never see them (unless the sweep's own env sets them).
+CELL_SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 def _pairs(value: Mapping[str, str] | tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...]:
@@ -183,6 +186,8 @@ def run_cell(spec: CellSpec) -> CellResult:
     down what it deployed: its row keeps the run's dir, id, commit and contract hash."""
     from fsm_runner.api import setup  # the sweep layer sits above the session API
 
+    for name in CELL_SECRET_ENV:  # this is the cell's own process: what its stages inherit
+        os.environ.pop(name, None)
     started_at, start = _now(), time.monotonic()
     local = Path(spec.target).is_dir()
     try:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.execution.process import group_alive, kill_group, process_start_time, running_group
-from fsm_runner.sweeps.cells import CellProcess, CellResult, CellSpec, _failed, _now
+from fsm_runner.sweeps.cells import CELL_SECRET_ENV, CellProcess, CellResult, CellSpec, _failed, _now
 
 if TYPE_CHECKING:
     from fsm_runner.sweeps.executors import CellHandle, Executor
@@ -43,7 +43,7 @@ FORCE_WAIT = 5.0
 #: How often a task checks on its cell (and so how soon it notices a cancel).
 POLL_SECONDS = 0.2
 #: Variables that give access to the Ray cluster: a cell has no use for them, so it never gets them.
-RAY_SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+RAY_SECRET_ENV = CELL_SECRET_ENV
 #: What Ray sets for its worker process itself; a cell is not a Ray worker. (``OMP_NUM_THREADS``, which Ray
 #: sets to the task's CPUs, stays: it is what ``num_cpus`` asks for.)
 RAY_WORKER_ENV = ("RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_LD_PRELOAD_ON_WORKERS", "SPT_NOENV")

@@ -286,23 +286,30 @@ def test_the_token_is_never_printed_nor_written(
     assert "RAY_JOB_ID" not in rows[0].metrics["ray_env"]  # nor what Ray sets for its own workers
 
 
-#: Three runs submitted at once on the ray executor (they share the one cluster the first starts), then a run
-#: on a connection the caller made itself.
+#: Three runs submitted at once on the ray executor (they share the one cluster the first starts), two sweeps
+#: in the background at once, then a run on a connection the caller made itself.
 SHARED_FLOW = """
-import json, os, sys
+import json, os, sys, time
 import fsm_runner, ray
 target = sys.argv[1]
 a = fsm_runner.submit(target, "exact", executor="ray")
 b = fsm_runner.submit(target, "sloppy", executor="ray")
 c = fsm_runner.submit(target, "exact", executor="ray")
 rows = [a.result(timeout=120).to_json(), b.result(timeout=120).to_json(), c.cancel().to_json()]
+started = time.monotonic()
+one = fsm_runner.sweep([target], ["exact"], executor="ray", out_dir="one", concurrency=1, wait=False)
+two = fsm_runner.sweep([target], ["sloppy"], executor="ray", out_dir="two", concurrency=1, wait=False)
+first = one.result(timeout=120)
+wall = time.monotonic() - started
+second = two.result(timeout=120)
+sweeps = {"rows": [r.to_json() for r in (*first.rows, *second.rows)], "wall": wall, "duration": first.duration_s}
 after = {"initialized": ray.is_initialized(), "auth_mode": os.environ.get("RAY_AUTH_MODE")}
 ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
 d = fsm_runner.submit(target, "exact", executor="ray")
 rows.append(d.result(timeout=120).to_json())
 mine = ray.is_initialized()
 ray.shutdown()
-print(json.dumps({"rows": rows, "after": after, "caller_connection_kept": mine}))
+print(json.dumps({"rows": rows, "sweeps": sweeps, "after": after, "caller_connection_kept": mine}))
 """
 
 
@@ -329,6 +336,21 @@ def test_executors_of_one_process_share_the_ray_connection(tmp_path: Path) -> No
     assert (b["ok"], b["score"]) == (True, 0.75), b
     assert c["ok"] or c["error"].startswith("cancelled: interrupted"), c
     assert "owner is unknown" not in json.dumps(out)
+    swept = out["sweeps"]
+    assert [(r["llm"], r["ok"], r["score"]) for r in swept["rows"]] == [("exact", True, 1.0), ("sloppy", True, 0.75)]
+    assert swept["duration"] >= swept["wall"] - 1.0, swept  # the cluster's start-up is part of the sweep's time
     assert out["after"] == {"initialized": False, "auth_mode": None}
     assert (d["ok"], d["score"]) == (True, 1.0), d
     assert out["caller_connection_kept"] is True
+
+
+def test_local_cells_never_see_the_ray_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local executor keeps Ray's credentials from a cell's commands as the ray executor does."""
+    probe = small_target(tmp_path / "probe", ENV_PROBE_EVALUATE)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-for-cells")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    monkeypatch.setenv("RAY_PROBE_SEEN", "1")  # a RAY_ variable that is no credential does get through
+    (tmp_path / "work").mkdir()
+    row = CellProcess(CellSpec(target=str(probe), llm="exact"), tmp_path / "work", "probe").wait(120)
+    assert row is not None and row.ok, row
+    assert row.metrics is not None and row.metrics["ray_env"] == ["RAY_PROBE_SEEN"], row.metrics
