@@ -158,3 +158,21 @@ def test_resume_warns_about_the_lines_it_skips(tmp_path: Path) -> None:
     result = sweep([str(tmp_path / "t")], ["a"], out_dir=out, resume=True, progress=lines.append)
     assert result.total == 1  # the cell ran (and failed: the directory has no pipeline.yml)
     assert f"warning: {out / RESULTS}:1: not a result row" in "\n".join(lines)
+
+
+def test_the_live_line_is_redrawn_only_when_it_changes(tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    with open(follower, "w", closefd=True) as stream:
+        progress = Progress(2, stream=stream)  # type: ignore[arg-type]
+        for _ in range(20):  # the sweep loop ticks every 50 ms: well within one second
+            progress.tick(running=2)
+        progress.tick(running=1)  # a change is drawn at once
+        progress.close()
+        stream.flush()
+        shown = b""
+        deadline = time.monotonic() + 5
+        while shown.count(b"\r\x1b[2K") < 2 and time.monotonic() < deadline:
+            shown += os.read(leader, 4096)
+    os.close(leader)
+    assert shown.count(b"sweep: 0/2 done, 0 failed, 2 running") == 1, shown
+    assert shown.count(b"sweep: 0/2 done, 0 failed, 1 running") == 1, shown
