@@ -439,7 +439,8 @@ def compare(sources: Any, *, baseline: str | None = None, metric: str = SCORE) -
 
     A cell recorded twice (a resumed sweep, two sources) takes the later record. ``metric`` is a key of the
     metrics, dotted for nested ones (``details.correct``); ``score`` reads the row's score. ``baseline`` is
-    an llm (default: the first column). Raises :class:`UsageError` for a source that cannot be read, an
+    an llm (default: the first column; a checkpoint's column may be named by a path relative to the working
+    directory). Raises :class:`UsageError` for a source that cannot be read, an
     unknown baseline, or a metric no result has.
     """
     items = _as_list(sources)
@@ -460,6 +461,8 @@ def compare(sources: Any, *, baseline: str | None = None, metric: str = SCORE) -
         )
     if baseline is None:
         baseline = columns[0] if columns else None
+    elif baseline not in columns and os.path.abspath(baseline) in columns:
+        baseline = os.path.abspath(baseline)  # a checkpoint column named by a relative path
     elif baseline not in columns:
         raise UsageError(
             f"baseline {baseline!r} is not a column; the columns are: {', '.join(columns) or 'none'}"

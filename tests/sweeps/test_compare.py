@@ -348,3 +348,14 @@ def test_a_row_cut_short_is_skipped_with_a_warning(tmp_path: Path) -> None:
     (tmp_path / "results.jsonl").write_text(good + "garbage\n" + good)
     with pytest.raises(UsageError, match=r"results\.jsonl:2: not JSON"):
         compare(tmp_path / "results.jsonl")
+
+
+def test_a_checkpoint_baseline_may_be_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint = tmp_path / "ckpts" / "step-1"
+    lines = [{"target": "t", "llm": "exact", "ok": True, "score": 1.0},
+             {"target": "t", "llm": str(checkpoint), "ok": True, "score": 0.5}]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    monkeypatch.chdir(tmp_path)
+    table = compare("results.jsonl", baseline="ckpts/step-1")
+    assert table.baseline == str(checkpoint)
+    assert table.cell("t", "exact").delta == 0.5
