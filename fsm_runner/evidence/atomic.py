@@ -8,6 +8,7 @@ appended one complete line at a time and fsynced.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -153,6 +154,8 @@ def append_jsonl(path: Path, record: Mapping[str, Any], *, fsync: bool = True) -
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, EVIDENCE_MODE)
         try:
+            # Appenders take turns, so the last byte seen is that of a whole write, never of one in progress.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line
