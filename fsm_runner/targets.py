@@ -464,10 +464,18 @@ def _split_target(target: str | os.PathLike[str], ref: str | None) -> tuple[str,
                                  "check the ref out there yourself or pass a git URL")  # fmt: skip
             return spec, None, path
         return str(path), ref, None
+    problem = url_scheme_problem(url)
+    if problem:
+        raise TargetError(f"target {url!r}: {problem}")
+    return url, ref, None
+
+
+def url_scheme_problem(url: str) -> str | None:
+    """Why git cannot fetch ``url`` by its scheme (``ftp://``), or None."""
     scheme = _SCHEME_RE.match(url)
     if scheme and scheme[1].lower() not in _SUPPORTED_SCHEMES:
-        raise TargetError(f"target {url!r}: unsupported URL scheme {scheme[1]!r}; use https, ssh or file")
-    return url, ref, None
+        return f"unsupported URL scheme {scheme[1]!r}; use https, ssh or file"
+    return None
 
 
 def _entry(url: str, clones_dir: Path | None) -> Path:

@@ -399,6 +399,9 @@ def load_contract(text: str, root: Path) -> object:
     if kind == "pipeline":
         return load_pipeline(root)
     if kind == "sweep":
+        for target in yaml.safe_load(text).get("targets") or []:  # the local targets it names exist
+            if isinstance(target, str) and "://" not in target:
+                (root / target).mkdir(parents=True, exist_ok=True)
         return load_sweep(root / rel)
     return load_bootstrap(root) if kind == "bootstrap" else load_actions(root)
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from fsm_runner import __version__
+from fsm_runner.contract.fields import MAX_WORKERS, workers_problem
 from fsm_runner.engine import topology
 from fsm_runner.engine.progress import DEFAULT_HEARTBEAT_S, HEARTBEAT_ENV, MIN_HEARTBEAT_S, interval_problem
 from fsm_runner.errors import UsageError
@@ -131,6 +132,19 @@ def until_phase(text: str) -> str:
     return phase
 
 
+def workers(text: str) -> int:
+    """A number of cells at once: whole, 1 to MAX_WORKERS (the sweep file's limit)."""
+    try:
+        value: object = int(text)
+    except ValueError:
+        value = text
+    problem = workers_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_WORKERS}")
+    assert isinstance(value, int)
+    return value
+
+
 def positive(text: str) -> int:
     """A whole number >= 1."""
     value = count(text)
@@ -239,7 +253,7 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", metavar="ADDR", help="ray: join this cluster instead of starting one")
     p.add_argument(
         "--concurrency",
-        type=positive,
+        type=workers,
         metavar="N",
         help="cells at once (default: the file's, else the cores)",
     )

@@ -54,6 +54,13 @@ class FieldInfo:
     required: bool = False
 
 
+def workers_problem(value: object) -> str | None:
+    """Why ``value`` is not a number of cells at once (the file's, the command line's and the API's rule)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        return f"must be a whole number from 1 to {MAX_WORKERS}, got {value!r}"
+    return None
+
+
 def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be a command, an argument or an environment value, or None when it can.
 

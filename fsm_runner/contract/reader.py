@@ -247,7 +247,8 @@ class Reader:
             value = self._scalar(item)
             problem = None
             if not isinstance(value, str):
-                problem = f"expected {what} (a string), got {node_type(item)}{_quote_hint(item)}"
+                shown = what if what == "a string" else f"{what} (a string)"
+                problem = f"expected {shown}, got {node_type(item)}{_quote_hint(item)}"
                 if isinstance(item, MappingNode):
                     problem += " (a command containing ': ' must be quoted)"
             elif not value.strip():

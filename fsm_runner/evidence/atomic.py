@@ -8,6 +8,7 @@ appended one complete line at a time and fsynced.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -145,13 +146,19 @@ def append_jsonl(path: Path, record: Mapping[str, Any], *, fsync: bool = True) -
     """Append ``record`` as one JSON line; with ``fsync`` it is on disk when this returns.
 
     The line is written with a single ``write`` on an ``O_APPEND`` descriptor, so concurrent appenders never
-    interleave inside a line.
+    interleave inside a line. A file whose last line was cut short (a crash, a full disk) gets that line ended
+    first, so the new record is a line of its own, readable whatever the fragment before it.
     """
     path = Path(path)
     line = (_dumps(dict(record), path, indent=None) + "\n").encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, EVIDENCE_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, EVIDENCE_MODE)
         try:
+            # Appenders take turns, so the last byte seen is that of a whole write, never of one in progress.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
             view = memoryview(line)
             while view:
                 written = os.write(fd, view)

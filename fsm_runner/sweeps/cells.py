@@ -35,6 +35,9 @@ from fsm_runner.execution.process import group_alive, kill_group
 
 #: What a row's error keeps of a long message (the run dir has the whole of it).
 ERROR_CHARS = 2000
+#: Variables that give access to a Ray cluster: a cell has no use for them, so on either executor its
+#: commands never see them (unless the sweep's own env sets them).
+CELL_SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 def _pairs(value: Mapping[str, str] | tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...]:
@@ -182,9 +185,12 @@ def _failed(spec: CellSpec, started_at: str, start: float, error: str, **known: 
 def run_cell(spec: CellSpec) -> CellResult:
     """Run one cell in this process: setup (an isolated run) -> evaluate (which rolls ``spec.llm`` out
     first when the pipeline has a rollout) -> close. Every failure of the run is a failed row, never an
-    exception; an interrupt (SIGINT, or SIGTERM through the runner's handler) still propagates."""
+    exception; so is an interrupt (SIGINT, or SIGTERM through the runner's handler), once the run has torn
+    down what it deployed: its row keeps the run's dir, id, commit and contract hash."""
     from fsm_runner.api import setup  # the sweep layer sits above the session API
 
+    for name in CELL_SECRET_ENV:  # this is the cell's own process: what its stages inherit
+        os.environ.pop(name, None)
     started_at, start = _now(), time.monotonic()
     local = Path(spec.target).is_dir()
     try:
@@ -199,19 +205,25 @@ def run_cell(spec: CellSpec) -> CellResult:
         )
     except FsmRunnerError as exc:
         return _failed(spec, started_at, start, f"setup: {exc}")
+    except KeyboardInterrupt as exc:  # Interrupted (SIGTERM) is one too
+        return _failed(spec, started_at, start, f"interrupted ({exc or 'received SIGINT'}) during setup")
     known: dict[str, Any] = {}
-    with session:
-        ctx = session.ctx
-        known = {
-            "commit": ctx.target.commit,
-            "run_id": session.run_id,
-            "run_dir": str(session.run_dir),
-            "contract_hash": ctx.contract_hashes[-1] if ctx.contract_hashes else None,
-        }
-        try:
-            result = session.evaluate(llm=spec.llm, mode=spec.mode, repair_iters=spec.repair_iters)
-        except FsmRunnerError as exc:
-            return _failed(spec, started_at, start, str(exc), **known)
+    try:
+        with session:
+            ctx = session.ctx
+            known = {
+                "commit": ctx.target.commit,
+                "run_id": session.run_id,
+                "run_dir": str(session.run_dir),
+                "contract_hash": ctx.contract_hashes[-1] if ctx.contract_hashes else None,
+            }
+            try:
+                result = session.evaluate(llm=spec.llm, mode=spec.mode, repair_iters=spec.repair_iters)
+            except FsmRunnerError as exc:
+                return _failed(spec, started_at, start, str(exc), **known)
+    except KeyboardInterrupt as exc:  # the session has recorded it and torn its run down (closed above)
+        why = f"interrupted ({exc or 'received SIGINT'}): the run stopped and tore down what it deployed"
+        return _failed(spec, started_at, start, f"{why}; see {known['run_dir']}" if known else why, **known)
     if not result.ok:
         error = result.error
         text = f"{error.phase}: {error.message}" if error is not None else f"failed in {result.phase}"

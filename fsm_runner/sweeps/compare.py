@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,26 @@ def _from_results_file(path: Path) -> list[_Result]:
         except RecursionError:
             raise UsageError(f"{where}: nested too deeply to be a result row") from None
         except ValueError as exc:
+            if _cut_short(line, exc):
+                # A row cut short (a sweep killed while it wrote it; a later append ends that line and goes on
+                # after it): the rows around it still count.
+                warnings.warn(f"{where}: a row cut short; skipped", UserWarning, stacklevel=2)
+                continue
             raise UsageError(f"{where}: not JSON ({exc}); every line is one result row") from None
         results.append(_result_of(data, where))
     return results
+
+
+def _cut_short(line: str, exc: ValueError) -> bool:
+    """Whether ``line`` is the start of a JSON object whose end is missing (not some other text)."""
+    if not isinstance(exc, json.JSONDecodeError) or not line.lstrip().startswith("{"):
+        return False
+    rest = line[exc.pos :].rstrip()
+    return (
+        not rest
+        or exc.msg.startswith("Unterminated string")
+        or any(word.startswith(rest) for word in ("true", "false", "null"))
+    )
 
 
 def _result_of(data: Any, where: str) -> _Result:
@@ -421,7 +439,8 @@ def compare(sources: Any, *, baseline: str | None = None, metric: str = SCORE) -
 
     A cell recorded twice (a resumed sweep, two sources) takes the later record. ``metric`` is a key of the
     metrics, dotted for nested ones (``details.correct``); ``score`` reads the row's score. ``baseline`` is
-    an llm (default: the first column). Raises :class:`UsageError` for a source that cannot be read, an
+    an llm (default: the first column; a checkpoint's column may be named by a path relative to the working
+    directory). Raises :class:`UsageError` for a source that cannot be read, an
     unknown baseline, or a metric no result has.
     """
     items = _as_list(sources)
@@ -442,6 +461,8 @@ def compare(sources: Any, *, baseline: str | None = None, metric: str = SCORE) -
         )
     if baseline is None:
         baseline = columns[0] if columns else None
+    elif baseline not in columns and os.path.abspath(baseline) in columns:
+        baseline = os.path.abspath(baseline)  # a checkpoint column named by a relative path
     elif baseline not in columns:
         raise UsageError(
             f"baseline {baseline!r} is not a column; the columns are: {', '.join(columns) or 'none'}"

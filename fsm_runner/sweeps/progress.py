@@ -74,6 +74,7 @@ class Progress:
         self._start = time.monotonic()
         self._last_said = self._start
         self._shown = False
+        self._drawn = ""
         self._lock = threading.Lock()
 
     @classmethod
@@ -105,6 +106,10 @@ class Progress:
                 f"resume: {count} cell(s) already succeeded with this commit and contract; not run again"
             )
 
+    def note(self, line: str) -> None:
+        """A line about the sweep itself (a warning), said like a cell's line."""
+        self._say(line)
+
     def finished(self, row: CellResult) -> None:
         with self._lock:
             self.done += 1
@@ -117,10 +122,14 @@ class Progress:
         self.running = running
         now = time.monotonic()
         if self._live and self._stream is not None:
+            text = f"sweep: {self.status()}"
+            if self._shown and text == self._drawn:  # redrawn when it changes: at most once a second
+                return
             self._clear()
-            self._stream.write(f"sweep: {self.status()}")
+            self._stream.write(text)
             self._stream.flush()
             self._shown = True
+            self._drawn = text
         elif now - self._last_said >= self._heartbeat_s and running:
             self._say(f"sweep: {self.status()}")
 

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.execution.process import group_alive, kill_group, process_start_time, running_group
-from fsm_runner.sweeps.cells import CellProcess, CellResult, CellSpec, _failed, _now
+from fsm_runner.sweeps.cells import CELL_SECRET_ENV, CellProcess, CellResult, CellSpec, _failed, _now
 
 if TYPE_CHECKING:
     from fsm_runner.sweeps.executors import CellHandle, Executor
@@ -42,7 +43,7 @@ FORCE_WAIT = 5.0
 #: How often a task checks on its cell (and so how soon it notices a cancel).
 POLL_SECONDS = 0.2
 #: Variables that give access to the Ray cluster: a cell has no use for them, so it never gets them.
-RAY_SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+RAY_SECRET_ENV = CELL_SECRET_ENV
 #: What Ray sets for its worker process itself; a cell is not a Ray worker. (``OMP_NUM_THREADS``, which Ray
 #: sets to the task's CPUs, stays: it is what ``num_cpus`` asks for.)
 RAY_WORKER_ENV = ("RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_LD_PRELOAD_ON_WORKERS", "SPT_NOENV")
@@ -184,12 +185,29 @@ class RayCellHandle:
         path.unlink(missing_ok=True)
 
 
+class _Connection:
+    """The Ray connection the executors of this process started: one, shared, counted. The first executor
+    that needs Ray starts (or joins) it; it is shut down when the last executor using it closes, so one
+    finished run never pulls Ray from under another. A connection the caller made is never counted, nor
+    shut down."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        #: RAY_AUTH_MODE as it was before the connection was made (a local cluster sets it).
+        self.auth_mode: str | None = None
+
+
+_CONNECTION = _Connection()
+
+
 class RayExecutor:
     """Cells as Ray tasks, ``num_cpus`` logical CPUs each.
 
     With no ``address`` it starts a local Ray cluster sized for ``concurrency`` cells (default: one per core)
-    and ``close()`` shuts it down; with ``address`` it joins that cluster and ``close()`` only disconnects.
-    A process that is already connected to Ray keeps its connection: the executor uses it and leaves it open.
+    and the last ``close()`` shuts it down; with ``address`` it joins that cluster and the last ``close()``
+    only disconnects. Executors of one process share the connection (see :class:`_Connection`). A process
+    that is already connected to Ray keeps its connection: the executor uses it and leaves it open.
     """
 
     name = "ray"
@@ -204,21 +222,34 @@ class RayExecutor:
         ray = import_ray()
         self._ray = ray
         self._handles: list[RayCellHandle] = []
-        self._connected = False
         self._closed = False
-        self._auth_mode = os.environ.get("RAY_AUTH_MODE")
-        if ray.is_initialized():
-            cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        elif address is None:
-            cpus = float(max(math.ceil((concurrency or os.cpu_count() or 1) * num_cpus), math.ceil(num_cpus)))
-            self._init(num_cpus=int(cpus))
-        else:
-            self._init(address=address)
-            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        self._connected = False
+        with _CONNECTION.lock:
+            if ray.is_initialized():
+                # Ours (another executor started it: count this one in) or the caller's (never shut down).
+                self._connected = _CONNECTION.users > 0
+                cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            elif address is None:
+                cpus = float(
+                    max(math.ceil((concurrency or os.cpu_count() or 1) * num_cpus), math.ceil(num_cpus))
+                )
+                self._connect(num_cpus=int(cpus))
+            else:
+                self._connect(address=address)
+                cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            if self._connected:
+                _CONNECTION.users += 1
         self.address = address
         self.num_cpus = num_cpus
         self.capacity = concurrency or max(1, int(cpus // num_cpus))
         self._task = ray.remote(run_cell_task).options(num_cpus=num_cpus, max_retries=0)
+
+    def _connect(self, **where: Any) -> None:
+        """Start or join Ray for this process (under the connection lock): the connection every executor
+        of the process then shares until the last one closes."""
+        _CONNECTION.auth_mode = os.environ.get("RAY_AUTH_MODE")
+        _CONNECTION.users = 0
+        self._init(**where)
 
     def _init(self, **where: Any) -> None:
         try:
@@ -257,14 +288,19 @@ class RayExecutor:
         for handle in running:
             handle.stop(TASK_STOP_GRACE)
         self._handles.clear()
-        if self._connected:
-            self._connected = False
+        if not self._connected:
+            return
+        self._connected = False
+        with _CONNECTION.lock:
+            _CONNECTION.users -= 1
+            if _CONNECTION.users > 0:  # other executors of this process still use the connection
+                return
             self._ray.shutdown()
             # A new local cluster turns token authentication on for this process; leave the setting as found.
-            if self._auth_mode is None:
+            if _CONNECTION.auth_mode is None:
                 os.environ.pop("RAY_AUTH_MODE", None)
             else:
-                os.environ["RAY_AUTH_MODE"] = self._auth_mode
+                os.environ["RAY_AUTH_MODE"] = _CONNECTION.auth_mode
 
 
 if TYPE_CHECKING:  # the executor interface, checked by mypy

@@ -7,21 +7,23 @@ relative to the file's own directory, so a sweep file means the same whatever di
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import define, evolve, field
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from fsm_runner.contract.fields import meta, to_env, to_str_tuple
+from fsm_runner.contract.fields import MAX_WORKERS, meta, text_problem, to_env, to_str_tuple, workers_problem
 from fsm_runner.contract.reader import Reader
 from fsm_runner.contract.schema import document_schema
 from fsm_runner.contract.yamlload import compose, line_of, present, read_file
-from fsm_runner.errors import ContractError
+from fsm_runner.errors import ContractError, UsageError
 from fsm_runner.evidence.records import MODES
 from fsm_runner.sweeps import EXECUTORS
-from fsm_runner.targets import _looks_like_url
+from fsm_runner.targets import _looks_like_url, url_scheme_problem
 
 
 @define(frozen=True)
@@ -128,6 +130,79 @@ def resolve_llm(llm: str, base: Path) -> str:
     return os.path.abspath(candidate) if llm.strip() and candidate.is_dir() else llm
 
 
+def spec_base(path: str) -> Path:
+    """The directory a sweep file's relative paths are read from."""
+    return Path(path).absolute().parent
+
+
+def target_problem(target: str, base: Path) -> str | None:
+    """Why ``target`` cannot be a target, found before anything runs: a URL whose scheme git cannot fetch,
+    or a local path (relative to ``base``) that does not exist. Other URLs are left to the fetch."""
+    if _looks_like_url(target):
+        problem = url_scheme_problem(target)
+        return f"{target!r}: {problem}" if problem else None
+    path = Path(resolve_target_spec(target, base))
+    if path.exists() or (("@" in path.name) and Path(str(path).rpartition("@")[0]).exists()):
+        return None
+    return f"{target!r}: no such directory ({path}); give a directory or a git URL"
+
+
+def out_dir_problem(out: Path) -> str | None:
+    """Why a sweep cannot make ``out`` its directory: it, or a directory above it, is a file."""
+    for where in (out, *out.parents):
+        if where.exists():
+            return None if where.is_dir() else f"{where} is a file, not a directory; choose another out_dir"
+    return None
+
+
+def check_arguments(
+    targets: list[Any],
+    llms: list[Any],
+    *,
+    mode: object,
+    concurrency: object = None,
+    repair_iters: object = 0,
+    num_cpus: object = 1.0,
+    env_overrides: object = None,
+    base: Path,
+) -> None:
+    """What ``sweep()`` and ``submit()`` were given, checked before anything is resolved or started, with
+    the sweep file's messages (a UsageError naming the argument)."""
+    for key, items in (("targets", targets), ("llms", llms)):
+        for index, item in enumerate(items):
+            if not isinstance(item, (str, os.PathLike)):
+                raise UsageError(f"{key}[{index}]: expected a string, got {type(item).__name__}")
+            text = os.fspath(item)
+            if not isinstance(text, str) or not text.strip():
+                raise UsageError(f"{key}[{index}]: empty {key[:-1]}")
+            problem = text_problem(text)
+            if problem:
+                raise UsageError(f"{key}[{index}]: {problem}")
+            if key == "targets":
+                problem = target_problem(text, base)
+                if problem:
+                    raise UsageError(f"{key}[{index}]: {problem}")
+    if not isinstance(mode, str) or mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if concurrency is not None and (problem := workers_problem(concurrency)):
+        raise UsageError(f"concurrency {problem}")
+    if isinstance(repair_iters, bool) or not isinstance(repair_iters, int) or repair_iters < 0:
+        raise UsageError(f"repair_iters must be a whole number >= 0, got {repair_iters!r}")
+    if (
+        isinstance(num_cpus, bool)
+        or not isinstance(num_cpus, (int, float))
+        or not (math.isfinite(num_cpus) and 0 < num_cpus <= MAX_WORKERS)
+    ):
+        raise UsageError(
+            f"num_cpus must be a positive number of CPUs (at most {MAX_WORKERS}), got {num_cpus!r}"
+        )
+    if env_overrides is not None and not (
+        isinstance(env_overrides, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env_overrides.items())
+    ):
+        raise UsageError("env_overrides must map variable names to strings, e.g. {'HF_HOME': '/data/hf'}")
+
+
 def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
     """Read and validate a sweep file; every problem is in the ContractError (each with file:line)."""
     file = Path(path)
@@ -165,12 +240,23 @@ def _problems(spec: SweepSpec, node: MappingNode, shown: str) -> list[ContractEr
 
     for key, items in (("targets", spec.targets), ("llms", spec.llms)):
         if not items:
-            add(key, f"must name at least one; a sweep runs every one of the {key} x llms cells")
+            add(key, "must name at least one; a sweep runs every one of the targets x llms cells")
         seen: set[str] = set()
         for item in items:
             if item in seen:
                 add(key, f"{item!r} is listed twice; each cell must be named once")
             seen.add(item)
+    where = _key_node(node, "targets")
+    nodes: list[Node] = list(where[1].value) if where and isinstance(where[1], SequenceNode) else []
+    for index, target in enumerate(spec.targets):
+        problem = target_problem(target, spec_base(shown))
+        if problem:
+            at: Node | None = nodes[index] if index < len(nodes) else (where[1] if where else None)
+            key = f"targets[{index}]" if nodes else "targets"
+            errors.append(ContractError(problem, path=shown, line=line_of(at) if at else None, key=key))
+    out_problem = out_dir_problem(evolve(spec, path=str(Path(shown).absolute())).resolved_out_dir())
+    if spec.out_dir and out_problem:
+        add("out_dir", out_problem)
     if spec.address is not None and spec.executor != "ray":
         add("address", "joins a Ray cluster: set `executor: ray` too, or remove it")
     if spec.repair.iters and not spec.repair.cmd:

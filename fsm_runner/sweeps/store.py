@@ -10,7 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,8 +26,9 @@ LOCK = ".sweep.lock"
 FORMAT_VERSION = 1
 
 
-def read_rows(out_dir: Path) -> list[CellResult]:
-    """Every row of ``out_dir/results.jsonl`` in file order; lines that are not rows are skipped."""
+def read_rows(out_dir: Path, on_skip: Callable[[str], None] | None = None) -> list[CellResult]:
+    """Every row of ``out_dir/results.jsonl`` in file order; lines that are not rows are skipped, and
+    ``on_skip`` is told of each (``file:line: ...``)."""
     path = Path(out_dir) / RESULTS
     rows: list[CellResult] = []
     try:
@@ -37,9 +38,14 @@ def read_rows(out_dir: Path) -> list[CellResult]:
     except OSError as exc:
         raise EvidenceError(f"cannot read {path}: {exc.strerror or exc}") from None
     with fh:
-        for line in fh:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
                 rows.append(CellResult.from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                if on_skip is not None:
+                    on_skip(f"{path}:{number}: not a result row ({exc}); skipped")
     return rows
 
 

@@ -15,7 +15,7 @@ from fsm_runner.errors import UsageError
 from fsm_runner.evidence.layout import new_run_id
 from fsm_runner.sweeps.cells import CellResult, CellSpec
 from fsm_runner.sweeps.executors import CellHandle, Executor, make_executor
-from fsm_runner.sweeps.spec import resolve_llm, resolve_target_spec
+from fsm_runner.sweeps.spec import check_arguments, resolve_llm, resolve_target_spec
 from fsm_runner.sweeps.sweep import POLL_S, STOP_GRACE_S
 
 
@@ -100,6 +100,15 @@ def submit(
             "repair_agent of a submitted run is a command line (a string): the run is in a process of its own"
         )
     base = Path.cwd()
+    check_arguments(
+        [target],
+        [llm],
+        mode=mode,
+        repair_iters=repair_iters,
+        num_cpus=num_cpus,
+        env_overrides=env_overrides,
+        base=base,
+    )
     spec = CellSpec(
         target=resolve_target_spec(os.fspath(target), base),
         llm=resolve_llm(os.fspath(llm), base),

@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ from fsm_runner.evidence.layout import new_run_id
 from fsm_runner.sweeps.cells import CellResult, CellSpec
 from fsm_runner.sweeps.executors import CellHandle, Executor, make_executor
 from fsm_runner.sweeps.progress import Progress, ProgressSink
-from fsm_runner.sweeps.spec import resolve_llm, resolve_target_spec
+from fsm_runner.sweeps.spec import check_arguments, out_dir_problem, resolve_llm, resolve_target_spec
 from fsm_runner.sweeps.store import (
     CELLS,
     RESULTS,
@@ -169,6 +170,16 @@ def plan_sweep(
     llm_list = [llms] if isinstance(llms, (str, os.PathLike)) else list(llms)
     if not target_list or not llm_list:
         raise UsageError("a sweep needs at least one target and one llm")
+    check_arguments(
+        target_list,
+        llm_list,
+        mode=mode,
+        concurrency=concurrency,
+        repair_iters=repair_iters,
+        num_cpus=num_cpus,
+        env_overrides=env_overrides,
+        base=base,
+    )
     resolved_targets = [resolve_target_spec(os.fspath(t), base) for t in target_list]
     resolved_llms = [resolve_llm(os.fspath(m), base) for m in llm_list]
     for what, items in (("target", resolved_targets), ("llm", resolved_llms)):
@@ -187,6 +198,8 @@ def plan_sweep(
         out = base / DEFAULT_ROOT / stamp
     else:
         out = Path(os.path.abspath(base / Path(out_dir).expanduser()))
+        if problem := out_dir_problem(out):
+            raise UsageError(f"out_dir: {problem}")
     name = executor if isinstance(executor, str) else executor.name
     cells = []
     for ti, target in enumerate(resolved_targets):
@@ -218,10 +231,11 @@ def plan_sweep(
     )
 
 
-def _resumable(plan: SweepPlan) -> dict[int, CellResult]:
+def _resumable(plan: SweepPlan, warn: Callable[[str], None] | None = None) -> dict[int, CellResult]:
     """The cells a resume does not run again: their latest row succeeded, in this mode, with the commit and
-    contract hash the target has now (worked out once per target; a target that cannot be read now runs)."""
-    latest = latest_rows(read_rows(plan.out_dir))
+    contract hash the target has now (worked out once per target; a target that cannot be read now runs).
+    ``warn`` is told of each line of results.jsonl that is not a row."""
+    latest = latest_rows(read_rows(plan.out_dir, on_skip=warn))
     now: dict[str, tuple[str | None, str | None] | None] = {}
     kept: dict[int, CellResult] = {}
     for cell in plan.cells:
@@ -241,7 +255,11 @@ def _resumable(plan: SweepPlan) -> dict[int, CellResult]:
 class _Loop:
     """One sweep's cells on one executor: launch up to capacity, collect rows, stop on request."""
 
-    def __init__(self, plan: SweepPlan, executor: Executor, progress: Progress | None) -> None:
+    def __init__(
+        self, plan: SweepPlan, executor: Executor, progress: Progress | None, start: float | None = None
+    ) -> None:
+        #: When the sweep started (monotonic): before its executor, whose start-up (Ray's) is part of it.
+        self.start = time.monotonic() if start is None else start
         self.plan = plan
         self.executor = executor
         self.progress = progress
@@ -260,6 +278,12 @@ class _Loop:
         with self._lock:
             return [self.rows[i] for i in sorted(self.rows)]
 
+    def _warn(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.note(f"warning: {text}")
+        else:
+            warnings.warn(text, UserWarning, stacklevel=2)
+
     def _record(self, cell: _Cell, row: CellResult, *, write: bool = True) -> None:
         if write:
             append_row(self.plan.out_dir, row)
@@ -269,10 +293,10 @@ class _Loop:
             self.progress.finished(row)
 
     def run(self) -> SweepResult:
-        start = time.monotonic()
+        start = self.start
         plan = self.plan
         started = _now()
-        kept = _resumable(plan) if plan.resume else {}
+        kept = _resumable(plan, self._warn) if plan.resume else {}
         for cell in plan.cells:
             if cell.index in kept:
                 self._record(cell, kept[cell.index], write=False)
@@ -324,9 +348,11 @@ class _Loop:
         with _sigint_ignored(), ThreadPoolExecutor(max_workers=len(running)) as pool:
             stopped = list(pool.map(stop, running.values()))
         running.clear()
-        for cell, row in stopped:
+        for index, (cell, row) in enumerate(stopped):
+            if self.progress is not None:  # the counts of the line that reports this row
+                self.progress.running = len(stopped) - index - 1
             if not row.ok:
-                row = evolve(row, error=f"interrupted ({reason}): {row.error or 'stopped'}")
+                row = evolve(row, error=f"interrupted ({reason}): {_cell_detail(row.error)}")
             self._record(cell, row)
 
     def _finish(self, manifest: dict[str, Any], start: float, status: str) -> SweepResult:
@@ -359,6 +385,15 @@ def _sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _cell_detail(error: str | None) -> str:
+    """A stopped cell's own error without its ``interrupted (SIGNAL): `` (the sweep says why it stopped)."""
+    if not error:
+        return "stopped"
+    if error.startswith("interrupted (") and "): " in error:
+        return error.split("): ", 1)[1]
+    return error
 
 
 def _why(exc: BaseException) -> str:
@@ -525,6 +560,7 @@ def run_plan(
     progress: bool | ProgressSink | Progress | None = None,
 ) -> SweepResult | SweepHandle:
     """Run a resolved sweep (what :func:`sweep` and ``fsm-runner sweep`` share)."""
+    start = time.monotonic()
     own = executor is None or isinstance(executor, str)
     chosen: Executor = (
         make_executor(
@@ -542,7 +578,7 @@ def run_plan(
         reporter = Progress(total, sink=progress)
     else:
         reporter = None
-    loop = _Loop(plan, chosen, reporter)
+    loop = _Loop(plan, chosen, reporter, start)
 
     def runner() -> SweepResult:
         try:

@@ -92,7 +92,7 @@ def test_errors_exit_2_with_one_error_line(
     if setup == "good":
         write_results(tmp_path / "results.jsonl", good)
     elif setup == "bad":
-        (tmp_path / "results.jsonl").write_text(json.dumps(good[0]) + "\n{\n")
+        (tmp_path / "results.jsonl").write_text(json.dumps(good[0]) + "\n{not json}\n")
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from fsm_runner.cli import main
+from fsm_runner.cli.commands.sweep import table_lines
+from fsm_runner.sweeps.cells import CellResult
 from fsm_runner.sweeps.store import latest_rows, read_rows
+from fsm_runner.sweeps.sweep import SweepResult
 from tests.conftest import procs_under
 from tests.sweeps.conftest import Workspace, make_workspace
 
@@ -90,6 +94,11 @@ def test_a_signal_in_the_middle_then_resume(tmp_path: Path, signum: int, code: i
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == code, err
+    for line in err.splitlines():  # the counts of every progress line add up
+        counts = re.search(r"\((\d+)/(\d+) done, \d+ failed, (\d+) running", line)
+        if counts:
+            done, total, running = map(int, counts.groups())
+            assert done + running <= total, line
     assert not procs_under(tmp_path), "a process of a cell survived the interrupt"
     rows = read_rows(out)  # every line is a whole row
     assert len(rows) == len((out / "results.jsonl").read_text().splitlines())
@@ -124,6 +133,7 @@ def test_a_bad_sweep_file_is_a_usage_error_with_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "sweep.yml"
+    (tmp_path / "a").mkdir()
     path.write_text("version: 1\ntargets: [a]\nllms: [x]\nconcurency: 2\n")
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err
@@ -133,7 +143,16 @@ def test_a_bad_sweep_file_is_a_usage_error_with_its_line(
     path.write_text("version: 1\ntargets: [a]\nllms: [x]\n")
     assert main(["sweep", str(path), "--address", "ray://head:10001"]) == 2
     assert "--address joins a Ray cluster" in capsys.readouterr().err
-    assert main(["sweep", str(path), "--concurrency", "0"]) == 2
+    for value in ("0", "abc", "5000"):  # the file's limit, and one message for every bad value
+        assert main(["sweep", str(path), "--concurrency", value]) == 2
+        assert f"--concurrency: '{value}' is not a whole number from 1 to 1024" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    path.write_text("version: 1\ntargets: [a, ../nope, 'ftp://x/y']\nllms: [x]\nout_dir: file/sub\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}:2: targets[1]: '../nope': no such directory" in err
+    assert f"{path}:2: targets[2]: 'ftp://x/y': unsupported URL scheme 'ftp'" in err
+    assert f"{path}:4: out_dir: {tmp_path / 'file'} is a file, not a directory" in err
 
 
 def test_schema_sweep(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,3 +162,19 @@ def test_schema_sweep(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema", "--file", "sweep"]) == 0
     assert json.loads(capsys.readouterr().out) == schema
     assert main(["schema", "bootstrap", "--file", "sweep"]) == 2
+
+
+def test_the_table_keeps_the_cause_on_one_line_and_the_run_dir_whole(tmp_path: Path) -> None:
+    run_dir = str(tmp_path / ("deep" * 20) / "examples" / "broken_target" / ".aider_fsm" / "artifacts" / "run-1")
+    error = (
+        f"evaluate: command 1/1 `python3 evaluate.py` exit code 1; see {run_dir}/evaluate/cmd01_try01.stderr\n"
+        "Traceback (most recent call last):\n  File \"evaluate.py\", line 3\nKeyError: 'answer'"
+    )
+    rows = (CellResult(target="/t/broken", llm="exact", ok=False, run_dir=run_dir, error=error),)
+    lines = table_lines(SweepResult(rows=rows, out_dir=str(tmp_path)))
+    assert lines[1].endswith(f"see {run_dir}/evaluate/cmd01_try01.stderr ... KeyError: 'answer'"), lines[1]
+    assert "\n" not in lines[1]
+    assert lines[-1].startswith("1 cell: 0 ok, 1 failed")
+    short = (CellResult(target="/t/broken", llm="exact", ok=False, run_dir=run_dir, error="setup: boom"),)
+    lines = table_lines(SweepResult(rows=short, out_dir=str(tmp_path)))
+    assert lines[1].endswith("setup: boom") and lines[2].strip() == f"run: {run_dir}", lines

@@ -13,6 +13,7 @@ from attrs import define
 
 import fsm_runner
 from fsm_runner.errors import UsageError
+from fsm_runner.evidence.atomic import append_jsonl
 from fsm_runner.sweeps.compare import ComparisonTable, compare, diff_runs
 from fsm_runner.sweeps.html import render_html, write_html
 from tests.sweeps.results_files import BENCH, BROKEN, LLMS, row, sweep_rows, write_results, write_sweep_dir
@@ -330,3 +331,31 @@ def test_a_long_error_is_one_line_in_the_text_and_whole_in_the_json(tmp_path: Pa
         in (table.lines())
     )
     assert table.to_json()["rows"][0]["cells"]["exact"]["error"] == error
+
+
+def test_a_row_cut_short_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    """A sweep killed while it wrote its last row; then the same file after a resume appended a row."""
+    good = '{"target": "t", "llm": "a", "ok": true, "score": 1}\n'
+    torn = '{"target": "t", "llm": "b", "ok": true, "sco'
+    (tmp_path / "results.jsonl").write_text(good + torn)
+    with pytest.warns(UserWarning, match=r"results\.jsonl:2: a row cut short; skipped"):
+        table = compare(tmp_path / "results.jsonl")
+    assert table.columns == ("a",)
+    append_jsonl(tmp_path / "results.jsonl", {"target": "t", "llm": "c", "ok": True, "score": 0.5})
+    with pytest.warns(UserWarning, match=r"results\.jsonl:2: a row cut short"):
+        table = compare(tmp_path / "results.jsonl")
+    assert table.columns == ("a", "c")
+    (tmp_path / "results.jsonl").write_text(good + "garbage\n" + good)
+    with pytest.raises(UsageError, match=r"results\.jsonl:2: not JSON"):
+        compare(tmp_path / "results.jsonl")
+
+
+def test_a_checkpoint_baseline_may_be_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint = tmp_path / "ckpts" / "step-1"
+    lines = [{"target": "t", "llm": "exact", "ok": True, "score": 1.0},
+             {"target": "t", "llm": str(checkpoint), "ok": True, "score": 0.5}]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    monkeypatch.chdir(tmp_path)
+    table = compare("results.jsonl", baseline="ckpts/step-1")
+    assert table.baseline == str(checkpoint)
+    assert table.cell("t", "exact").delta == 0.5

@@ -284,3 +284,75 @@ def test_the_token_is_never_printed_nor_written(
     assert "RAY_AUTH_TOKEN" not in rows[0].metrics["ray_env"]
     assert "RAY_AUTH_TOKEN_PATH" not in rows[0].metrics["ray_env"]
     assert "RAY_JOB_ID" not in rows[0].metrics["ray_env"]  # nor what Ray sets for its own workers
+
+
+#: Three runs submitted at once on the ray executor (they share the one cluster the first starts), two sweeps
+#: in the background at once, then a run on a connection the caller made itself.
+SHARED_FLOW = """
+import json, os, sys, time
+import fsm_runner, ray
+target = sys.argv[1]
+a = fsm_runner.submit(target, "exact", executor="ray")
+b = fsm_runner.submit(target, "sloppy", executor="ray")
+c = fsm_runner.submit(target, "exact", executor="ray")
+rows = [a.result(timeout=120).to_json(), b.result(timeout=120).to_json(), c.cancel().to_json()]
+started = time.monotonic()
+one = fsm_runner.sweep([target], ["exact"], executor="ray", out_dir="one", concurrency=1, wait=False)
+two = fsm_runner.sweep([target], ["sloppy"], executor="ray", out_dir="two", concurrency=1, wait=False)
+first = one.result(timeout=120)
+wall = time.monotonic() - started
+second = two.result(timeout=120)
+sweeps = {"rows": [r.to_json() for r in (*first.rows, *second.rows)], "wall": wall, "duration": first.duration_s}
+after = {"initialized": ray.is_initialized(), "auth_mode": os.environ.get("RAY_AUTH_MODE")}
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+d = fsm_runner.submit(target, "exact", executor="ray")
+rows.append(d.result(timeout=120).to_json())
+mine = ray.is_initialized()
+ray.shutdown()
+print(json.dumps({"rows": rows, "sweeps": sweeps, "after": after, "caller_connection_kept": mine}))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.e2e
+@pytest.mark.skipif(not HAVE_RAY, reason=f"Ray is not installed ({INSTALL})")
+def test_executors_of_one_process_share_the_ray_connection(tmp_path: Path) -> None:
+    """The first run that finishes must not shut Ray down under the others; the last one does, and leaves
+    RAY_AUTH_MODE as it found it; a connection the caller made stays open."""
+    target = shutil.copytree(EXAMPLES / "arith_bench", tmp_path / "arith_bench")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARED_FLOW, str(target)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    a, b, c, d = out["rows"]
+    assert (a["ok"], a["score"]) == (True, 1.0), a
+    assert (b["ok"], b["score"]) == (True, 0.75), b
+    assert c["ok"] or c["error"].startswith("cancelled: "), c  # it may be cancelled before its run starts
+    assert "owner is unknown" not in json.dumps(out)
+    swept = out["sweeps"]
+    assert [(r["llm"], r["ok"], r["score"]) for r in swept["rows"]] == [("exact", True, 1.0), ("sloppy", True, 0.75)]
+    assert swept["duration"] >= swept["wall"] - 3.0, swept  # the cluster's start-up is part of the sweep's time
+    assert out["after"] == {"initialized": False, "auth_mode": None}
+    assert (d["ok"], d["score"]) == (True, 1.0), d
+    assert out["caller_connection_kept"] is True
+
+
+def test_local_cells_never_see_the_ray_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local executor keeps Ray's credentials from a cell's commands as the ray executor does."""
+    probe = small_target(tmp_path / "probe", ENV_PROBE_EVALUATE)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-for-cells")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    monkeypatch.setenv("RAY_PROBE_SEEN", "1")  # a RAY_ variable that is no credential does get through
+    (tmp_path / "work").mkdir()
+    row = CellProcess(CellSpec(target=str(probe), llm="exact"), tmp_path / "work", "probe").wait(120)
+    assert row is not None and row.ok, row
+    assert row.metrics is not None, row
+    seen = set(row.metrics["ray_env"])
+    assert "RAY_PROBE_SEEN" in seen and not seen & {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}, seen

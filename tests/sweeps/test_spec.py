@@ -26,6 +26,8 @@ repair: {iters: 2, cmd: "agent --repo {repo}"}
 def write(tmp_path: Path, text: str, name: str = "sweep.yml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    for target in ("a", "bench"):  # the local targets the files below name
+        (tmp_path / target).mkdir(exist_ok=True)
     return path
 
 
@@ -69,6 +71,11 @@ def test_defaults(tmp_path: Path) -> None:
         ("version: 2\ntargets: [a]\nllms: [x]\n", 1, "version: unsupported version 2"),
         ("version: 1\ntargets: [a]\nllms: [x]\nenv: {1X: y}\n", 4, "env: invalid variable name '1X'"),
         ("version: 1\ntargets: [a\nllms: [x]\n", 3, "invalid YAML"),
+        ("version: 1\ntargets: [a]\nllms: []\n", 3, "llms: must name at least one; a sweep runs every one of the targets x llms"),
+        ("version: 1\ntargets: [5]\nllms: [x]\n", 2, "targets[0]: expected a string, got int (quote it"),
+        ("version: 1\ntargets:\n  - a\n  - nope\nllms: [x]\n", 4, "targets[1]: 'nope': no such directory"),
+        ("version: 1\ntargets: ['ftp://x/y']\nllms: [x]\n", 2, "targets[0]: 'ftp://x/y': unsupported URL scheme 'ftp'"),
+        ("version: 1\ntargets: [a]\nllms: [x]\nout_dir: sweep.yml\n", 4, "out_dir: "),
     ],
 )
 def test_mistakes_are_reported_at_their_line(tmp_path: Path, text: str, line: int, expected: str) -> None:

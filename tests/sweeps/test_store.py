@@ -16,7 +16,7 @@ from fsm_runner.evidence.atomic import append_jsonl
 from fsm_runner.sweeps.cells import CellResult
 from fsm_runner.sweeps.progress import Progress
 from fsm_runner.sweeps.store import RESULTS, append_row, holding, latest_rows, read_rows
-from fsm_runner.sweeps.sweep import _resumable, plan_sweep
+from fsm_runner.sweeps.sweep import _resumable, plan_sweep, sweep
 from fsm_runner.targets import current_contract
 
 PIPELINE = "version: 1\n"
@@ -134,3 +134,45 @@ def test_a_live_line_on_a_terminal(tmp_path: Path) -> None:
     os.close(leader)
     assert b"sweep: 0/2 done, 0 failed, 2 running" in shown and b"\r\x1b[2K" in shown
     assert len(lines) == 1 and lines[0].startswith("[1/2] ok      t x a  score=1.000  0.0s  (1/2 done")
+
+
+def test_a_row_cut_short_is_ended_before_the_next_row_and_resume_names_it(tmp_path: Path) -> None:
+    """A crash mid-write leaves a last line with no newline: the next row must not be glued onto it."""
+    append_row(tmp_path, row("t", "a", True, None, None))
+    with open(tmp_path / RESULTS, "a") as fh:
+        fh.write('{"target": "t", "llm": "b", "ok": tr')  # cut short
+    append_row(tmp_path, row("t", "c", True, None, None))
+    skipped: list[str] = []
+    rows = read_rows(tmp_path, on_skip=skipped.append)
+    assert [r.llm for r in rows] == ["a", "c"]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{tmp_path / RESULTS}:2: not a result row")
+    assert (tmp_path / RESULTS).read_text().endswith("}\n")
+
+
+def test_resume_warns_about_the_lines_it_skips(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / RESULTS).write_text("not a row\n")
+    (tmp_path / "t").mkdir()
+    lines: list[str] = []
+    result = sweep([str(tmp_path / "t")], ["a"], out_dir=out, resume=True, progress=lines.append)
+    assert result.total == 1  # the cell ran (and failed: the directory has no pipeline.yml)
+    assert f"warning: {out / RESULTS}:1: not a result row" in "\n".join(lines)
+
+
+def test_the_live_line_is_redrawn_only_when_it_changes(tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    with open(follower, "w", closefd=True) as stream:
+        progress = Progress(2, stream=stream)  # type: ignore[arg-type]
+        for _ in range(20):  # the sweep loop ticks every 50 ms: well within one second
+            progress.tick(running=2)
+        progress.tick(running=1)  # a change is drawn at once
+        progress.close()
+        stream.flush()
+        shown = b""
+        deadline = time.monotonic() + 5
+        while shown.count(b"\r\x1b[2K") < 2 and time.monotonic() < deadline:
+            shown += os.read(leader, 4096)
+    os.close(leader)
+    assert shown.count(b"sweep: 0/2 done, 0 failed, 2 running") == 1, shown
+    assert shown.count(b"sweep: 0/2 done, 0 failed, 1 running") == 1, shown

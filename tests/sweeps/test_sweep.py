@@ -112,7 +112,8 @@ def test_cancel_tears_a_running_run_down(workspace: Workspace, tmp_path: Path) -
         time.sleep(0.05)
     time.sleep(0.5)
     row = handle.cancel()
-    assert not row.ok and row.error and row.error.startswith("cancelled")
+    assert not row.ok and row.error and row.error.startswith("cancelled: interrupted (received SIGTERM)")
+    assert row.run_dir and Path(row.run_dir).is_dir() and row.run_id and row.contract_hash, row
     assert handle.done() and handle.result(timeout=0) == row
     assert_nothing_running(tmp_path)
     other = fsm_runner.submit(workspace.arith, "exact", log_dir=tmp_path / "logs2")
@@ -152,9 +153,16 @@ def test_cancelling_a_background_sweep_leaves_nothing_running(workspace: Workspa
     result = handle.cancel(timeout=120)
     assert result.interrupted and len(result.rows) == 2  # the third cell never started
     assert all(not r.ok and r.error and r.error.startswith("interrupted (cancelled)") for r in result.rows)
+    for r in result.rows:  # the run exists: the row says where, and the cell's log ends without a traceback
+        assert r.run_id and r.run_dir and Path(r.run_dir).is_dir() and r.contract_hash, r
+        assert r.error and r.error.endswith(f"tore down what it deployed; see {r.run_dir}"), r.error
+    logs = list((out / "cells").glob("*.log"))
+    assert len(logs) == 2 and not any("Traceback" in log.read_text() for log in logs)
     assert len(read_rows(out)) == 2
     assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
     assert_nothing_running(tmp_path)
+    again = fsm_runner.sweep([workspace.arith], ["exact"], out_dir=out, resume=True)
+    assert again.skipped == 0 and [(r.llm, r.ok) for r in again.rows] == [("exact", True)]
 
 
 @pytest.mark.parametrize(
@@ -162,10 +170,26 @@ def test_cancelling_a_background_sweep_leaves_nothing_running(workspace: Workspa
     [
         ({"resume": True}, "resume=True needs out_dir="),
         ({"executor": "slurm"}, "unknown executor 'slurm'"),
-        ({"concurrency": 0}, "concurrency must be 1 or more"),
+        ({"concurrency": 0}, "concurrency must be a whole number from 1 to 1024, got 0"),
+        ({"concurrency": 5000}, "concurrency must be a whole number from 1 to 1024, got 5000"),
+        ({"concurrency": "2"}, "concurrency must be a whole number from 1 to 1024, got '2'"),
+        ({"mode": "fast"}, "mode must be one of smoke, full, got 'fast'"),
+        ({"llms": [""]}, r"llms\[0\]: empty llm"),
+        ({"targets": ["nope"]}, r"targets\[0\]: 'nope': no such directory"),
+        ({"targets": ["ftp://x/y"]}, r"targets\[0\]: 'ftp://x/y': unsupported URL scheme 'ftp'"),
+        ({"out_dir": "file"}, "out_dir: .* is a file, not a directory"),
         ({"repair_agent": print}, "repair_agent of a sweep is a command line"),
     ],
 )
-def test_arguments_that_cannot_work(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+def test_arguments_that_cannot_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, object], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    targets, llms = kwargs.pop("targets", [str(tmp_path)]), kwargs.pop("llms", ["exact"])
     with pytest.raises(UsageError, match=message):
-        fsm_runner.sweep([str(tmp_path)], ["exact"], **kwargs)  # type: ignore[call-overload]
+        fsm_runner.sweep(targets, llms, **kwargs)  # type: ignore[call-overload]
+    if not {"concurrency", "out_dir", "resume", "executor"} & set(kwargs):  # submit() checks the same way
+        options = {k: v for k, v in kwargs.items() if k in ("mode", "repair_agent")}
+        with pytest.raises(UsageError, match=message.replace("a sweep", "a submitted run")):
+            fsm_runner.submit(targets[0], llms[0], **options)  # type: ignore[arg-type]

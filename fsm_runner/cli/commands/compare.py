@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from fsm_runner.cli.errors import EXIT_OK
 from fsm_runner.cli.output import emit_json, note, print_lines
@@ -18,7 +19,11 @@ def command(args: argparse.Namespace) -> int:
     if two_runs and args.metric is None and args.baseline is None:
         shown = diff_runs(*sources)
     else:
-        shown = compare(sources, baseline=args.baseline, metric=args.metric or SCORE)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shown = compare(sources, baseline=args.baseline, metric=args.metric or SCORE)
+        for warning in caught:
+            note(str(warning.message))
     if args.html:
         table = shown if isinstance(shown, ComparisonTable) else compare(sources)
         note(f"wrote {write_html(table, args.html)}")

@@ -8,7 +8,8 @@ import sys
 from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
 from fsm_runner.cli.output import emit_json, print_error, print_lines
 from fsm_runner.errors import UsageError
-from fsm_runner.sweeps.progress import Progress, short_name
+from fsm_runner.sweeps.compare import one_line
+from fsm_runner.sweeps.progress import Progress, printable, short_name
 from fsm_runner.sweeps.spec import load_sweep
 from fsm_runner.sweeps.sweep import SweepResult, plan_sweep, run_plan
 
@@ -17,10 +18,13 @@ def table_lines(result: SweepResult) -> list[str]:
     """The rows as a text table, then one line of counts and where the rows are."""
     header = ("target", "llm", "status", "score", "time", "error / run")
     lines = []
+    run_dirs: list[str | None] = []  # a failed row's run dir, on a line of its own under it
     for row in result.rows:
         status = "ok" if row.ok else "FAILED"
         score = "-" if row.score is None else f"{row.score:.3f}"
-        detail = (row.error or "").splitlines()[0][:120] if not row.ok and row.error else (row.run_dir or "")
+        failed = not row.ok and bool(row.error)
+        detail = printable(one_line(row.error or "")) if failed else (row.run_dir or "")
+        run_dirs.append(row.run_dir if failed and row.run_dir and row.run_dir not in detail else None)
         lines.append(
             (
                 short_name(row.target, 32),
@@ -32,15 +36,21 @@ def table_lines(result: SweepResult) -> list[str]:
             )
         )
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header) - 1)]
-    text = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-        for r in [header, *lines]
-    ]
+
+    def joined(r: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+
+    text = [joined(header)]
+    for line, run_dir in zip(lines, run_dirs, strict=True):
+        text.append(joined(line))
+        if run_dir:
+            text.append(" " * (sum(widths) + 2 * len(widths)) + f"run: {run_dir}")
     resumed = f", {result.skipped} kept from before (resume)" if result.skipped else ""
     stopped = "; interrupted: the cells without a row did not run" if result.interrupted else ""
+    cells = "1 cell" if result.total == 1 else f"{result.total} cells"
     text.append("")
     text.append(
-        f"{result.total} cells: {result.ok} ok, {result.failed} failed{resumed} in {result.duration_s:.1f}s"
+        f"{cells}: {result.ok} ok, {result.failed} failed{resumed} in {result.duration_s:.1f}s"
         f"{stopped}; rows: {result.results_path}"
     )
     return text
