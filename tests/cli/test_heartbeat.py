@@ -33,12 +33,22 @@ def _run(repo: Path, *args: str, env: dict[str, str] | None = None) -> subproces
     )
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _repo(tmp_path_factory: pytest.TempPathFactory, pipeline: str) -> Path:
     root = tmp_path_factory.mktemp("beats") / "repo"
     root.mkdir()
-    (root / "pipeline.yml").write_text(PIPELINE)
+    (root / "pipeline.yml").write_text(pipeline)
     return root
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _repo(tmp_path_factory, PIPELINE)
+
+
+@pytest.fixture(scope="module")
+def short_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1.5 s tests phase: long enough for heartbeats every 0.5 s, far shorter than the 30 s default."""
+    return _repo(tmp_path_factory, PIPELINE.replace("sleep 4", "sleep 1.5"))
 
 
 def test_heartbeat_lines_name_the_phase_while_it_runs(repo: Path) -> None:
@@ -54,16 +64,16 @@ def test_heartbeat_lines_name_the_phase_while_it_runs(repo: Path) -> None:
     ("args", "env", "expected"),
     [
         (("--heartbeat", "0"), {}, False),
-        ((), {HEARTBEAT_ENV: "1"}, True),
-        (("--heartbeat", "0"), {HEARTBEAT_ENV: "1"}, False),  # the flag wins
-        ((), {}, False),  # the default is 30 s: a 4 s phase gets none
+        ((), {HEARTBEAT_ENV: "0.5"}, True),
+        (("--heartbeat", "0"), {HEARTBEAT_ENV: "0.5"}, False),  # the flag wins
+        ((), {}, False),  # the default is 30 s: a 1.5 s phase gets none
     ],
-    ids=["flag-0", "env-1", "flag-wins", "default"],
+    ids=["flag-0", "env-0.5", "flag-wins", "default"],
 )
 def test_the_flag_then_the_environment_set_the_interval(
-    repo: Path, args: tuple[str, ...], env: dict[str, str], expected: bool
+    short_repo: Path, args: tuple[str, ...], env: dict[str, str], expected: bool
 ) -> None:
-    proc = _run(repo, *args, env=env)
+    proc = _run(short_repo, *args, env=env)
     assert proc.returncode == 0, proc.stderr
     assert bool(HEARTBEAT.search(proc.stderr)) is expected, proc.stderr
 
