@@ -220,6 +220,20 @@ def kill_group(pgid: int, *, grace: float = 2.0) -> None:
     _wait_gone(pgid, 1.0)
 
 
+def kill_session(sid: int) -> None:
+    """SIGKILL every live process of session ``sid``: what a killed session leader (a sweep cell) started in
+    process groups of their own. Refuses the caller's own session and sid <= 1."""
+    if sid <= 1 or sid == os.getsid(0):
+        raise ValueError(f"refusing to kill session {sid}: it is not a cell's own session")
+    try:
+        members = [pid for pid, fields, dead in _processes() if not dead and fields[3] == str(sid).encode()]
+    except OSError:
+        return  # no /proc: nothing to find
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def new_evidence_file(path: Path) -> IO[bytes]:
     """A new, empty file at ``path`` for a command's output, never one a command prepared there.
 

@@ -31,7 +31,7 @@ from attrs import define, field, validators
 from fsm_runner.errors import FsmRunnerError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.evidence.records import MODES
-from fsm_runner.execution.process import group_alive, kill_group
+from fsm_runner.execution.process import group_alive, kill_group, kill_session
 
 #: What a row's error keeps of a long message (the run dir has the whole of it).
 ERROR_CHARS = 2000
@@ -300,6 +300,7 @@ class CellRun:
             self._wait_exit(grace)
         if group_alive(self.pid):
             kill_group(self.pid, grace=1.0)
+            kill_session(self.pid)  # what the killed cell's run started in process groups of its own
         self._wait_exit(None)
         result = self.poll()
         assert result is not None

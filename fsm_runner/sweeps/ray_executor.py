@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from fsm_runner.errors import FsmRunnerError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic
-from fsm_runner.execution.process import group_alive, kill_group, process_start_time, running_group
+from fsm_runner.execution.process import (
+    group_alive,
+    kill_group,
+    kill_session,
+    process_start_time,
+    running_group,
+)
 from fsm_runner.sweeps.cells import CELL_SECRET_ENV, CellProcess, CellResult, CellSpec, _failed, _now
 
 if TYPE_CHECKING:
@@ -182,6 +188,7 @@ class RayCellHandle:
             while group_alive(pgid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             kill_group(pgid, grace=1.0)
+            kill_session(pgid)  # the cell leads its session: its run's commands are in groups of their own
         path.unlink(missing_ok=True)
 
 

@@ -19,6 +19,8 @@ from fsm_runner.execution.process import (
     group_alive,
     is_same_group,
     kill_group,
+    kill_session,
+    process_alive,
     process_start_time,
     processes_with_env,
     run_captured,
@@ -335,3 +337,33 @@ def test_running_group_reads_only_a_live_group_that_is_still_the_recorded_one() 
         proc.kill()
         proc.wait()
     assert running_group(record) is None
+
+
+def test_kill_session_ends_what_a_session_leader_started_in_groups_of_their_own(tmp_path: Path) -> None:
+    """A sweep cell leads its session; its run's commands lead groups of their own inside it."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '60'], process_group=0)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+        assert os.getpgid(child) == child and os.getsid(child) == leader.pid
+        kill_session(leader.pid)
+        leader.wait(5)
+        deadline = time.monotonic() + 5
+        while process_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not process_alive(child)
+    finally:
+        leader.kill()
+        leader.wait()
+    with pytest.raises(ValueError, match="refusing"):
+        kill_session(os.getsid(0))
