@@ -69,7 +69,10 @@ def test_escape_sequences_from_a_target_are_never_printed_raw(tmp_path: Path) ->
     passed = cli("run", repo)
     assert passed.returncode == 0, passed.stderr
     assert b"score    9\\x1b[2J" in passed.stdout
-    runs = sorted(p for p in (repo / ".aider_fsm" / "artifacts").iterdir())
+    # The failed run, then the passed one (run ids of one second sort at random; run.json is written last).
+    runs = sorted(
+        (repo / ".aider_fsm" / "artifacts").iterdir(), key=lambda p: (p / "run.json").stat().st_mtime_ns
+    )
     planted = repo / ".aider_fsm" / "artifacts" / f"20200101T000000Z-{HOSTILE[:4]}"  # named by anyone
     planted.mkdir()
     (planted / "journal.jsonl").write_text("not a journal\n")
