@@ -596,11 +596,13 @@ def test_an_output_file_replaced_by_a_fifo_is_not_waited_on(tmp_path: Path, read
 
 
 def test_a_late_writer_appends_to_the_capped_output(tmp_path: Path) -> None:
-    late = tmp_path / "late-done"
-    # a process in a session of its own outlives the command, still writing to its stdout after the cut
-    script = f'head -c 200000 /dev/zero | tr "\\0" a; (setsid sh -c "sleep 0.5; echo LATE; touch {late}" &); echo done'
+    late, go = tmp_path / "late-done", tmp_path / "go"
+    # a process in a session of its own outlives the command, and writes to its stdout once the cut is made
+    writer = f"while [ ! -e {go} ]; do sleep 0.02; done; echo LATE; touch {late}"
+    script = f'head -c 200000 /dev/zero | tr "\\0" a; (setsid sh -c "{writer}" &); echo done'
     run = stage(tmp_path, [script], max_output_bytes=10_000)
     assert run.ok, run.error
+    go.touch()
     out = tmp_path / "evidence" / "cmd01_try01.stdout"
     assert run.results[0].stdout_cut_bytes > 0
     deadline = time.monotonic() + 10
