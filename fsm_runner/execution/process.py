@@ -220,18 +220,41 @@ def kill_group(pgid: int, *, grace: float = 2.0) -> None:
     _wait_gone(pgid, 1.0)
 
 
-def kill_session(sid: int) -> None:
-    """SIGKILL every live process of session ``sid``: what a killed session leader (a sweep cell) started in
-    process groups of their own. Refuses the caller's own session and sid <= 1."""
-    if sid <= 1 or sid == os.getsid(0):
-        raise ValueError(f"refusing to kill session {sid}: it is not a cell's own session")
+def kill_tree(pid: int | None, mark: str | None = None) -> None:
+    """SIGKILL process ``pid`` with every process descended from it, and every live process whose environment
+    holds ``mark`` (``NAME=value``): what a sweep cell's run started when the cell has to be killed.
+
+    The run's commands lead sessions of their own, so neither the cell's group nor its session holds them;
+    the tree is read while ``pid`` still lives (it must not have been reaped: its number could be reused),
+    and the mark finds what was re-parented before that or is forked while it happens. Never signals the
+    caller or its ancestors.
+    """
+    if pid is not None and pid <= 1:
+        raise ValueError(f"refusing to kill the process tree of {pid}")
+    spared = {0, 1, os.getpid()}
+    doomed: list[int] = []
     try:
-        members = [pid for pid, fields, dead in _processes() if not dead and fields[3] == str(sid).encode()]
+        procs = list(live_processes())
     except OSError:
-        return  # no /proc: nothing to find
-    for pid in members:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+        procs = []  # no /proc: only ``pid`` itself is known
+    parent = {p: int(fields[1]) for p, fields in procs}
+    here = os.getpid()
+    while here in parent and here not in (0, 1):
+        spared.add(here)
+        here = parent[here]
+    if pid is not None:
+        children: dict[int, list[int]] = {}
+        for child, ppid in parent.items():
+            children.setdefault(ppid, []).append(child)
+        doomed.append(pid)
+        for member in doomed:  # grows as it is read: breadth first down the tree
+            doomed.extend(children.get(member, ()))
+    if mark:
+        doomed.extend(processes_with_env([mark.encode()]))
+    for victim in dict.fromkeys(doomed):
+        if victim not in spared:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(victim, signal.SIGKILL)
 
 
 def new_evidence_file(path: Path) -> IO[bytes]:

@@ -17,6 +17,8 @@ import contextlib
 import json
 import math
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,13 +33,17 @@ from attrs import define, field, validators
 from fsm_runner.errors import FsmRunnerError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.evidence.records import MODES
-from fsm_runner.execution.process import group_alive, kill_group, kill_session
+from fsm_runner.execution.process import group_alive, kill_group, kill_tree
 
 #: What a row's error keeps of a long message (the run dir has the whole of it).
 ERROR_CHARS = 2000
 #: Variables that give access to a Ray cluster: a cell has no use for them, so on either executor its
 #: commands never see them (unless the sweep's own env sets them).
 CELL_SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+#: Set to a cell's own random token in its environment, which its run's commands inherit: what finds them
+#: when the cell has to be killed, wherever they moved (sessions of their own, re-parented daemons).
+CELL_MARK_ENV = "FSM_RUNNER_CELL"
+_CELL_MARK = re.compile(rf"{CELL_MARK_ENV}=[0-9a-f]{{24}}\Z")
 
 
 def _pairs(value: Mapping[str, str] | tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...]:
@@ -246,6 +252,11 @@ def run_to_file(spec: CellSpec, result_path: Path) -> None:
     write_json_atomic(result_path, run_cell(spec).to_json())
 
 
+def is_cell_mark(value: object) -> bool:
+    """Whether ``value`` is a cell's mark as :class:`CellRun` makes it: nothing else is ever swept by."""
+    return isinstance(value, str) and _CELL_MARK.match(value) is not None
+
+
 class CellRun:
     """A cell running in a process of its own that leads a process group (and a session) of its own.
 
@@ -256,8 +267,13 @@ class CellRun:
     :class:`~fsm_runner.sweeps.forks.ForkedCell` (a fork of a preloaded server).
     """
 
-    def __init__(self, spec: CellSpec, workdir: Path, name: str) -> None:
+    def __init__(self, spec: CellSpec, workdir: Path, name: str, mark: str | None = None) -> None:
         self.spec = spec
+        #: ``CELL_MARK_ENV=token``: in the environment the cell starts with (``env``), so in its commands'.
+        if mark is not None and not is_cell_mark(mark):
+            raise ValueError(f"not a cell's mark: {mark!r}")
+        self.mark = mark or f"{CELL_MARK_ENV}={secrets.token_hex(12)}"
+        self.env = {**os.environ, CELL_MARK_ENV: self.mark.partition("=")[2]}
         self.result_path = workdir / f"{name}.result.json"
         self.log_path = workdir / f"{name}.log"
         self.started_at = _now()
@@ -293,14 +309,17 @@ class CellRun:
         return self.poll()
 
     def stop(self, grace: float = 30.0) -> CellResult:
-        """Tear the cell down: SIGTERM (the run tears down what it deployed), then the whole group."""
+        """Tear the cell down: SIGTERM (the run tears down what it deployed); after ``grace`` seconds, kill
+        the cell with everything its run started."""
         if not self._exited():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
             self._wait_exit(grace)
-        if group_alive(self.pid):
-            kill_group(self.pid, grace=1.0)
-            kill_session(self.pid)  # what the killed cell's run started in process groups of its own
+        # Not yet reaped (``_exited`` was False), so the pid is still the cell's: its tree can be read.
+        alive = not self._exited()
+        kill_tree(self.pid if alive else None, self.mark)
+        if alive and group_alive(self.pid):
+            kill_group(self.pid, grace=0)
         self._wait_exit(None)
         result = self.poll()
         assert result is not None
@@ -327,8 +346,8 @@ class CellRun:
 class CellProcess(CellRun):
     """A cell in a new interpreter: ``python -m fsm_runner.sweeps.cells RESULT_FILE``, its spec on stdin."""
 
-    def __init__(self, spec: CellSpec, workdir: Path, name: str) -> None:
-        super().__init__(spec, workdir, name)
+    def __init__(self, spec: CellSpec, workdir: Path, name: str, mark: str | None = None) -> None:
+        super().__init__(spec, workdir, name, mark)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", "fsm_runner.sweeps.cells", str(self.result_path)],
@@ -336,6 +355,7 @@ class CellProcess(CellRun):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=self.env,
             )
         assert self._proc.stdin is not None
         with self._proc.stdin:

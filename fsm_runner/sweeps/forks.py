@@ -415,7 +415,7 @@ class ForkedCell(CellRun):
                 "result": os.path.abspath(self.result_path),
                 "log": os.path.abspath(self.log_path),
                 "cwd": os.getcwd(),
-                "env": dict(os.environ),
+                "env": self.env,
             }
         )
 
@@ -427,7 +427,7 @@ class ForkedCell(CellRun):
                     self._child = self._server.answer(self._request, timeout)
                 except ForkError as exc:
                     self._forker.failed(exc)
-                    self._instead = CellProcess(self.spec, *self._where)
+                    self._instead = CellProcess(self.spec, *self._where, mark=self.mark)
             return self._child is not None or self._instead is not None
 
     @property

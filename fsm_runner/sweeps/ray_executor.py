@@ -31,11 +31,19 @@ from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.execution.process import (
     group_alive,
     kill_group,
-    kill_session,
+    kill_tree,
     process_start_time,
     running_group,
 )
-from fsm_runner.sweeps.cells import CELL_SECRET_ENV, CellProcess, CellResult, CellSpec, _failed, _now
+from fsm_runner.sweeps.cells import (
+    CELL_SECRET_ENV,
+    CellProcess,
+    CellResult,
+    CellSpec,
+    _failed,
+    _now,
+    is_cell_mark,
+)
 
 if TYPE_CHECKING:
     from fsm_runner.sweeps.executors import CellHandle, Executor
@@ -89,6 +97,38 @@ def _group_file(workdir: Path, name: str) -> Path:
     return workdir / f"{name}.group.json"
 
 
+def record_cell(proc: CellProcess, workdir: Path, name: str) -> Path:
+    """Write the record :func:`kill_lost_cell` reads: the cell's group, its leader's start, its mark."""
+    group = _group_file(workdir, name)
+    start = process_start_time(proc.pid)
+    write_json_atomic(group, {"pgid": proc.pid, "leader_start": start, "running": True, "mark": proc.mark})
+    return group
+
+
+def kill_lost_cell(workdir: Path, name: str, wait: float) -> None:
+    """A task that did not answer in time may still be stopping its cell, or may be gone. When the cell runs
+    on this machine, its record names its group and its mark: give it ``wait`` seconds to end, then kill it
+    with everything its run started (its commands lead sessions of their own: the group is not enough)."""
+    path = _group_file(workdir, name)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    mark = doc.get("mark") if isinstance(doc, dict) else None
+    pgid = running_group(doc)
+    if pgid is not None and pgid != os.getpgrp():
+        deadline = time.monotonic() + wait
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pgid = running_group(doc)  # read again: the cell may have ended meanwhile, and its pid been reused
+    if pgid == os.getpgrp():
+        pgid = None
+    kill_tree(pgid, mark if is_cell_mark(mark) else None)
+    if pgid is not None:
+        kill_group(pgid, grace=0)
+    path.unlink(missing_ok=True)
+
+
 def run_cell_task(spec_data: dict[str, Any], workdir: str, name: str, cwd: str) -> dict[str, Any]:
     """The body of a cell's Ray task (it runs on a node of the cluster): the cell's row, as JSON."""
     spec = CellSpec.from_json(spec_data)
@@ -97,9 +137,7 @@ def run_cell_task(spec_data: dict[str, Any], workdir: str, name: str, cwd: str) 
         where = Path(tempfile.mkdtemp(prefix="fsm-runner-cell-"))
     with _spawn_context(cwd):
         proc = CellProcess(spec, where, name)
-    group = _group_file(where, name)
-    record = {"pgid": proc.pid, "leader_start": process_start_time(proc.pid), "running": True}
-    write_json_atomic(group, record)
+    group = record_cell(proc, where, name)
     try:
         row = proc.wait(POLL_SECONDS)
         while row is None:
@@ -149,7 +187,7 @@ class RayCellHandle:
             self._row = self._collect()
             return self._row
         self._ray.cancel(self._ref, force=True)
-        self._kill_left_group()
+        kill_lost_cell(self._workdir, self._name, FORCE_WAIT)
         self._ray.wait([self._ref], timeout=FORCE_WAIT)
         self._row = self._interrupted("it did not stop within the grace period and was killed")
         return self._row
@@ -173,23 +211,6 @@ class RayCellHandle:
         log = self._workdir / f"{self._name}.log"
         where = f"; see {log}" if log.exists() else ""
         return _failed(self.spec, self.started_at, self._start, f"interrupted: {why}{where}")
-
-    def _kill_left_group(self) -> None:
-        """A task that did not answer in time may still be stopping its cell, or may be gone. When the cell
-        runs on this machine, its group record names the group: give it a moment to end, then kill it."""
-        path = _group_file(self._workdir, self._name)
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
-        pgid = running_group(doc)
-        if pgid is not None and pgid != os.getpgrp():
-            deadline = time.monotonic() + FORCE_WAIT
-            while group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            kill_group(pgid, grace=1.0)
-            kill_session(pgid)  # the cell leads its session: its run's commands are in groups of their own
-        path.unlink(missing_ok=True)
 
 
 class _Connection:

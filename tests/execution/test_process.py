@@ -3,6 +3,7 @@ stopping a whole group, and running short helper programs with their output capt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from fsm_runner.execution.process import (
     group_alive,
     is_same_group,
     kill_group,
-    kill_session,
+    kill_tree,
     process_alive,
     process_start_time,
     processes_with_env,
@@ -320,7 +321,6 @@ def test_run_captured_raises_when_the_program_cannot_start(tmp_path: Path) -> No
         run_captured(["true"], timeout=10, cwd=tmp_path / "missing")
 
 
-
 def test_running_group_reads_only_a_live_group_that_is_still_the_recorded_one() -> None:
     proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
@@ -331,7 +331,13 @@ def test_running_group_reads_only_a_live_group_that_is_still_the_recorded_one() 
         assert running_group({**record, "leader_start": None}) == proc.pid  # an older record without it
         assert running_group({**record, "running": False}) is None
         assert running_group({**record, "leader_start": start + 1}) is None  # the pid was reused
-        for bad in ({**record, "pgid": True}, {**record, "pgid": "1"}, {**record, "leader_start": 1.5}, [], None):
+        for bad in (
+            {**record, "pgid": True},
+            {**record, "pgid": "1"},
+            {**record, "leader_start": 1.5},
+            [],
+            None,
+        ):
             assert running_group(bad) is None
     finally:
         proc.kill()
@@ -339,31 +345,70 @@ def test_running_group_reads_only_a_live_group_that_is_still_the_recorded_one() 
     assert running_group(record) is None
 
 
-def test_kill_session_ends_what_a_session_leader_started_in_groups_of_their_own(tmp_path: Path) -> None:
-    """A sweep cell leads its session; its run's commands lead groups of their own inside it."""
-    pid_file = tmp_path / "child.pid"
-    script = (
-        "import os, subprocess, sys, time\n"
-        "child = subprocess.Popen(['sleep', '60'], process_group=0)\n"
-        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
-        "time.sleep(60)\n"
+#: A cell-like leader: a child in a session of its own (as the runner starts a command), which starts a
+#: daemon in a session of its own too; "CHILD DAEMON" pids go to the file named by argv[1].
+TREE_LEADER = r"""
+import os, subprocess, sys, time
+child_code = (
+    "import os, subprocess, sys, time\n"
+    "daemon = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+    "open(sys.argv[1] + '.part', 'w').write(f'{os.getpid()} {daemon.pid}')\n"
+    "os.rename(sys.argv[1] + '.part', sys.argv[1])\n"
+    "time.sleep(60)\n"
+)
+subprocess.Popen([sys.executable, "-c", child_code, sys.argv[1]], start_new_session=True)
+time.sleep(60)
+"""
+
+
+def _wait_dead(pids: list[int]) -> None:
+    deadline = time.monotonic() + 5
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("stray", "marked", "daemon_dies"),
+    [(False, False, True), (True, True, True), (True, False, False)],
+    ids=["whole-tree", "stray-with-mark", "stray-without-mark"],
+)
+def test_kill_tree_ends_descendants_in_sessions_of_their_own_and_strays_by_their_mark(
+    tmp_path: Path, stray: bool, marked: bool, daemon_dies: bool
+) -> None:
+    """Descendants die with the leader whatever sessions they lead. A process that left the tree (its
+    parent died first, so it was re-parented) is found by the mark in its environment, and only by it."""
+    pid_file = tmp_path / "pids"
+    name, value = "FSM_TEST_TREE_MARK", os.urandom(8).hex()
+    env = {**os.environ, name: value}
+    leader = subprocess.Popen(
+        [sys.executable, "-c", TREE_LEADER, str(pid_file)], start_new_session=True, env=env
     )
-    leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    pids: list[int] = []
     try:
         deadline = time.monotonic() + 10
-        while not pid_file.exists() or not pid_file.read_text():
-            assert time.monotonic() < deadline
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, "the tree did not start"
             time.sleep(0.02)
-        child = int(pid_file.read_text())
-        assert os.getpgid(child) == child and os.getsid(child) == leader.pid
-        kill_session(leader.pid)
-        leader.wait(5)
-        deadline = time.monotonic() + 5
-        while process_alive(child) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        child, daemon = (int(p) for p in pid_file.read_text().split())
+        pids = [child, daemon]
+        assert os.getsid(child) == child and os.getsid(daemon) == daemon
+        if stray:
+            os.kill(child, signal.SIGKILL)
+            _wait_dead([child])
+        kill_tree(leader.pid, f"{name}={value}" if marked else None)
+        assert leader.wait(5) == -signal.SIGKILL
+        _wait_dead([child, daemon])
         assert not process_alive(child)
+        assert process_alive(daemon) is not daemon_dies
     finally:
         leader.kill()
         leader.wait()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("pid", [1, 0, -5])
+def test_kill_tree_refuses_init_and_what_is_not_a_process(pid: int) -> None:
     with pytest.raises(ValueError, match="refusing"):
-        kill_session(os.getsid(0))
+        kill_tree(pid)

@@ -165,6 +165,30 @@ def test_stop_tears_the_run_down_and_leaves_nothing(
     assert_nothing_running(tmp_path)
 
 
+@pytest.mark.parametrize("kind", [CellProcess, ForkedCell])
+def test_a_cell_stopped_without_grace_is_killed_with_everything_its_run_started(
+    workspace: Workspace, forker: CellForker, tmp_path: Path, kind: type[CellRun]
+) -> None:
+    """The run's command ignores SIGTERM and leads a session of its own: killing the cell's group would leave
+    it running. The cell's mark (in every command's environment) finds it."""
+    tree = _slow_target(workspace.root, SLOW_TESTS)
+    (tree / "slow.py").write_text("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SLOW)
+    spec = CellSpec(target=str(tree), llm="exact")
+    cells = tmp_path / "cells"
+    cell = ForkedCell(spec, cells, "cell", forker) if kind is ForkedCell else CellProcess(spec, cells, "cell")
+    _wait_for("slow.mark", workspace.tmp, cell)
+    (command,) = procs_under(workspace.tmp)
+    assert os.getsid(command) != cell.pid, "the command is outside the cell's session"
+    assert cell.mark.encode() in Path(f"/proc/{command}/environ").read_bytes().split(b"\0")
+    row = cell.stop(grace=0)
+    assert not row.ok and row.error is not None
+    deadline = time.monotonic() + 5
+    while pid_alive(command) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not pid_alive(command), "the run's command outlived its killed cell"
+    assert_nothing_running(tmp_path)
+
+
 def test_a_cell_killed_by_a_signal_gives_a_failed_row_naming_it(
     workspace: Workspace, forker: CellForker, tmp_path: Path
 ) -> None:
@@ -175,9 +199,13 @@ def test_a_cell_killed_by_a_signal_gives_a_failed_row_naming_it(
     row = cell.wait(30)
     assert row is not None and not row.ok and row.error is not None
     assert "killed by signal 9" in row.error and str(cell.log_path) in row.error
+    (command,) = procs_under(workspace.tmp)  # the run's own command outlives a cell killed outright...
     assert cell.stop() == row
-    for pid in procs_under(tmp_path):  # the run's own command outlives a cell killed outright
-        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pid_alive(command) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not pid_alive(command), "stopping the ended cell did not end what its run left running"
+    assert_nothing_running(tmp_path)
 
 
 def test_a_cell_outlives_a_dead_server_and_its_end_is_still_seen(

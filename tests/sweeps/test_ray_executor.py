@@ -130,6 +130,48 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         ex.close()
 
 
+def test_a_lost_tasks_cell_is_killed_with_the_command_its_run_started(tmp_path: Path) -> None:
+    """What the driver does when a task was force-cancelled: from the task's record alone, the cell and its
+    run's command (which ignores SIGTERM and leads a session of its own) are killed, at once. No Ray needed:
+    the record and the kill are plain files and processes."""
+    from fsm_runner.sweeps.ray_executor import kill_lost_cell, record_cell
+
+    target = small_target(tmp_path / "sleeper", SLEEPING_EVALUATE)
+    mark = tmp_path / "evaluating.pid"
+    spec = CellSpec(target=str(target), llm="exact", env_overrides={"SWEEP_MARK_FILE": str(mark)})
+    (tmp_path / "work").mkdir()
+    proc = CellProcess(spec, tmp_path / "work", "sleeper")
+    try:
+        record = record_cell(proc, tmp_path / "work", "sleeper")
+        deadline = time.monotonic() + 60
+        while not mark.exists() or not mark.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "the cell's phase did not start"
+            time.sleep(0.05)
+        command = int(mark.read_text())
+        assert os.getsid(command) != proc.pid
+        kill_lost_cell(tmp_path / "work", "sleeper", wait=0.0)
+        row = proc.wait(10)
+        assert row is not None and not row.ok and "killed by signal 9" in (row.error or "")
+        assert not record.exists()
+        deadline = time.monotonic() + 5
+        while ray_processes_under(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not ray_processes_under(tmp_path), "the run's command outlived its killed cell"
+    finally:
+        proc.stop(grace=0)
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [None, 7, "", "PATH=/usr/bin", "FSM_RUNNER_CELL=", "FSM_RUNNER_CELL=abc", "FSM_RUNNER_CELL=" + "g" * 24],
+)
+def test_only_a_cells_own_mark_is_ever_swept_by(mark: object) -> None:
+    from fsm_runner.sweeps.cells import CELL_MARK_ENV, is_cell_mark
+
+    assert not is_cell_mark(mark)
+    assert is_cell_mark(f"{CELL_MARK_ENV}={secrets.token_hex(12)}")
+
+
 @pytest.mark.ray
 @pytest.mark.e2e
 def test_ray_rows_equal_local_rows(executor: Any, tmp_path: Path) -> None:
@@ -164,10 +206,15 @@ def test_ray_rows_equal_local_rows(executor: Any, tmp_path: Path) -> None:
 @pytest.mark.e2e
 @pytest.mark.parametrize("grace", [10.0, 0.0], ids=["cancel", "force-cancel"])
 def test_stop_returns_a_failed_row_in_time_and_leaves_nothing_running(
-    executor: Any, tmp_path: Path, grace: float
+    executor: Any, tmp_path: Path, grace: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a grace the task stops its cell and the cell's row comes back; with none the task is killed and
-    the driver kills the cell's processes itself."""
+    the driver kills the cell's processes itself, at once: the cell's command (which ignores SIGTERM and
+    leads a session of its own) is still running then."""
+    if grace == 0:
+        from fsm_runner.sweeps import ray_executor
+
+        monkeypatch.setattr(ray_executor, "FORCE_WAIT", 0.0)
     target = small_target(tmp_path / "sleeper", SLEEPING_EVALUATE)
     mark = tmp_path / "evaluating.pid"
     spec = CellSpec(target=str(target), llm="exact", env_overrides={"SWEEP_MARK_FILE": str(mark)})
