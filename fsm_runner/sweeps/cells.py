@@ -22,6 +22,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -344,13 +345,15 @@ class CellRun:
 
 
 class CellProcess(CellRun):
-    """A cell in a new interpreter: ``python -m fsm_runner.sweeps.cells RESULT_FILE``, its spec on stdin."""
+    """A cell in a new interpreter: ``python -m fsm_runner.sweeps.cells --watch-stdin RESULT_FILE``, its
+    spec on the first line of stdin, which stays open while this object lives: if the process that started
+    the cell dies without stopping it (killed, crashed), the cell stops itself."""
 
     def __init__(self, spec: CellSpec, workdir: Path, name: str, mark: str | None = None) -> None:
         super().__init__(spec, workdir, name, mark)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "fsm_runner.sweeps.cells", str(self.result_path)],
+                [sys.executable, "-m", "fsm_runner.sweeps.cells", WATCH_STDIN, str(self.result_path)],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -358,15 +361,16 @@ class CellProcess(CellRun):
                 env=self.env,
             )
         assert self._proc.stdin is not None
-        with self._proc.stdin:
-            self._proc.stdin.write(json.dumps(spec.to_json()).encode())
+        with contextlib.suppress(BrokenPipeError):  # it died at once: its exit says why
+            self._proc.stdin.write(json.dumps(spec.to_json()).encode() + b"\n")
+            self._proc.stdin.flush()
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
     def _exited(self) -> bool:
-        return self._proc.poll() is not None
+        return self._done(self._proc.poll() is not None)
 
     def _returncode(self) -> int | None:
         return self._proc.returncode
@@ -376,20 +380,45 @@ class CellProcess(CellRun):
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return False
-        return True
+        return self._done(True)
+
+    def _done(self, exited: bool) -> bool:
+        """Once it has exited its stdin is of no more use: a sweep of many cells must not keep their pipes."""
+        if exited and self._proc.stdin is not None and not self._proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        return exited
+
+
+#: ``python -m fsm_runner.sweeps.cells --watch-stdin``: the spec is stdin's first line, and stdin's end means
+#: the starter died: the cell then stops as on SIGTERM (its run tears down what it deployed).
+WATCH_STDIN = "--watch-stdin"
+
+
+def _stop_when_stdin_ends() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while os.read(0, 4096):
+            pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(argv: list[str]) -> int:
-    """``python -m fsm_runner.sweeps.cells RESULT_FILE``: run the cell described on stdin, write its row."""
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m fsm_runner.sweeps.cells RESULT_FILE < SPEC.json\n")
+    """``python -m fsm_runner.sweeps.cells [--watch-stdin] RESULT_FILE``: run the cell described on stdin
+    (with ``--watch-stdin``, on its first line; stopping when stdin ends), write its row."""
+    watch = argv[:1] == [WATCH_STDIN]
+    args = argv[1:] if watch else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m fsm_runner.sweeps.cells [--watch-stdin] RESULT_FILE < SPEC.json\n")
         return 2
     try:
-        spec = CellSpec.from_json(json.loads(sys.stdin.read()))
+        text = sys.stdin.buffer.readline() if watch else sys.stdin.buffer.read()
+        spec = CellSpec.from_json(json.loads(text))
     except (ValueError, KeyError, TypeError) as exc:
         sys.stderr.write(f"error: the cell spec on stdin is not valid: {exc}\n")
         return 2
-    run_to_file(spec, Path(argv[0]))
+    if watch:
+        threading.Thread(target=_stop_when_stdin_ends, name="fsm-runner-starter-watch", daemon=True).start()
+    run_to_file(spec, Path(args[0]))
     return 0
 
 

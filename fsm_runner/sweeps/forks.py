@@ -12,7 +12,10 @@ The server speaks JSON lines: on its stdin a request per cell ``{"id", "spec", "
 "env"}``, answered on its stdout by ``{"id", "pid"}`` (or ``{"id", "error"}``); each child's exit is
 reported as ``{"pid", "code"}`` (``code`` as ``Popen.returncode``: negative when a signal killed it). It
 ignores SIGINT (a Ctrl-C in the caller's terminal is the caller's to handle) and exits when its stdin
-ends: when the executor is closed or the caller went away. The cells it forked are not its to stop.
+ends: when the executor is closed (which stops its cells first) or the caller went away. Cells still
+running then lost their caller (killed, crashed): the server stops them as the caller would have, SIGTERM
+(the run tears down what it deployed and the cell writes its row) and, after ``ORPHAN_GRACE`` seconds,
+SIGKILL for the cell and everything its run started. A cell outlives a server that is itself killed.
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from fsm_runner.errors import FsmRunnerError
-from fsm_runner.execution.process import process_alive
-from fsm_runner.sweeps.cells import CellProcess, CellRun, CellSpec, run_to_file
+from fsm_runner.execution.process import kill_tree, process_alive
+from fsm_runner.sweeps.cells import CELL_MARK_ENV, CellProcess, CellRun, CellSpec, is_cell_mark, run_to_file
 
 #: How long a request waits for the server's answer (the first one includes the server's imports).
 FORK_TIMEOUT = 60.0
 #: How often a cell whose server died is checked for being gone.
 _ORPHAN_POLL_S = 0.05
+#: How long cells whose caller went away get to tear their runs down before they are killed.
+ORPHAN_GRACE = 30.0
 
 
 class ForkError(FsmRunnerError):
@@ -106,9 +111,12 @@ class _Server:
         self.selector.register(requests, selectors.EVENT_READ, "requests")
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, "children")
         self.pending = b""
+        #: The cells forked and not yet reaped, with their marks (None: the request had none).
+        self.children: dict[int, str | None] = {}
 
     def reply(self, message: dict[str, Any]) -> None:
-        _write_all(self.replies, (json.dumps(message) + "\n").encode())
+        with contextlib.suppress(BrokenPipeError):  # the caller is gone: nobody to tell
+            _write_all(self.replies, (json.dumps(message) + "\n").encode())
 
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
@@ -121,7 +129,30 @@ class _Server:
                             pass
                     self.reap()
                 elif not self.read_requests():
+                    self.stop_orphans(ORPHAN_GRACE)
                     return
+
+    def stop_orphans(self, grace: float) -> None:
+        """Stop the cells still running once stdin has ended: their caller went away without stopping them.
+        SIGTERM first (each tears its run down), then kill what is left after ``grace`` seconds; a child not
+        yet reaped keeps its pid, so its tree is still its own."""
+        self.selector.unregister(self.requests)  # at its end: always readable
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.children and (left := deadline - time.monotonic()) > 0:
+            if self.selector.select(min(left, 1.0)):
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wakeup_r, 4096):
+                        pass
+            self.reap()
+        for pid, mark in self.children.items():
+            kill_tree(pid, mark)
+        deadline = time.monotonic() + 5.0
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(_ORPHAN_POLL_S)
 
     def read_requests(self) -> bool:
         """Fork a child per complete request line; False once stdin has ended."""
@@ -157,6 +188,8 @@ class _Server:
         if pid == 0:
             inherited = (self.requests, self.replies, self.wakeup_r, self.wakeup_w, self.selector.fileno())
             _child(request, spec, inherited)
+        mark = f"{CELL_MARK_ENV}={request['env'].get(CELL_MARK_ENV)}"
+        self.children[pid] = mark if is_cell_mark(mark) else None
         self.reply({"id": request_id, "pid": pid})
 
     def reap(self) -> None:
@@ -167,6 +200,7 @@ class _Server:
                 return
             if pid == 0:
                 return
+            self.children.pop(pid, None)
             self.reply({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 

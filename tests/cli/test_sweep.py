@@ -178,3 +178,38 @@ def test_the_table_keeps_the_cause_on_one_line_and_the_run_dir_whole(tmp_path: P
     short = (CellResult(target="/t/broken", llm="exact", ok=False, run_dir=run_dir, error="setup: boom"),)
     lines = table_lines(SweepResult(rows=short, out_dir=str(tmp_path)))
     assert lines[1].endswith("setup: boom") and lines[2].strip() == f"run: {run_dir}", lines
+
+
+@pytest.mark.e2e
+def test_a_sweep_killed_outright_leaves_nothing_running_and_resumes(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, a scheduler) gives the sweep no chance to stop its cells: they are stopped
+    for it, and ``--resume`` runs every cell that has no success row."""
+    ws = make_workspace(tmp_path / "ws")
+    path = write_sweep(
+        ws,
+        "version: 1\ntargets: [arith_bench]\nllms: [exact, sloppy]\nconcurrency: 2\nout_dir: out\n"
+        "env: {ARITH_BENCH_READY_DELAY: '30'}\n",
+    )
+    out = ws.root / "out"
+    env = sweep_env(ws, tmp_path)
+    proc = start_sweep(path, env)
+    deadline = time.monotonic() + 90
+    while len(list((out / "cells").glob("*.log"))) < 2 or len(procs_under(ws.tmp)) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sweep's cells did not get going"
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 60
+    while procs_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not procs_under(tmp_path), "the cells of a killed sweep ran on"
+    assert not read_rows(out)  # the sweep died before it could record a row
+
+    env.pop("ARITH_BENCH_READY_DELAY", None)
+    path.write_text(path.read_text().replace("'30'", "'0'"))
+    proc = start_sweep(path, env, "--resume", "--json")
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    doc = json.loads(stdout)
+    assert doc["skipped"] == 0 and doc["total"] == 2 and doc["failed"] == 0

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -177,16 +178,21 @@ def test_a_cell_stopped_without_grace_is_killed_with_everything_its_run_started(
     cells = tmp_path / "cells"
     cell = ForkedCell(spec, cells, "cell", forker) if kind is ForkedCell else CellProcess(spec, cells, "cell")
     _wait_for("slow.mark", workspace.tmp, cell)
-    (command,) = procs_under(workspace.tmp)
-    assert os.getsid(command) != cell.pid, "the command is outside the cell's session"
-    assert cell.mark.encode() in Path(f"/proc/{command}/environ").read_bytes().split(b"\0")
+    commands = procs_under(workspace.tmp)
+    assert commands and all(os.getsid(pid) != cell.pid for pid in commands), "outside the cell's session"
+    for pid in commands:
+        assert cell.mark.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     row = cell.stop(grace=0)
     assert not row.ok and row.error is not None
-    deadline = time.monotonic() + 5
-    while pid_alive(command) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not pid_alive(command), "the run's command outlived its killed cell"
+    _assert_gone(commands, "the run's command outlived its killed cell")
     assert_nothing_running(tmp_path)
+
+
+def _assert_gone(pids: list[int], why: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(pid_alive(pid) for pid in pids), why
 
 
 def test_a_cell_killed_by_a_signal_gives_a_failed_row_naming_it(
@@ -199,12 +205,66 @@ def test_a_cell_killed_by_a_signal_gives_a_failed_row_naming_it(
     row = cell.wait(30)
     assert row is not None and not row.ok and row.error is not None
     assert "killed by signal 9" in row.error and str(cell.log_path) in row.error
-    (command,) = procs_under(workspace.tmp)  # the run's own command outlives a cell killed outright...
+    commands = procs_under(workspace.tmp)  # the run's own command outlives a cell killed outright
+    assert commands
     assert cell.stop() == row
-    deadline = time.monotonic() + 5
-    while pid_alive(command) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not pid_alive(command), "stopping the ended cell did not end what its run left running"
+    _assert_gone(commands, "stopping the ended cell did not end what its run left running")
+    assert_nothing_running(tmp_path)
+
+
+#: A caller that starts one cell (forked by a server, or a new interpreter), says its pid, and waits.
+CALLER = """\
+import sys, time
+from pathlib import Path
+from fsm_runner.sweeps.cells import CellProcess, CellSpec
+from fsm_runner.sweeps.forks import CellForker, ForkedCell
+spec, where = CellSpec(target=sys.argv[1], llm="exact"), Path(sys.argv[2])
+if sys.argv[3] == "forked":
+    cell = ForkedCell(spec, where, "cell", CellForker())
+else:
+    cell = CellProcess(spec, where, "cell")
+print(cell.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["forked", "interpreter"])
+@pytest.mark.parametrize("pipeline", [SLOW_TESTS, SLOW_ROLLOUT], ids=["in_tests", "deployed"])
+def test_cells_whose_caller_is_killed_tear_their_runs_down(
+    workspace: Workspace, tmp_path: Path, pipeline: str, kind: str
+) -> None:
+    """The sweep's process is killed outright (OOM killer, a scheduler): its cells, and the services their
+    runs deployed, do not run on as orphans. A forked cell is stopped by its server; a new interpreter
+    sees its stdin end. Each run is torn down and the row says why."""
+    tree = _slow_target(workspace.root, pipeline)
+    (tmp_path / "cells").mkdir()
+    caller = subprocess.Popen(
+        [sys.executable, "-c", CALLER, str(tree), str(tmp_path / "cells"), kind],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert caller.stdout is not None
+        pid = int(caller.stdout.readline())
+        deadline = time.monotonic() + 60
+        while not sorted(workspace.tmp.rglob("slow.mark")):
+            assert caller.poll() is None and pid_alive(pid), "the cell ended before its slow command ran"
+            assert time.monotonic() < deadline, "the cell's slow command did not start within 60s"
+            time.sleep(0.05)
+        started = procs_under(workspace.tmp)
+        assert started
+        caller.kill()
+    finally:
+        caller.kill()
+        caller.wait()
+        if caller.stdout is not None:
+            caller.stdout.close()
+    _assert_gone([pid, *started], "the cell of a killed caller ran on", timeout=40)
+    row = json.loads((tmp_path / "cells" / "cell.result.json").read_text())
+    assert row["ok"] is False and row["error"].startswith("interrupted (received SIGTERM)"), row["error"]
+    if pipeline is SLOW_ROLLOUT:
+        teardown = sorted((tree / ".aider_fsm" / "artifacts").glob("*/teardown"))
+        assert teardown, "the deployed service was torn down by the run, not only killed"
     assert_nothing_running(tmp_path)
 
 
