@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -200,6 +201,37 @@ def test_ray_rows_equal_local_rows(executor: Any, tmp_path: Path) -> None:
         a, b = comparable(mine), comparable(theirs)
         for key in sorted(set(a) | set(b)):
             assert a.get(key) == b.get(key), f"{mine.key} {key}: ray {a.get(key)!r} != local {b.get(key)!r}"
+
+
+@pytest.mark.ray
+@pytest.mark.e2e
+def test_a_cell_whose_worker_dies_tears_its_run_down(executor: Any, tmp_path: Path) -> None:
+    """The Ray worker running a cell's task is killed (a node's memory monitor, a crash): the cell, in a
+    session of its own, sees its stdin end and stops as on SIGTERM; its row is a failed one."""
+    target = small_target(tmp_path / "sleeper", SLEEPING_EVALUATE)
+    mark = tmp_path / "evaluating.pid"
+    spec = CellSpec(target=str(target), llm="exact", env_overrides={"SWEEP_MARK_FILE": str(mark)})
+    (tmp_path / "work").mkdir()
+    handle = executor.start(spec, tmp_path / "work", "sleeper")
+    deadline = time.monotonic() + 60
+    while not mark.exists() or not mark.read_text():
+        assert handle.poll() is None, f"the cell ended before its phase ran: {handle.poll()}"
+        assert time.monotonic() < deadline, "the cell's phase did not start within 60s"
+        time.sleep(0.05)
+    cell = json.loads((tmp_path / "work" / "sleeper.group.json").read_text())["pgid"]
+    stat = Path(f"/proc/{cell}/stat").read_text()
+    worker = int(stat[stat.rfind(")") + 2 :].split()[1])
+    assert b"ray" in Path(f"/proc/{worker}/cmdline").read_bytes().lower()
+    os.kill(worker, signal.SIGKILL)
+    row = run_until_done([handle], timeout=60)[0]
+    assert not row.ok and row.error
+    deadline = time.monotonic() + 30
+    while ray_processes_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = ray_processes_under(tmp_path)
+    assert not left, "processes of the cell survived its worker:\n" + "\n".join(left)
+    result = json.loads((tmp_path / "work" / "sleeper.result.json").read_text())
+    assert result["error"].startswith("interrupted (received SIGTERM)"), result["error"]
 
 
 @pytest.mark.ray
