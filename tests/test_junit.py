@@ -169,9 +169,9 @@ def test_a_10k_testcase_report_converts_quickly(tmp_path: Path) -> None:
         for i in range(10_000)
     )
     (tmp_path / "r.xml").write_text(f"<testsuites><testsuite>{cases}</testsuite></testsuites>")
-    start = time.perf_counter()
+    start = time.process_time()
     metrics = junit_metrics(tmp_path / "r.xml")
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert (metrics["total"], metrics["failed"], metrics["score"]) == (10_000, 1_000, 0.9)
     assert elapsed < 5, f"{elapsed:.2f}s for 10k testcases"
 

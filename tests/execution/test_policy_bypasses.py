@@ -328,19 +328,19 @@ def test_a_large_payload_command_is_checked_in_linear_time() -> None:
     """A 60 KB base64 command took 17.5 s with the quadratic check; 1 MiB must now take well under a second."""
     small, big = _payload(64 << 10), _payload(1 << 20)
     SAFE.check(small)
-    start = time.perf_counter()
+    start = time.process_time()
     assert SAFE.check(big, env=ENV) is None
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert elapsed < 1.0, f"1 MiB checked in {elapsed:.2f}s"
 
 
 def test_many_short_commands_scale_linearly() -> None:
     def timed(n: int) -> float:
         script = "\n".join(f"python -m pytest tests/test_{i}.py -q && echo ok{i}" for i in range(n))
-        start = time.perf_counter()
+        start = time.process_time()
         assert SAFE.check(script, env=ENV) is None
-        return time.perf_counter() - start
+        return time.process_time() - start
 
     timed(200)
-    small, big = min(timed(500) for _ in range(2)), min(timed(4000) for _ in range(2))
+    small, big = min(timed(500) for _ in range(3)), min(timed(4000) for _ in range(3))
     assert big < 8 * small * 2.5, f"500 commands: {small:.3f}s, 4000 commands: {big:.3f}s"

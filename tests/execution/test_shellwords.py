@@ -256,9 +256,9 @@ def test_decode_escapes() -> None:
     ids=["brace-seq", "brace-nest", "subst", "param", "parens", "arith", "env-chain", "arrays", "evals"],
 )
 def test_pathological_shapes_stay_fast(shape: str) -> None:
-    start = time.perf_counter()
+    start = time.process_time()
     analysis = analyse(shape, {})
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
     assert isinstance(analysis.invocations, tuple)
     assert all(isinstance(inv, Invocation) for inv in analysis.invocations)
 
