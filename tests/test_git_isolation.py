@@ -341,7 +341,12 @@ def test_what_a_killed_run_of_the_url_left_running_is_ended_by_the_next_setup(
     env = [arg for k, v in barrier(tmp_path, 2).items() for arg in ("--env", f"{k}={v}")]
     proc = subprocess.Popen([sys.executable, "-m", "fsm_runner", "run", f"{upstream.url}@v1", *env])
     deadline = time.monotonic() + 30
-    while not (tmp_path / "barrier").is_dir() or not os.listdir(tmp_path / "barrier"):  # evaluating, alone
+    # Evaluating, alone, and on record (the record is written just after the command starts).
+    while (
+        not (tmp_path / "barrier").is_dir()
+        or not os.listdir(tmp_path / "barrier")
+        or not list(upstream.runs_dir.glob("*/evaluate/cmd01_try01.json"))
+    ):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)

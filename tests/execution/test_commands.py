@@ -350,8 +350,10 @@ def test_a_killed_runner_leaves_a_findable_running_group(tmp_path: Path, pgids: 
     )
     runner = subprocess.Popen([sys.executable, "-c", script])
     try:
+        # The record is written just after the command starts: under load the command may get there first.
+        record = tmp_path / "run" / "evaluate" / "cmd02_try01.json"
         deadline = time.monotonic() + 20
-        while not (tmp_path / "pgid").exists() or not (tmp_path / "pgid").read_text().strip():
+        while not record.exists() or not (tmp_path / "pgid").exists() or not (tmp_path / "pgid").read_text():
             assert time.monotonic() < deadline and runner.poll() is None
             time.sleep(0.02)
     finally:

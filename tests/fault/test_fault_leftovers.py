@@ -135,6 +135,7 @@ def test_a_killed_runs_service_is_ended_before_the_next_run_deploys(make_target:
     try:
         wait_for_file(repo / ".aider_fsm" / "holding", dead)  # evaluating: health has passed
         (dead_dir,) = (repo / ".aider_fsm" / "artifacts").iterdir()
+        wait_for_file(dead_dir / "evaluate" / "cmd01_try01.json", dead)  # written just after it starts
         old = service_pid(repo)
         assert old is not None
         old_group = group_of(old)

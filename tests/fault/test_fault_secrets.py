@@ -419,8 +419,9 @@ def test_a_dead_runs_evidence_is_masked_by_the_next_setup(make_target: TargetFac
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(repo)], env=env, stderr=subprocess.DEVNULL)
     try:
         wait_for_file(repo / ".aider_fsm" / "holding", proc)
+        # The running command's record is written just after it starts: under load its output comes first.
         deadline = time.monotonic() + 10
-        while PLANTED["env"].encode() not in _held_output(repo):
+        while PLANTED["env"].encode() not in _held_output(repo) or not _held_output(repo, ".json"):
             assert time.monotonic() < deadline
             time.sleep(0.02)
     finally:
@@ -437,8 +438,8 @@ def test_a_dead_runs_evidence_is_masked_by_the_next_setup(make_target: TargetFac
     assert leaks == []
 
 
-def _held_output(repo: Path) -> bytes:
-    found = list(repo.glob(".aider_fsm/artifacts/*/tests/cmd01_try01.stdout"))
+def _held_output(repo: Path, suffix: str = ".stdout") -> bytes:
+    found = list(repo.glob(f".aider_fsm/artifacts/*/tests/cmd01_try01{suffix}"))
     return found[0].read_bytes() if found else b""
 
 
