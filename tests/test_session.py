@@ -118,6 +118,37 @@ def test_a_service_that_died_during_deploy_fails_health_without_a_second_deploy(
     assert deploys == [("phase_done", "tests", "deploy_setup"), ("phase_done", "deploy_setup", "health")]
 
 
+#: A launcher whose helper stays in its group for a moment, then hands the server off to a session of its
+#: own and exits 0: the group deploy recorded is gone while the server it started serves.
+HAND_OFF = r"""
+import os, subprocess, sys, time
+if os.fork() == 0:
+    time.sleep(0.5)
+    log = open(".aider_fsm/svc.log", "w")
+    subprocess.Popen([sys.executable, "svc.py"], start_new_session=True, stdout=log, stderr=log)
+    os._exit(0)
+"""
+
+
+def test_a_server_handed_off_by_its_launcher_is_not_deployed_again(make_target: TargetFactory) -> None:
+    """Rollout and evaluate need the deployment: one that left deploy's group (it keeps deploy's environment)
+    is still it. Deploying again would start a second server and orphan the first."""
+    start = "    - python3 svc.py > .aider_fsm/svc.log 2>&1 &\n"
+    repo = make_target(pipeline=files.PIPELINE.replace(start, "    - python3 launch.py\n"))
+    (repo / "launch.py").write_text(HAND_OFF)
+    with fsm_runner.setup(repo) as sess:
+        rolled = sess.rollout(llm="toy-model", mode="smoke")
+        assert rolled.ok, rolled.error
+        server = service_pid(repo)
+        assert server is not None and pid_alive(server)
+        result = sess.evaluate()
+    assert result.ok, result.error
+    path = path_of(sess.run_dir)
+    assert [t for t in path if t[0] == "redeploy"] == []
+    assert [t for t in path if t[1] == "deploy_setup"] == [("phase_done", "deploy_setup", "health")]
+    assert not pid_alive(server), "teardown ended the one server"
+
+
 def test_second_round_reuses_bootstrap_and_redeploys(make_target: TargetFactory) -> None:
     repo = make_target()
     with fsm_runner.setup(repo) as sess:

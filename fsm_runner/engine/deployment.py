@@ -55,10 +55,10 @@ def deployment_alive(ctx: RunContext) -> bool:
         return True
     if not ctx.deployed:
         return False
-    # Deploy commands that leave nothing running (e.g. an external service) count as alive.
-    return not ctx.deploy_pgids or any(
-        is_same_group(p, ctx.deploy_leaders.get(str(p))) for p in ctx.deploy_pgids
-    )
+    # As health judges it: a deploy that left nothing to watch (an external service), a server that left
+    # deploy's group (it keeps deploy's environment) and launchers that exited 0 (they handed off) count as
+    # alive; deploying again would start a second server beside the first.
+    return services_exited(ctx) is None
 
 
 def services_exited(ctx: RunContext) -> ServicesExited | None:
