@@ -23,6 +23,7 @@ from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.layout import JOURNAL, RUN_JSON, SWEEP_MANIFEST, SWEEP_RESULTS
 from fsm_runner.evidence.records import RoundRecord, RunState
 from fsm_runner.evidence.store import read_run
+from fsm_runner.sweeps.progress import aligned, printable
 
 #: The metric read from a row's ``score`` (else from its metrics' ``score`` key).
 SCORE = "score"
@@ -365,14 +366,9 @@ class ComparisonTable:
             return [f"metric {self.metric}: no results"]
         header = ["target", *(f"{c} (baseline)" if c == self.baseline else c for c in self.columns)]
         body = [[row.target, *(_cell_text(row.cells.get(c)) for c in self.columns)] for row in self.rows]
-        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-        out = [f"metric: {self.metric}"]
-        for line in [header, *body]:
-            out.append(
-                "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
-            )
+        out = [f"metric: {printable(self.metric)}", *aligned([header, *body])]
         failures = [
-            f"  {row.target} x {llm}: {one_line(cell.error or 'failed')}"
+            "  " + printable(f"{row.target} x {llm}: {one_line(cell.error or 'failed')}")
             for row in self.rows
             for llm in self.columns
             if (cell := row.cells.get(llm)) is not None and not cell.ok
@@ -536,20 +532,15 @@ class RunDiff:
 
     def lines(self) -> list[str]:
         out = [
-            f"{label}: {side.run_id}  {side.target}  llm {side.llm or '-'}{'' if side.ok else '  FAILED'}"
+            printable(f"{label}: {side.run_id}  {side.target}  llm {side.llm or '-'}")
+            + ("" if side.ok else "  FAILED")
             for label, side in (("a", self.a), ("b", self.b))
         ]
         if not self.metrics:
             return [*out, "no metrics in either run"]
         header = ["metric", "a", "b", "change"]
         body = [[m.key, _diff_value(m.a), _diff_value(m.b), _change_text(m)] for m in self.metrics]
-        widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
-        out.append("")
-        for line in [header, *body]:
-            out.append(
-                "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
-            )
-        return out
+        return [*out, "", *aligned([header, *body])]
 
 
 def _diff_value(value: Any) -> str:

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from fsm_runner.sweeps.cells import CellResult
@@ -49,6 +49,16 @@ def printable(text: str) -> str:
     """``text`` with what a terminal would act on (escape sequences, carriage returns) shown escaped: an
     error may quote a target's output."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as text lines, each column as wide as its widest cell. Every cell is shown on one line
+    (:func:`printable`): a target, an llm or a metric key with a newline must not break the table."""
+    shown = [[printable(cell) for cell in row] for row in rows]
+    if not shown:
+        return []
+    widths = [max(len(row[i]) for row in shown) for i in range(len(shown[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in shown]
 
 
 class Progress:

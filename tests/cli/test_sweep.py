@@ -213,3 +213,16 @@ def test_a_sweep_killed_outright_leaves_nothing_running_and_resumes(tmp_path: Pa
     assert proc.returncode == 0, err
     doc = json.loads(stdout)
     assert doc["skipped"] == 0 and doc["total"] == 2 and doc["failed"] == 0
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "esc\x1b[2Jape", "ret\rurn"])
+def test_a_name_with_a_newline_keeps_the_sweep_table_one_line_per_cell(tmp_path: Path, name: str) -> None:
+    rows = (
+        CellResult(target="/t/bench", llm=name, ok=True, score=0.5, run_dir="/runs/1"),
+        CellResult(target=name, llm="exact", ok=False, error="boom", run_dir="/runs/2"),
+    )
+    lines = table_lines(SweepResult(rows=rows, out_dir=str(tmp_path)))
+    assert all(ch.isprintable() for line in lines for ch in line), lines
+    header, first, second, third = lines[:4]
+    assert third.strip() == "run: /runs/2" and third.index("run:") == header.index("error / run")
+    assert first.index("ok") == second.index("FAILED") == header.index("status")

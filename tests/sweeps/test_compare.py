@@ -14,7 +14,7 @@ from attrs import define
 import fsm_runner
 from fsm_runner.errors import UsageError
 from fsm_runner.evidence.atomic import append_jsonl
-from fsm_runner.sweeps.compare import ComparisonTable, compare, diff_runs
+from fsm_runner.sweeps.compare import ComparisonTable, MetricChange, RunDiff, RunSide, compare, diff_runs
 from fsm_runner.sweeps.html import render_html, write_html
 from tests.sweeps.results_files import BENCH, BROKEN, LLMS, row, sweep_rows, write_results, write_sweep_dir
 
@@ -359,3 +359,32 @@ def test_a_checkpoint_baseline_may_be_a_relative_path(tmp_path: Path, monkeypatc
     table = compare("results.jsonl", baseline="ckpts/step-1")
     assert table.baseline == str(checkpoint)
     assert table.cell("t", "exact").delta == 0.5
+
+
+HOSTILE = ["two\nlines", "esc\x1b[2Jape", "tab\there", "ret\rurn", "sep\u2028arator"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_name_with_a_newline_or_a_control_keeps_the_table_one_line_per_row(tmp_path: Path, name: str) -> None:
+    """Targets and llms are the user's (a checkpoint directory may be named anything): shown escaped."""
+    rows = [row(BENCH, name, 0.5), row(BENCH, "exact", 1.0), row(name, "exact", ok=False, error="boom")]
+    lines = compare(write_results(tmp_path / "results.jsonl", rows)).lines()
+    text = "\n".join(lines)
+    assert len(lines) == 1 + 1 + 2 + 3  # metric, header, two targets, blank + "failed:" + one failure
+    assert all(ch.isprintable() for line in lines for ch in line), text
+    header, first = lines[1], lines[2]
+    assert repr(name)[1:-1] in header
+    start = header.index(repr(name)[1:-1])
+    assert first[start : start + 5] == "0.500", text  # its column still lines up
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_metric_key_or_an_llm_with_a_newline_keeps_the_diff_one_line_each(name: str) -> None:
+    """Metric keys are the target's, llms the user's: shown escaped, one line each."""
+    sides = [RunSide(f"run-{x}", f"/runs/{x}", "/t/bench", name, ok=x == "a") for x in "ab"]
+    metrics = (MetricChange(name, 1.0, 2.0, 1.0), MetricChange("score", 0.5, 0.75, 0.25))
+    lines = RunDiff(*sides, metrics=metrics).lines()
+    assert all(ch.isprintable() for line in lines for ch in line), lines
+    assert len(lines) == 2 + 1 + 1 + 2  # two sides, blank, header, two keys
+    assert lines[0].endswith(f"llm {repr(name)[1:-1]}") and lines[1].endswith("  FAILED")
+    assert lines[4].startswith(repr(name)[1:-1]) and lines[5].startswith("score")

@@ -9,7 +9,7 @@ from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
 from fsm_runner.cli.output import emit_json, print_error, print_lines
 from fsm_runner.errors import UsageError
 from fsm_runner.sweeps.compare import one_line
-from fsm_runner.sweeps.progress import Progress, printable, short_name
+from fsm_runner.sweeps.progress import Progress, aligned, printable, short_name
 from fsm_runner.sweeps.spec import load_sweep
 from fsm_runner.sweeps.sweep import SweepResult, plan_sweep, run_plan
 
@@ -23,7 +23,7 @@ def table_lines(result: SweepResult) -> list[str]:
         status = "ok" if row.ok else "FAILED"
         score = "-" if row.score is None else f"{row.score:.3f}"
         failed = not row.ok and bool(row.error)
-        detail = printable(one_line(row.error or "")) if failed else (row.run_dir or "")
+        detail = one_line(row.error or "") if failed else (row.run_dir or "")
         run_dirs.append(row.run_dir if failed and row.run_dir and row.run_dir not in detail else None)
         lines.append(
             (
@@ -35,16 +35,13 @@ def table_lines(result: SweepResult) -> list[str]:
                 detail,
             )
         )
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header) - 1)]
-
-    def joined(r: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-
-    text = [joined(header)]
-    for line, run_dir in zip(lines, run_dirs, strict=True):
-        text.append(joined(line))
+    table = aligned([header, *lines])
+    indent = " " * table[0].index(header[-1])
+    text = [table[0]]
+    for line, run_dir in zip(table[1:], run_dirs, strict=True):
+        text.append(line)
         if run_dir:
-            text.append(" " * (sum(widths) + 2 * len(widths)) + f"run: {run_dir}")
+            text.append(indent + printable(f"run: {run_dir}"))
     resumed = f", {result.skipped} kept from before (resume)" if result.skipped else ""
     stopped = "; interrupted: the cells without a row did not run" if result.interrupted else ""
     cells = "1 cell" if result.total == 1 else f"{result.total} cells"
