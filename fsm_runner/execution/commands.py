@@ -15,6 +15,8 @@ import os
 import re
 import signal
 import stat
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ from fsm_runner.evidence.layout import (
     attempt_name,
 )
 from fsm_runner.evidence.redaction import Redactor
+from fsm_runner.execution.interrupts import deferred_signals
 from fsm_runner.execution.policy import SecurityPolicy
 from fsm_runner.execution.process import (
     group_alive,
@@ -379,43 +382,33 @@ def run_command(
     stderr_path = out_dir / f"{name}{STDERR_SUFFIX}"
     files: dict[str, Any] = {"stdout_path": str(stdout_path), "stderr_path": str(stderr_path)}
     start = time.monotonic()
-    try:
-        wrapped = _in_sandbox(argv, Path(cwd), out_dir, sandbox)
-        common["argv"] = wrapped.argv
-        proc, pumps = spawn_group(
-            list(wrapped.argv), Path(cwd), clean_env, stdout_path, stderr_path, interactive, wrapped.pass_fds
-        )
-    except OSError as exc:
-        where = "bash in the sandbox" if sandbox is not None else "bash"
-        return _not_started(
-            CommandResult(**common, **files), f"could not start {where} in {cwd}", exc, start, redactor
-        )
-
-    leader_start = process_start_time(proc.pid)
+    proc: subprocess.Popen[bytes] | None = None
     timed_out = False
     try:
-        # Written while the child starts up: if the runner dies now, this says which group to clean up.
-        _record_running(CommandResult(**common, **files, pgid=proc.pid, leader_start=leader_start), redactor)
+        # A signal waits until the command is started and on record: then the except below ends it.
+        with deferred_signals():
+            try:
+                outputs = (stdout_path, stderr_path)
+                proc, pumps = _spawn(argv, Path(cwd), clean_env, outputs, common, interactive, sandbox)
+            except OSError as exc:
+                where = "bash in the sandbox" if sandbox is not None else "bash"
+                failed = CommandResult(**common, **files)
+                return _not_started(failed, f"could not start {where} in {cwd}", exc, start, redactor)
+            leader_start = process_start_time(proc.pid)
+            # Written while the child starts up: if the runner dies now, this says which group to clean up.
+            running = CommandResult(**common, **files, pgid=proc.pid, leader_start=leader_start)
+            _record_running(running, redactor)
         if not wait_or_stop(proc, timeout):
             timed_out = True
             stop_and_reap(proc, kill_grace)
     except BaseException:  # Ctrl-C, a signal handler raising or a stop request: leave nothing behind
-        stop_and_reap(proc, 0.2)
-        _finish_outputs(redactor, max_output_bytes, stdout_path, stderr_path, quiet=True)
+        if proc is not None:
+            stop_and_reap(proc, 0.2)
+            _finish_outputs(redactor, max_output_bytes, stdout_path, stderr_path, quiet=True)
         raise
     duration = time.monotonic() - start
 
-    background: int | None = None
-    if not timed_out and group_alive(proc.pid):
-        if keep_background:
-            background = proc.pid
-        else:
-            kill_group(proc.pid, grace=kill_grace)
-    # A grandchild that left the group may hold the pipes open: bound the whole wait, not each join.
-    pumps_deadline = time.monotonic() + 0.5
-    for pump in pumps:
-        pump.join(timeout=max(0.0, pumps_deadline - time.monotonic()))
-
+    background = _settle(proc, pumps, keep=keep_background and not timed_out, kill_grace=kill_grace)
     # A service left running still writes to these files: they are masked and capped once it has ended.
     cut = (0, 0)
     if background is None:
@@ -437,9 +430,41 @@ def run_command(
     return _record(result, redactor)
 
 
-def _in_sandbox(argv: list[str], cwd: Path, out_dir: Path, sandbox: CommandSandbox | None) -> Wrapped:
-    """The command line as it is spawned: in the sandbox (writing its evidence to ``out_dir``), or as is."""
-    return sandbox.wrap(argv, cwd, evidence=out_dir) if sandbox is not None else Wrapped(tuple(argv))
+def _spawn(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    outputs: tuple[Path, Path],
+    common: dict[str, Any],
+    interactive: bool,
+    sandbox: CommandSandbox | None,
+) -> tuple[subprocess.Popen[bytes], list[threading.Thread]]:
+    """Start the command, in the sandbox when there is one (writing its evidence beside ``outputs``), its
+    stdout and stderr going to ``outputs``; ``common["argv"]`` becomes the command line as it was started.
+    Raises OSError when it cannot start."""
+    wrapped = Wrapped(tuple(argv))
+    if sandbox is not None:
+        wrapped = sandbox.wrap(argv, cwd, evidence=outputs[0].parent)
+    common["argv"] = wrapped.argv
+    return spawn_group(list(wrapped.argv), cwd, env, *outputs, interactive, wrapped.pass_fds)
+
+
+def _settle(
+    proc: subprocess.Popen[bytes], pumps: list[threading.Thread], *, keep: bool, kill_grace: float
+) -> int | None:
+    """After the command's leader has ended: what is left in its group is kept (``keep``: a deploy's
+    services, whose group is returned for teardown) or killed; the output copied to the terminal is done."""
+    background: int | None = None
+    if group_alive(proc.pid):
+        if keep:
+            background = proc.pid
+        else:
+            kill_group(proc.pid, grace=kill_grace)
+    # A grandchild that left the group may hold the pipes open: bound the whole wait, not each join.
+    pumps_deadline = time.monotonic() + 0.5
+    for pump in pumps:
+        pump.join(timeout=max(0.0, pumps_deadline - time.monotonic()))
+    return background
 
 
 def _not_started(

@@ -89,6 +89,39 @@ def waiting_on(pgid: int) -> Iterator[None]:
                     del _WAITS[me]
 
 
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then act as they would have.
+
+    Python raises a signal's exception in the main thread between any two bytecodes: one that lands after a
+    command has started but before its caller holds it (and has it on record) would leave the command
+    running with nobody to end it. The block spans that window; a signal received in it is raised again as
+    the block ends, inside the caller's cleanup. Only the main thread receives signals: elsewhere this does
+    nothing. A handler not set from Python (``getsignal`` is None) is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(signum)
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None and handler is not signal.SIG_IGN:
+            previous[signum] = handler
+            signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for received in dict.fromkeys(held):
+            signal.raise_signal(received)
+
+
 def _forget_after_fork() -> None:
     """A forked child has only the forking thread, and none of the parent's commands."""
     global _LOCK

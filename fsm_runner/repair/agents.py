@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from attrs import define, field, validators
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.atomic import write_json_atomic, write_text_atomic
 from fsm_runner.evidence.layout import AGENT_OUTPUT, AGENT_PROCESS, REPAIR_PROMPT, REPAIR_REQUEST
+from fsm_runner.execution.interrupts import deferred_signals
 from fsm_runner.execution.process import (
     kill_group,
     live_processes,
@@ -249,33 +251,23 @@ class CommandAgent:
             AGENT_MARK_ENV: mark,
         }
         log = work / AGENT_OUTPUT
-        start = time.monotonic()
-        fds: tuple[int, ...]
-        try:
-            command, fds = argv, ()
-            if request.sandbox is not None:
-                program = [Path(argv[0])] if os.path.isabs(argv[0]) else []  # visible even in the host's /tmp
-                wrapped = request.sandbox.wrap(
-                    argv, request.repo, evidence=work, network="host", also_read=program
-                )
-                command, fds = list(wrapped.argv), wrapped.pass_fds
-            proc, _ = spawn_group(command, request.repo, env, log, None, pass_fds=fds)
-        except OSError as exc:
-            return RepairReply(
-                ok=False, summary=f"cannot start repair agent {argv[0]!r}: {exc}", output_path=str(log)
-            )
-        # Recorded while it runs: a runner killed meanwhile leaves this behind, and the next setup or
-        # replay of the tree ends the agent (see fsm_runner.engine.leftovers).
-        leader_start = process_start_time(proc.pid)
-        group = {"pgid": proc.pid, "leader_start": leader_start, "mark": mark}
-        left: list[int] = []
         record = work / AGENT_PROCESS
+        start = time.monotonic()
+        proc: subprocess.Popen[bytes] | None = None
+        group: dict[str, Any] = {}
+        left: list[int] = []
         try:
-            write_json_atomic(record, {**group, "running": True})
-        except BaseException:
-            stop_and_reap(proc, self.kill_grace)
-            raise
-        try:
+            # A signal waits until the agent is started and on record: then the cleanup below ends it.
+            with deferred_signals():
+                try:
+                    proc = self._spawn(argv, request, env, log)
+                except OSError as exc:
+                    why = f"cannot start repair agent {argv[0]!r}: {exc}"
+                    return RepairReply(ok=False, summary=why, output_path=str(log))
+                # Recorded while it runs: a runner killed meanwhile leaves this behind, and the next setup
+                # or replay of the tree ends the agent (see fsm_runner.engine.leftovers).
+                group = {"pgid": proc.pid, "leader_start": process_start_time(proc.pid), "mark": mark}
+                write_json_atomic(record, {**group, "running": True})
             if not wait_or_stop(proc, self.timeout):
                 stop_and_reap(proc, self.kill_grace)
                 return RepairReply(
@@ -284,21 +276,39 @@ class CommandAgent:
                     output_path=str(log),
                 )
         except BaseException:
-            stop_and_reap(proc, self.kill_grace)
+            if proc is not None:
+                stop_and_reap(proc, self.kill_grace)
             raise
         finally:
-            # Nothing the agent started outlives it: its group, its session, and what carries its mark
-            # (a setsid helper), all gone before the guardrails look at the tree.
-            kill_group(proc.pid, grace=0)
-            left = end_agent_processes(proc.pid, leader_start, mark)
-            # A record left saying "running" names a dead group, which readers skip: never fail for it.
-            with contextlib.suppress(EvidenceError):
-                write_json_atomic(record, {**group, "running": False})
+            if proc is not None:
+                # Nothing the agent started outlives it: its group, its session, and what carries its mark
+                # (a setsid helper), all gone before the guardrails look at the tree.
+                kill_group(proc.pid, grace=0)
+                left = end_agent_processes(proc.pid, group.get("leader_start"), mark)
+            if group:  # a record left saying "running" names a dead group, which readers skip: never fail
+                with contextlib.suppress(EvidenceError):
+                    write_json_atomic(record, {**group, "running": False})
         took = time.monotonic() - start
         summary = f"repair agent exited with code {proc.returncode} after {took:.1f}s"
         if left:
             summary += f"; ended {len(left)} process group(s) it left running outside its own"
         return RepairReply(ok=proc.returncode == 0, summary=summary, output_path=str(log))
+
+    def _spawn(
+        self, argv: list[str], request: RepairRequest, env: dict[str, str], log: Path
+    ) -> subprocess.Popen[bytes]:
+        """Start the agent in the repository, in the run's sandbox when there is one (its evidence dir, where
+        ``log`` is, writable), its output to ``log``. Raises OSError when it cannot start."""
+        command: list[str] = argv
+        fds: tuple[int, ...] = ()
+        if request.sandbox is not None:
+            program = [Path(argv[0])] if os.path.isabs(argv[0]) else []  # visible even in the host's /tmp
+            wrapped = request.sandbox.wrap(
+                argv, request.repo, evidence=log.parent, network="host", also_read=program
+            )
+            command, fds = list(wrapped.argv), wrapped.pass_fds
+        proc, _ = spawn_group(command, request.repo, env, log, None, pass_fds=fds)
+        return proc
 
 
 #: What ``setup(repair_agent=...)`` and ``replay(repair_agent=...)`` accept.

@@ -335,6 +335,44 @@ def test_keep_background_without_leftovers_reports_nothing(tmp_path: Path) -> No
     assert run.ok and run.background_pgids == () and run.results[0].pgid is None
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_just_after_the_command_started_still_ends_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    """Python raises a signal's exception between any two bytecodes. One that lands after the command has
+    started, before the runner holds it, must still end it: the signal is sent from exactly there."""
+    from fsm_runner.execution import commands
+
+    real = commands.process_start_time
+    sent: list[int] = []
+
+    def signalled_in_the_window(pid: int) -> int | None:
+        if not sent:  # once: the cleanup may read start times too
+            sent.append(pid)
+            os.kill(os.getpid(), signum)
+        return real(pid)
+
+    def raising(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    monkeypatch.setattr(commands, "process_start_time", signalled_in_the_window)
+    previous = signal.signal(signal.SIGTERM, raising)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_command(
+                "echo $$ > pid; exec sleep 30", cwd=tmp_path, env=PATH_ONLY, out_dir=tmp_path / "ev",
+                name="cmd01_try01", timeout=60, policy=POLICY, redactor=Redactor(),
+            )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    record = json.loads((tmp_path / "ev" / "cmd01_try01.json").read_text())
+    assert record["running"] is True and isinstance(record["pgid"], int), "on record before the signal acted"
+    deadline = time.monotonic() + 5
+    while group_alive(record["pgid"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not group_alive(record["pgid"]), "the command outlived the interrupt"
+
+
 def test_a_killed_runner_leaves_a_findable_running_group(tmp_path: Path, pgids: list[int]) -> None:
     """SIGKILL of the runner cannot stop its command; the in-flight JSON lets replay find and end it."""
     script = textwrap.dedent(

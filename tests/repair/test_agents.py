@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fsm_runner.errors import UsageError
+from fsm_runner.execution.process import group_alive
 from fsm_runner.repair.agents import (
     CallableAgent,
     CommandAgent,
@@ -197,3 +200,32 @@ def test_request_to_json_and_validation(repo: Path, make_request: RequestFactory
     assert json.loads(json.dumps(data)) == data
     with pytest.raises(ValueError):
         make_request(attempt=0)
+
+
+def test_a_signal_just_after_the_agent_started_still_ends_it(
+    tmp_path: Path, make_request: RequestFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C that lands after the agent has started, before the runner holds it, must still end it (and
+    its record says so): the signal is sent from exactly there."""
+    from fsm_runner.repair import agents
+
+    real = agents.process_start_time
+    sent: list[int] = []
+
+    def interrupted_in_the_window(pid: int) -> int | None:
+        if not sent:  # once: the cleanup reads start times too
+            sent.append(pid)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(pid)
+
+    monkeypatch.setattr(agents, "process_start_time", interrupted_in_the_window)
+    request = make_request()
+    agent = CommandAgent([sys.executable, "-c", "import time; time.sleep(30)"])
+    with pytest.raises(KeyboardInterrupt):
+        agent.repair(request)
+    record = json.loads((request.work_dir / "agent_process.json").read_text())
+    assert record["running"] is False
+    deadline = time.monotonic() + 5
+    while group_alive(record["pgid"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not group_alive(record["pgid"]), "the agent outlived the interrupt"
