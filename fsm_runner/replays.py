@@ -110,7 +110,7 @@ def _verdict(path: Path, run: RunState, records: tuple[TransitionRecord, ...]) -
     if owner:
         own = _own_session(path)
         if own is None:
-            return False, f"{path}: the run is still in progress ({owner} holds its lock)"
+            return False, f"{path}: the run is still in progress (its lock is held by {owner})"
         if own.busy or own.state != topology.FAILED:
             where = "in a call" if own.busy else f"open at {own.state}"
             return False, (

@@ -25,6 +25,9 @@ from fsm_runner.evidence.layout import LOCK
 #: Waits between attempts to take a lock that a reader may be probing (None: give up); about half a second in
 #: all, so a prober descheduled on a busy machine while it holds the lock for a moment cannot make this fail.
 _RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, None)
+#: Waits while the lock is held but the process it names has exited: a child it was starting holds it from
+#: fork until exec; about two seconds in all, for a busy machine.
+_ORPHAN_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, None)
 
 
 def hold_lock(run_dir: Path) -> IO[str]:
@@ -73,7 +76,29 @@ def lock_pid(run_dir: Path) -> int | None:
 
 
 def lock_holder(run_dir: Path) -> str | None:
-    """``"pid N"`` while a live process holds the run's lock, else None. Never takes the lock for long."""
+    """``"pid N"`` while a live process holds the run's lock, else None. Never takes the lock for long.
+
+    A runner killed while it starts a command leaves the lock with that child for a moment (from fork to
+    exec the child shares the runner's open files): while the process the file names is gone, the probe
+    waits for that moment to pass.
+    """
+    delays = iter(_ORPHAN_DELAYS)
+    while True:
+        owner = _probe(run_dir)
+        if owner is None:
+            return None
+        if not owner.isdigit():
+            return "another process"
+        if _alive(int(owner)):
+            return f"pid {owner}"
+        delay = next(delays)
+        if delay is None:
+            return f"a process left by pid {owner}, which has exited"
+        time.sleep(delay)
+
+
+def _probe(run_dir: Path) -> str | None:
+    """What the lock file says (maybe nothing) while someone holds the lock; None when nobody does."""
     try:
         fd = os.open(run_dir / LOCK, os.O_RDONLY)
     except OSError:
@@ -82,12 +107,21 @@ def lock_holder(run_dir: Path) -> str | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.read(fd, 64).decode("ascii", "replace").strip()
-            return f"pid {owner}" if owner.isdigit() else "another process"
+            return os.read(fd, 64).decode("ascii", "replace").strip()
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's, or not a pid we can ask about: taken as the holder
+    return True
 
 
 # -- a local tree's lock -------------------------------------------------------------------------------------

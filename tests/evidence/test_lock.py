@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -142,7 +143,9 @@ def test_the_tree_lock_names_its_holder_and_the_one_before(tmp_path: Path) -> No
     handle, previous = hold_tree_lock(lock, first, on_busy=_refuse)
     assert previous is None and json.loads(lock.read_text()) == first.to_json()
     second = TreeHolder("run-2", os.getpid(), "2026-01-01T00:00:01Z")
-    with pytest.raises(UsageError, match=r"busy: run run-1 \(pid \d+, started 2026-01-01T00:00:00Z, run dir /runs/run-1\)"):
+    with pytest.raises(
+        UsageError, match=r"busy: run run-1 \(pid \d+, started 2026-01-01T00:00:00Z, run dir /runs/run-1\)"
+    ):
         hold_tree_lock(lock, second, on_busy=_refuse)
     rename_tree_holder(handle, attrs.evolve(first, run_dir="/elsewhere/run-1"))
     release_lock(handle)
@@ -167,7 +170,8 @@ def test_waiting_for_a_tree_ends_when_its_holder_is_gone(tmp_path: Path, how: st
     lock = tmp_path / "tree.lock"
     proc = subprocess.Popen(
         [sys.executable, "-c", TREE_HOLDER, str(lock), "60" if how == "killed" else "0.5"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
@@ -184,7 +188,9 @@ def test_waiting_for_a_tree_ends_when_its_holder_is_gone(tmp_path: Path, how: st
 
 
 @pytest.mark.parametrize("linked", ["lock", "parent"])
-def test_a_tree_lock_behind_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path, linked: str) -> None:
+def test_a_tree_lock_behind_a_symlink_is_refused_and_its_target_untouched(
+    tmp_path: Path, linked: str
+) -> None:
     """A repository could commit the link: taking the lock must never write where it points."""
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -197,5 +203,48 @@ def test_a_tree_lock_behind_a_symlink_is_refused_and_its_target_untouched(tmp_pa
     else:
         (tree / ".aider_fsm").symlink_to(victim)
     with pytest.raises(EvidenceError, match="symbolic link"):
-        hold_tree_lock(tree / ".aider_fsm" / "tree.lock", TreeHolder("r1", os.getpid(), "now"), on_busy=_refuse)
+        hold_tree_lock(
+            tree / ".aider_fsm" / "tree.lock", TreeHolder("r1", os.getpid(), "now"), on_busy=_refuse
+        )
     assert (victim / "tree.lock").read_text() == "keep\n"
+
+
+#: A runner that takes the lock, forks a child that shares it for ``argv[2]`` seconds (as a command does from
+#: fork to exec), and is gone at once.
+FORKING_HOLDER = """\
+import os, sys, time
+from pathlib import Path
+from fsm_runner.evidence.lock import hold_lock
+handle = hold_lock(Path(sys.argv[1]))  # kept open: the child shares it
+child = os.fork()
+if child == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    time.sleep(float(sys.argv[2]))
+    os._exit(0)
+print(child, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(0.3, None), (30.0, "a process left by pid {pid}, which has exited")],
+    ids=["for-a-moment", "for-long"],
+)
+def test_a_lock_left_with_a_child_of_an_exited_holder(
+    tmp_path: Path, seconds: float, expected: str | None
+) -> None:
+    """The runner was killed while it started a command: the child holds the lock from fork to exec. The
+    probe waits that moment out; a child that keeps it longer is named as what it is."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FORKING_HOLDER, str(tmp_path), str(seconds)], capture_output=True, text=True
+    )
+    child = int(proc.stdout)
+    pid = int((tmp_path / LOCK).read_text())
+    try:
+        assert lock_holder(tmp_path) == (expected.format(pid=pid) if expected else None)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
