@@ -48,6 +48,12 @@ def escape_controls(text: str) -> str:
     return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def printable(text: str) -> str:
+    """``text`` on one line, everything not printable (newlines too) shown escaped: a name or an error in a
+    table row or a log line, where a terminal must not act on it and a newline must not end the row."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 @define(frozen=True)
 class Progress:
     """One heartbeat of a running phase.

@@ -31,6 +31,7 @@ from typing import Any
 
 from attrs import define, field, validators
 
+from fsm_runner.engine.progress import printable
 from fsm_runner.errors import FsmRunnerError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.evidence.records import MODES
@@ -281,6 +282,10 @@ class CellRun:
         self._start = time.monotonic()
         self.result_path.unlink(missing_ok=True)
         self._result: CellResult | None = None
+        # One log per cell: a resumed cell's attempt follows the earlier one's, after a line of its own.
+        with open(self.log_path, "ab") as log:
+            header = printable(f"=== {self.started_at} {spec.target} x {spec.llm} ===")
+            log.write(f"{header}\n".encode(errors="replace"))
 
     @property
     def pid(self) -> int:

@@ -19,11 +19,12 @@ from typing import Any
 
 from attrs import define, field
 
+from fsm_runner.engine.progress import printable
 from fsm_runner.errors import EvidenceError, UsageError
 from fsm_runner.evidence.layout import JOURNAL, RUN_JSON, SWEEP_MANIFEST, SWEEP_RESULTS
 from fsm_runner.evidence.records import RoundRecord, RunState
 from fsm_runner.evidence.store import read_run
-from fsm_runner.sweeps.progress import aligned, printable
+from fsm_runner.sweeps.progress import aligned
 
 #: The metric read from a row's ``score`` (else from its metrics' ``score`` key).
 SCORE = "score"

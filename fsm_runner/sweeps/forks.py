@@ -436,8 +436,7 @@ class ForkedCell(CellRun):
     """
 
     def __init__(self, spec: CellSpec, workdir: Path, name: str, forker: CellForker) -> None:
-        super().__init__(spec, workdir, name)
-        self.log_path.open("ab").close()  # as a new interpreter's: here, now, or the error is the caller's
+        super().__init__(spec, workdir, name)  # the log is opened here, now: an error is the caller's
         self._where = (workdir, name)
         self._forker = forker
         self._lock = threading.Lock()

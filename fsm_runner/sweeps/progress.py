@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from fsm_runner.engine.progress import printable
 from fsm_runner.sweeps.cells import CellResult
 
 #: Longest silence in a log (no TTY) while cells run.
@@ -43,12 +44,6 @@ def cell_line(row: CellResult) -> str:
         return f"ok      {name}{score}  {row.duration_s:.1f}s"
     error = (row.error or "failed").splitlines()[0] if row.error else "failed"
     return f"FAILED  {name}  {row.duration_s:.1f}s  {printable(error[:200])}"
-
-
-def printable(text: str) -> str:
-    """``text`` with what a terminal would act on (escape sequences, carriage returns) shown escaped: an
-    error may quote a target's output."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def aligned(rows: Sequence[Sequence[str]]) -> list[str]:

@@ -77,6 +77,11 @@ def test_resume_runs_only_what_did_not_succeed(workspace: Workspace, tmp_path: P
     rows = read_rows(out)
     assert len(rows) == 3  # the kept row is not written twice
     assert again.rows[1].ok and latest_rows(rows)[(str(workspace.broken), "exact")] == again.rows[1]
+    # the resumed cell's log keeps the failed attempt, and says where the new one starts
+    (log,) = (out / "cells").glob("*broken_target*.log")
+    headers = [line.split(" ", 2) for line in log.read_text().splitlines() if line.startswith("=== ")]
+    assert [rest for _, _, rest in headers] == [f"{workspace.broken} x exact ==="] * 2, log.read_text()
+    assert headers[0][1] <= headers[1][1], "the attempts follow each other, the earlier first"
     # a changed contract is a new cell: resume runs it again
     pipeline = workspace.arith / "pipeline.yml"
     pipeline.write_text(pipeline.read_text() + "\n# changed\n")

@@ -7,9 +7,10 @@ import sys
 
 from fsm_runner.cli.errors import EXIT_FAILED, EXIT_OK
 from fsm_runner.cli.output import emit_json, print_error, print_lines
+from fsm_runner.engine.progress import printable
 from fsm_runner.errors import UsageError
 from fsm_runner.sweeps.compare import one_line
-from fsm_runner.sweeps.progress import Progress, aligned, printable, short_name
+from fsm_runner.sweeps.progress import Progress, aligned, short_name
 from fsm_runner.sweeps.spec import load_sweep
 from fsm_runner.sweeps.sweep import SweepResult, plan_sweep, run_plan
 
