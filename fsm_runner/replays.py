@@ -105,7 +105,7 @@ def _verdict(path: Path, run: RunState, records: tuple[TransitionRecord, ...]) -
                 f"{path / JOURNAL}:{line}: {', '.join(unknown)} not in this machine; the journal was written "
                 "by another version of fsm-runner"
             )
-    owner = lock_holder(path)
+    owner = lock_holder(path, wait=True)
     note = ""
     if owner:
         own = _own_session(path)

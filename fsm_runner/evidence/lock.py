@@ -75,14 +75,16 @@ def lock_pid(run_dir: Path) -> int | None:
     return int(text) if text.isdigit() and len(text) < 12 else None
 
 
-def lock_holder(run_dir: Path) -> str | None:
+def lock_holder(run_dir: Path, *, wait: bool = False) -> str | None:
     """``"pid N"`` while a live process holds the run's lock, else None. Never takes the lock for long.
 
     A runner killed while it starts a command leaves the lock with that child for a moment (from fork to
-    exec the child shares the runner's open files): while the process the file names is gone, the probe
-    waits for that moment to pass.
+    exec the child shares the runner's open files). With ``wait`` (before taking a run over: replay), while
+    the process the file names is not running here the probe waits about two seconds for that to pass;
+    a lock still held then is another process's (a child that never ran a new program, or a runner on
+    another machine that shares the directory).
     """
-    delays = iter(_ORPHAN_DELAYS)
+    delays = iter(_ORPHAN_DELAYS if wait else (None,))
     while True:
         owner = _probe(run_dir)
         if owner is None:
@@ -93,7 +95,7 @@ def lock_holder(run_dir: Path) -> str | None:
             return f"pid {owner}"
         delay = next(delays)
         if delay is None:
-            return f"a process left by pid {owner}, which has exited"
+            return f"a process other than pid {owner}, which is not running here"
         time.sleep(delay)
 
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+#: A signal handler as ``signal.getsignal`` returns one set from Python (a callable, SIG_DFL or SIG_IGN).
+_Handler = Callable[[int, FrameType | None], Any] | int
 
 
 class Interrupted(KeyboardInterrupt):
@@ -95,9 +100,11 @@ def deferred_signals() -> Iterator[None]:
 
     Python raises a signal's exception in the main thread between any two bytecodes: one that lands after a
     command has started but before its caller holds it (and has it on record) would leave the command
-    running with nobody to end it. The block spans that window; a signal received in it is raised again as
-    the block ends, inside the caller's cleanup. Only the main thread receives signals: elsewhere this does
-    nothing. A handler not set from Python (``getsignal`` is None) is left alone.
+    running with nobody to end it. The block spans that window; a signal received in it is acted on as the
+    block ends, inside the caller's cleanup: its Python handler is called (once: a wakeup fd, as asyncio uses,
+    was written when the signal arrived), or at the default disposition the signal is raised again. Every
+    held signal is delivered, even when a handler raises. Only the main thread receives signals: elsewhere
+    this does nothing. A handler not set from Python (``getsignal`` is None) is left alone.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -107,7 +114,7 @@ def deferred_signals() -> Iterator[None]:
     def hold(signum: int, frame: object) -> None:
         held.append(signum)
 
-    previous = {}
+    previous: dict[int, _Handler] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         handler = signal.getsignal(signum)
         if handler is not None and handler is not signal.SIG_IGN:
@@ -116,10 +123,23 @@ def deferred_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for received in dict.fromkeys(held):
-            signal.raise_signal(received)
+        for sig, saved in previous.items():
+            signal.signal(sig, saved)
+        _deliver([(received, previous[received]) for received in dict.fromkeys(held)])
+
+
+def _deliver(held: list[tuple[int, _Handler]]) -> None:
+    """Act on each held signal as its handler would have, the next one even when one raises."""
+    if not held:
+        return
+    (signum, handler), rest = held[0], held[1:]
+    try:
+        if callable(handler):
+            handler(signum, None)
+        else:
+            signal.raise_signal(signum)  # the default action
+    finally:
+        _deliver(rest)
 
 
 def _forget_after_fork() -> None:

@@ -30,6 +30,8 @@ _POLL_S = 0.02
 _PUMP_CHUNK = 1 << 16
 _MAX_POLL_MS = 2**31 - 1  # poll() takes a C int; longer timeouts loop
 _DEAD_STATES = frozenset({"Z", "X", "x"})
+#: How long :func:`kill_tree` keeps sweeping for processes that carry a mark (a fork loop makes new ones).
+_SWEEP_S = 5.0
 
 
 def _processes() -> Iterator[tuple[int, list[bytes], bool]]:
@@ -226,8 +228,9 @@ def kill_tree(pid: int | None, mark: str | None = None) -> None:
 
     The run's commands lead sessions of their own, so neither the cell's group nor its session holds them;
     the tree is read while ``pid`` still lives (it must not have been reaped: its number could be reused),
-    and the mark finds what was re-parented before that or is forked while it happens. Never signals the
-    caller or its ancestors.
+    and the mark finds what was re-parented before that. What a marked process forks while it is being
+    killed carries the mark too: the mark is swept again until nothing carries it (``_SWEEP_S`` at most).
+    Never signals the caller or its ancestors.
     """
     if pid is not None and pid <= 1:
         raise ValueError(f"refusing to kill the process tree of {pid}")
@@ -249,12 +252,21 @@ def kill_tree(pid: int | None, mark: str | None = None) -> None:
         doomed.append(pid)
         for member in doomed:  # grows as it is read: breadth first down the tree
             doomed.extend(children.get(member, ()))
-    if mark:
-        doomed.extend(processes_with_env([mark.encode()]))
-    for victim in dict.fromkeys(doomed):
-        if victim not in spared:
+    deadline = time.monotonic() + _SWEEP_S
+    while True:
+        if mark:
+            doomed.extend(processes_with_env([mark.encode()]))
+        targets = [victim for victim in dict.fromkeys(doomed) if victim not in spared]
+        if not targets or not mark or time.monotonic() >= deadline:
+            break
+        for victim in targets:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(victim, signal.SIGKILL)
+        doomed = []
+        time.sleep(_POLL_S)
+    for victim in targets:  # without a mark, or when the sweeps ran out of time: one last signal
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(victim, signal.SIGKILL)
 
 
 def new_evidence_file(path: Path) -> IO[bytes]:

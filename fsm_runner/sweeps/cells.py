@@ -35,7 +35,7 @@ from fsm_runner.engine.progress import printable
 from fsm_runner.errors import FsmRunnerError
 from fsm_runner.evidence.atomic import write_json_atomic
 from fsm_runner.evidence.records import MODES
-from fsm_runner.execution.process import group_alive, kill_group, kill_tree
+from fsm_runner.execution.process import group_alive, kill_group, kill_tree, process_start_time
 
 #: What a row's error keeps of a long message (the run dir has the whole of it).
 ERROR_CHARS = 2000
@@ -81,6 +81,12 @@ class CellSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CellSpec:
+        """A spec read back; raises TypeError/ValueError naming the key on a shape that is not a spec."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a cell spec is a JSON object, got {type(data).__name__}")
+        for key in ("target", "llm"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"key {key!r} must be a string, got {data.get(key)!r}")
         return cls(
             target=data["target"],
             llm=data["llm"],
@@ -317,12 +323,15 @@ class CellRun:
     def stop(self, grace: float = 30.0) -> CellResult:
         """Tear the cell down: SIGTERM (the run tears down what it deployed); after ``grace`` seconds, kill
         the cell with everything its run started."""
+        started = None
         if not self._exited():
+            started = process_start_time(self.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
             self._wait_exit(grace)
-        # Not yet reaped (``_exited`` was False), so the pid is still the cell's: its tree can be read.
-        alive = not self._exited()
+        # Still the cell's process (a forked cell is reaped by its server, which may not have said so yet):
+        # its tree can be read.
+        alive = started is not None and not self._exited() and process_start_time(self.pid) == started
         kill_tree(self.pid if alive else None, self.mark)
         if alive and group_alive(self.pid):
             kill_group(self.pid, grace=0)
@@ -396,15 +405,37 @@ class CellProcess(CellRun):
 
 
 #: ``python -m fsm_runner.sweeps.cells --watch-stdin``: the spec is stdin's first line, and stdin's end means
-#: the starter died: the cell then stops as on SIGTERM (its run tears down what it deployed).
+#: the starter died: the cell then stops as its starter would have stopped it (see :meth:`CellRun.stop`).
 WATCH_STDIN = "--watch-stdin"
+#: How long a cell whose starter died gets to tear its run down before it is killed with all its run started.
+ORPHAN_GRACE = 30.0
 
 
-def _stop_when_stdin_ends() -> None:
-    with contextlib.suppress(OSError, ValueError):
-        while os.read(0, 4096):
-            pass
-    os.kill(os.getpid(), signal.SIGTERM)
+class _StarterWatch:
+    """Stops this cell when its stdin ends (its starter died): SIGTERM to itself, so the run tears down what
+    it deployed; then what carries the cell's mark is killed, once the run is down or after
+    ``ORPHAN_GRACE`` seconds at the latest (then the cell itself goes too)."""
+
+    def __init__(self) -> None:
+        value = os.environ.get(CELL_MARK_ENV, "")
+        self.mark = f"{CELL_MARK_ENV}={value}" if is_cell_mark(f"{CELL_MARK_ENV}={value}") else None
+        self.orphaned = threading.Event()
+        threading.Thread(target=self._watch, name="fsm-runner-starter-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while os.read(0, 4096):
+                pass
+        self.orphaned.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE)  # normally the process has ended well before
+        self.sweep()
+        os._exit(1)
+
+    def sweep(self) -> None:
+        """Once orphaned: kill what the run started that is still around (sessions of their own)."""
+        if self.orphaned.is_set():
+            kill_tree(None, self.mark)
 
 
 def main(argv: list[str]) -> int:
@@ -421,9 +452,12 @@ def main(argv: list[str]) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         sys.stderr.write(f"error: the cell spec on stdin is not valid: {exc}\n")
         return 2
-    if watch:
-        threading.Thread(target=_stop_when_stdin_ends, name="fsm-runner-starter-watch", daemon=True).start()
-    run_to_file(spec, Path(args[0]))
+    starter = _StarterWatch() if watch else None
+    try:
+        run_to_file(spec, Path(args[0]))
+    finally:
+        if starter is not None:
+            starter.sweep()
     return 0
 
 

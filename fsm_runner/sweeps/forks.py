@@ -134,10 +134,12 @@ class _Server:
 
     def stop_orphans(self, grace: float) -> None:
         """Stop the cells still running once stdin has ended: their caller went away without stopping them.
-        SIGTERM first (each tears its run down), then kill what is left after ``grace`` seconds; a child not
-        yet reaped keeps its pid, so its tree is still its own."""
+        SIGTERM first (each tears its run down), then kill what is left after ``grace`` seconds: a cell still
+        running with its tree (not yet reaped, its pid is still its own), and whatever carries a cell's mark,
+        for the cells that ended too (what their runs started in sessions of their own)."""
         self.selector.unregister(self.requests)  # at its end: always readable
-        for pid in self.children:
+        orphans = dict(self.children)
+        for pid in orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -147,8 +149,8 @@ class _Server:
                     while os.read(self.wakeup_r, 4096):
                         pass
             self.reap()
-        for pid, mark in self.children.items():
-            kill_tree(pid, mark)
+        for pid, mark in orphans.items():
+            kill_tree(pid if pid in self.children else None, mark)
         deadline = time.monotonic() + 5.0
         while self.children and time.monotonic() < deadline:
             self.reap()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import attrs
@@ -228,23 +229,29 @@ os._exit(0)
 """
 
 
+OTHER = "a process other than pid {pid}, which is not running here"
+
+
 @pytest.mark.parametrize(
-    ("seconds", "expected"),
-    [(0.3, None), (30.0, "a process left by pid {pid}, which has exited")],
-    ids=["for-a-moment", "for-long"],
+    ("seconds", "wait", "expected"),
+    [(0.3, True, None), (30.0, True, OTHER), (30.0, False, OTHER)],
+    ids=["for-a-moment", "for-long", "no-wait"],
 )
 def test_a_lock_left_with_a_child_of_an_exited_holder(
-    tmp_path: Path, seconds: float, expected: str | None
+    tmp_path: Path, seconds: float, wait: bool, expected: str | None
 ) -> None:
-    """The runner was killed while it started a command: the child holds the lock from fork to exec. The
-    probe waits that moment out; a child that keeps it longer is named as what it is."""
+    """The runner was killed while it started a command: the child holds the lock from fork to exec. Replay
+    (``wait``) waits that moment out; a child that keeps it longer is named as what it is. Listings do not
+    wait."""
     proc = subprocess.run(
         [sys.executable, "-c", FORKING_HOLDER, str(tmp_path), str(seconds)], capture_output=True, text=True
     )
     child = int(proc.stdout)
     pid = int((tmp_path / LOCK).read_text())
     try:
-        assert lock_holder(tmp_path) == (expected.format(pid=pid) if expected else None)
+        started = time.monotonic()
+        assert lock_holder(tmp_path, wait=wait) == (expected.format(pid=pid) if expected else None)
+        assert wait or time.monotonic() - started < 0.5, "a listing waited"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)

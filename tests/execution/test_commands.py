@@ -636,10 +636,14 @@ def test_an_output_file_replaced_by_a_fifo_is_not_waited_on(tmp_path: Path, read
 
 
 def test_a_late_writer_appends_to_the_capped_output(tmp_path: Path) -> None:
-    late, go = tmp_path / "late-done", tmp_path / "go"
-    # a process in a session of its own outlives the command, and writes to its stdout once the cut is made
-    writer = f"while [ ! -e {go} ]; do sleep 0.02; done; echo LATE; touch {late}"
-    script = f'head -c 200000 /dev/zero | tr "\\0" a; (setsid sh -c "{writer}" &); echo done'
+    late, go, away = tmp_path / "late-done", tmp_path / "go", tmp_path / "away"
+    # a process in a session of its own outlives the command, and writes to its stdout once the cut is made;
+    # the command waits until it has left the command's group (the rest of the group is killed at the end)
+    writer = f"touch {away}; while [ ! -e {go} ]; do sleep 0.02; done; echo LATE; touch {late}"
+    script = (
+        f'head -c 200000 /dev/zero | tr "\\0" a; (setsid sh -c "{writer}" &); '
+        f"while [ ! -e {away} ]; do sleep 0.01; done; echo done"
+    )
     run = stage(tmp_path, [script], max_output_bytes=10_000)
     assert run.ok, run.error
     go.touch()
@@ -648,6 +652,7 @@ def test_a_late_writer_appends_to_the_capped_output(tmp_path: Path) -> None:
     deadline = time.monotonic() + 10
     while not late.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert late.exists(), "the late writer did not write within 10s"
     data = out.read_bytes()
     assert data.endswith(b"done\nLATE\n") and b"\0" not in data
     assert len(data) < 11_000

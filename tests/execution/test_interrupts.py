@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +17,14 @@ import pytest
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution import interrupts
 from fsm_runner.execution.commands import run_command
-from fsm_runner.execution.interrupts import Interrupted, check_stop, drop_stop, request_stop, take_stop
+from fsm_runner.execution.interrupts import (
+    Interrupted,
+    check_stop,
+    deferred_signals,
+    drop_stop,
+    request_stop,
+    take_stop,
+)
 from fsm_runner.execution.policy import SecurityPolicy
 from fsm_runner.execution.process import group_alive, kill_group, run_captured, spawn_group
 
@@ -104,3 +116,71 @@ def test_requests_are_per_thread_and_used_once() -> None:
     check_stop()
     drop_stop(other.ident or 0)
     other.join()
+
+
+# -- signals held while a command starts --------------------------------------------------------------------
+
+
+@pytest.fixture
+def term_handler() -> Iterator[list[int]]:
+    """A SIGTERM handler that records what it was called for (the main thread's, restored afterwards)."""
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    yield calls
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_held_signals_are_all_delivered_after_the_block_even_when_one_raises(term_handler: list[int]) -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # a signal arrives soon after kill(): give it the time it needs
+        reached.append("the end of the block")
+    assert reached == ["the end of the block"]
+    assert term_handler == [signal.SIGTERM]  # delivered although SIGINT's handler raised first
+
+
+def test_a_held_signal_reaches_a_wakeup_fd_once(term_handler: list[int]) -> None:
+    """An event loop (asyncio's add_signal_handler) reads signals from a wakeup fd: one signal, one byte."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write)
+    try:
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        assert term_handler == [signal.SIGTERM]
+        assert os.read(read, 64) == bytes([signal.SIGTERM])
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
+
+
+def test_a_held_signal_at_its_default_disposition_still_ends_the_process() -> None:
+    script = (
+        "import os, signal, time\n"
+        "from fsm_runner.execution.interrupts import deferred_signals\n"
+        "with deferred_signals():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.05)\n"
+        "    print('finished the block', flush=True)\n"
+        "print('never', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (-signal.SIGTERM, "finished the block\n")
+
+
+def test_outside_the_main_thread_nothing_is_held() -> None:
+    seen: list[object] = []
+
+    def body() -> None:
+        with deferred_signals():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [signal.getsignal(signal.SIGINT)]

@@ -412,3 +412,26 @@ def test_kill_tree_ends_descendants_in_sessions_of_their_own_and_strays_by_their
 def test_kill_tree_refuses_init_and_what_is_not_a_process(pid: int) -> None:
     with pytest.raises(ValueError, match="refusing"):
         kill_tree(pid)
+
+
+def test_kill_tree_outlasts_a_marked_fork_loop() -> None:
+    """A marked process that keeps forking: what it forks while it is being killed carries the mark too,
+    and is swept by the next pass."""
+    name, value = "FSM_TEST_FORK_LOOP_MARK", os.urandom(8).hex()
+    loop = "while :; do sleep 300 & sleep 0.002; done"
+    proc = subprocess.Popen(
+        ["setsid", "bash", "-c", loop], env={**os.environ, name: value}, stdout=subprocess.DEVNULL
+    )
+    mark = f"{name}={value}"
+    try:
+        deadline = time.monotonic() + 10
+        while len(processes_with_env([mark.encode()])) < 150:  # a long scan: the loop forks meanwhile
+            assert time.monotonic() < deadline, "the loop did not get going"
+            time.sleep(0.02)
+        kill_tree(None, mark)
+        assert processes_with_env([mark.encode()]) == []
+    finally:
+        for pid in processes_with_env([mark.encode()]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -212,6 +213,12 @@ def test_a_cell_killed_by_a_signal_gives_a_failed_row_naming_it(
     assert_nothing_running(tmp_path)
 
 
+#: Leaves a process in a session of its own behind (the run's teardown never sees it).
+ESCAPING = (
+    "import subprocess\n"
+    "subprocess.Popen(['setsid', 'sleep', '300'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,"
+    " stderr=subprocess.DEVNULL)\n"
+)
 #: A caller that starts one cell (forked by a server, or a new interpreter), says its pid, and waits.
 CALLER = """\
 import sys, time
@@ -235,8 +242,10 @@ def test_cells_whose_caller_is_killed_tear_their_runs_down(
 ) -> None:
     """The sweep's process is killed outright (OOM killer, a scheduler): its cells, and the services their
     runs deployed, do not run on as orphans. A forked cell is stopped by its server; a new interpreter
-    sees its stdin end. Each run is torn down and the row says why."""
+    sees its stdin end. Each run is torn down and the row says why; what the run started in a session of its
+    own (out of reach of the teardown) goes too."""
     tree = _slow_target(workspace.root, pipeline)
+    (tree / "slow.py").write_text(ESCAPING + SLOW)
     (tmp_path / "cells").mkdir()
     caller = subprocess.Popen(
         [sys.executable, "-c", CALLER, str(tree), str(tmp_path / "cells"), kind],
@@ -252,14 +261,20 @@ def test_cells_whose_caller_is_killed_tear_their_runs_down(
             assert time.monotonic() < deadline, "the cell's slow command did not start within 60s"
             time.sleep(0.05)
         started = procs_under(workspace.tmp)
-        assert started
+        assert len(started) >= 2, "the slow command and what it left in a session of its own"
         caller.kill()
     finally:
         caller.kill()
         caller.wait()
         if caller.stdout is not None:
             caller.stdout.close()
-    _assert_gone([pid, *started], "the cell of a killed caller ran on", timeout=40)
+    try:
+        _assert_gone([pid, *started], "the cell of a killed caller ran on", timeout=40)
+    except AssertionError:
+        for left in [pid, *started]:  # nothing leaks into the next test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(left, signal.SIGKILL)
+        raise
     row = json.loads((tmp_path / "cells" / "cell.result.json").read_text())
     assert row["ok"] is False and row["error"].startswith("interrupted (received SIGTERM)"), row["error"]
     if pipeline is SLOW_ROLLOUT:
