@@ -9,7 +9,7 @@ from fsm_runner.engine.context import RunContext
 from fsm_runner.engine.deployment import end_deployment
 from fsm_runner.engine.outcome import Outcome
 from fsm_runner.evidence.layout import stage_dir_name
-from fsm_runner.execution.commands import cap_stage_outputs
+from fsm_runner.execution.outputs import cap_stage_outputs
 from fsm_runner.states._command import CommandPhase
 
 

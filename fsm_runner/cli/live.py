@@ -25,7 +25,7 @@ from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import AGENT_OUTPUT, STDERR_SUFFIX, STDOUT_SUFFIX
 from fsm_runner.evidence.records import TransitionRecord
 from fsm_runner.evidence.store import read_records, read_run
-from fsm_runner.execution.commands import complete_lines
+from fsm_runner.execution.outputs import complete_lines
 from fsm_runner.replays import can_replay
 
 TICK_SECONDS = 0.5

@@ -17,7 +17,7 @@ from attrs import define, field
 from fsm_runner.engine.context import RunContext
 from fsm_runner.evidence.confine import open_regular
 from fsm_runner.evidence.layout import ATTEMPT_RESULT_GLOB, stage_dir_name
-from fsm_runner.execution.commands import output_tail
+from fsm_runner.execution.outputs import output_tail
 from fsm_runner.execution.process import exit_codes_of_groups, is_same_group, kill_group, processes_with_env
 from fsm_runner.execution.shellwords import analyse, span_kinds
 

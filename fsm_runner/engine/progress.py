@@ -23,7 +23,7 @@ from attrs import define
 
 from fsm_runner.errors import UsageError
 from fsm_runner.evidence.redaction import Redactor
-from fsm_runner.execution.commands import last_output_line
+from fsm_runner.execution.outputs import last_output_line
 
 if TYPE_CHECKING:
     from fsm_runner.engine.context import RunContext

@@ -13,7 +13,7 @@ from fsm_runner import Progress, UsageError
 from fsm_runner.cli.live import last_output_line as live_last_line
 from fsm_runner.engine.progress import HEARTBEAT_ENV, heartbeat_seconds
 from fsm_runner.evidence.redaction import Redactor
-from fsm_runner.execution.commands import last_output_line as command_last_line
+from fsm_runner.execution.outputs import last_output_line as command_last_line
 
 #: A tests phase of two commands; the second prints a colour sequence, a terminal title and a secret, then
 #: holds long enough for a few heartbeats.

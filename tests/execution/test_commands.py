@@ -21,7 +21,6 @@ from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.commands import (
     CommandResult,
     StageRun,
-    cap_output,
     interrupted_command_groups,
     run_command,
     run_commands,
@@ -590,31 +589,20 @@ def test_capping_happens_after_masking_so_no_half_secret_survives(tmp_path: Path
     assert SECRET[len(SECRET) // 2 :].encode() not in data
 
 
-@pytest.mark.parametrize("size", [4096 + 100, 4096 + 256, 4096 + 257, 10**6])
-def test_capping_twice_cuts_once(tmp_path: Path, size: int) -> None:
-    output = tmp_path / "out"
-    data = bytes(i % 251 for i in range(size))
-    output.write_bytes(data)
-    cut = cap_output(output, 4096)
-    once = output.read_bytes()
-    assert cut == (size - 4096 if size > 4096 + 256 else 0)
-    assert once[:2048] == data[:2048] and once[-2048:] == data[-2048:]
-    assert cap_output(output, 4096) == 0 and output.read_bytes() == once
-
-
 #: Each reads an output file a command replaced with a FIFO (no writer ever opens it): none may wait on it.
 FIFO_READERS = {
     "stage": "from tests.execution.test_commands import stage\n"
     "run = stage(tmp, ['rm evidence/cmd01_try01.stderr; mkfifo evidence/cmd01_try01.stderr; exit 1'])\n"
     "assert not run.ok, run\n",
-    "last_output_line": "from fsm_runner.execution.commands import last_output_line\n"
+    "last_output_line": "from fsm_runner.execution.outputs import last_output_line\n"
     "os.mkfifo(tmp / 'out')\n"
     "assert last_output_line(tmp / 'out', Redactor()) == ''\n",
     "live": "from fsm_runner.cli.live import last_output_line\n"
     "(tmp / 'tests').mkdir()\n"
     "os.mkfifo(tmp / 'tests' / 'cmd01_try01.stdout')\n"
     "assert last_output_line(tmp, 0) == ''\n",
-    "attempt_files": "from fsm_runner.execution.commands import cap_stage_outputs, interrupted_command_groups\n"
+    "attempt_files": "from fsm_runner.execution.commands import interrupted_command_groups\n"
+    "from fsm_runner.execution.outputs import cap_stage_outputs\n"
     "os.mkfifo(tmp / 'cmd01_try01.json')\n"
     "cap_stage_outputs(tmp, 10)\n"
     "assert interrupted_command_groups(tmp) == []\n",
