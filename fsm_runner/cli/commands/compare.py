@@ -7,8 +7,9 @@ import warnings
 
 from fsm_runner.cli.errors import EXIT_OK
 from fsm_runner.cli.output import emit_json, note, print_lines
-from fsm_runner.sweeps.compare import SCORE, ComparisonTable, RunDiff, compare, diff_runs, run_dir_of
+from fsm_runner.sweeps.compare import SCORE, ComparisonTable, RunDiff, compare, diff_runs
 from fsm_runner.sweeps.html import write_html
+from fsm_runner.sweeps.sources import run_dir_of
 
 
 def command(args: argparse.Namespace) -> int:
