@@ -109,6 +109,21 @@ def ray_processes_under(root: Path) -> list[str]:
     return found
 
 
+def start_sleeper(executor: Any, tmp_path: Path) -> Any:
+    """A cell of the sleeping target, once its evaluation runs (it wrote its pid): the cell's handle."""
+    target = small_target(tmp_path / "sleeper", SLEEPING_EVALUATE)
+    mark = tmp_path / "evaluating.pid"
+    spec = CellSpec(target=str(target), llm="exact", env_overrides={"SWEEP_MARK_FILE": str(mark)})
+    (tmp_path / "work").mkdir()
+    handle = executor.start(spec, tmp_path / "work", "sleeper")
+    deadline = time.monotonic() + 60
+    while not mark.exists() or not mark.read_text():
+        assert handle.poll() is None, f"the cell ended before its phase ran: {handle.poll()}"
+        assert time.monotonic() < deadline, "the cell's phase did not start within 60s"
+        time.sleep(0.05)
+    return handle
+
+
 def run_until_done(handles: list[Any], timeout: float) -> list[CellResult]:
     deadline = time.monotonic() + timeout
     while any(h.poll() is None for h in handles):
@@ -208,16 +223,7 @@ def test_ray_rows_equal_local_rows(executor: Any, tmp_path: Path) -> None:
 def test_a_cell_whose_worker_dies_tears_its_run_down(executor: Any, tmp_path: Path) -> None:
     """The Ray worker running a cell's task is killed (a node's memory monitor, a crash): the cell, in a
     session of its own, sees its stdin end and stops as on SIGTERM; its row is a failed one."""
-    target = small_target(tmp_path / "sleeper", SLEEPING_EVALUATE)
-    mark = tmp_path / "evaluating.pid"
-    spec = CellSpec(target=str(target), llm="exact", env_overrides={"SWEEP_MARK_FILE": str(mark)})
-    (tmp_path / "work").mkdir()
-    handle = executor.start(spec, tmp_path / "work", "sleeper")
-    deadline = time.monotonic() + 60
-    while not mark.exists() or not mark.read_text():
-        assert handle.poll() is None, f"the cell ended before its phase ran: {handle.poll()}"
-        assert time.monotonic() < deadline, "the cell's phase did not start within 60s"
-        time.sleep(0.05)
+    handle = start_sleeper(executor, tmp_path)
     cell = json.loads((tmp_path / "work" / "sleeper.group.json").read_text())["pgid"]
     stat = Path(f"/proc/{cell}/stat").read_text()
     worker = int(stat[stat.rfind(")") + 2 :].split()[1])
@@ -247,16 +253,7 @@ def test_stop_returns_a_failed_row_in_time_and_leaves_nothing_running(
         from fsm_runner.sweeps import ray_executor
 
         monkeypatch.setattr(ray_executor, "FORCE_WAIT", 0.0)
-    target = small_target(tmp_path / "sleeper", SLEEPING_EVALUATE)
-    mark = tmp_path / "evaluating.pid"
-    spec = CellSpec(target=str(target), llm="exact", env_overrides={"SWEEP_MARK_FILE": str(mark)})
-    (tmp_path / "work").mkdir()
-    handle = executor.start(spec, tmp_path / "work", "sleeper")
-    deadline = time.monotonic() + 60
-    while not mark.exists():
-        assert handle.poll() is None, f"the cell ended before its phase ran: {handle.poll()}"
-        assert time.monotonic() < deadline, "the cell's phase did not start within 60s"
-        time.sleep(0.05)
+    handle = start_sleeper(executor, tmp_path)
     assert ray_processes_under(tmp_path), "the scan does not see the running cell"
 
     started = time.monotonic()
