@@ -67,6 +67,9 @@ def test_command_agent_records_its_process_group_while_it_runs(
     seen = tmp_path / "seen.json"
     agent = script_agent(
         tmp_path,
+        # the record is written just after the agent starts: under load the agent may look first
+        "import time\n"
+        f"while not pathlib.Path({str(record)!r}).exists(): time.sleep(0.01)\n"
         f"record = pathlib.Path({str(record)!r}).read_text()\n"
         f"pathlib.Path({str(seen)!r}).write_text(record)\n"
         "assert json.loads(record)['pgid'] == os.getpgrp() == os.getpid()\n",
