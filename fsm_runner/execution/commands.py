@@ -51,6 +51,8 @@ from fsm_runner.execution.sandbox import CommandSandbox, Wrapped
 
 #: What an attempt file of a command still running says (read without parsing every attempt file).
 _RUNNING = re.compile(rb'"running":\s*true')
+#: What an attempt file of a command that left its group running (for teardown) says.
+_KEPT = re.compile(rb'"pgid":\s*\d')
 DEFAULT_KILL_GRACE = 2.0
 
 
@@ -356,11 +358,14 @@ def _record_running(result: CommandResult, redactor: Redactor) -> None:
 
 
 def interrupted_command_groups(run_dir: Path) -> list[int]:
-    """Process groups of commands that were still running when a runner died, and are still alive.
+    """Process groups of a dead run's commands that are still alive: those still running when its runner
+    died, and those a command left running for teardown (a deploy's services).
 
     A runner killed with SIGKILL cannot stop the command it was waiting for; its ``cmdNN_tryMM.json`` still
-    says ``"running": true`` with the group id and the leader's start time. Whatever starts work on the
-    run's tree again (setup, replay) calls this to find and end those groups first.
+    says ``"running": true`` with the group id and the leader's start time. A deploy command that has ended
+    records the group it leaves (``pgid``, ``leader_start``) before the run records it as deployed: a kill
+    in between leaves the services known only to that file. Whatever starts work on the run's tree again
+    (setup, replay) calls this to find and end those groups first.
     """
     found: list[int] = []
     for folder, _dirs, names in sorted(os.walk(run_dir)):  # setup scans every dead run: os.walk is quick
@@ -368,9 +373,11 @@ def interrupted_command_groups(run_dir: Path) -> list[int]:
             try:
                 with open_regular(Path(folder, name)) as fh:  # never a FIFO a command left
                     raw = fh.read()
-                doc = json.loads(raw) if _RUNNING.search(raw) else None
+                doc = json.loads(raw) if _RUNNING.search(raw) or _KEPT.search(raw) else None
             except (OSError, ValueError):
                 continue
+            if isinstance(doc, dict) and doc.get("running") is False:
+                doc = {**doc, "running": True}  # a group kept for teardown: still there while it lives
             pgid = running_group(doc)
             if pgid is not None and pgid not in found:
                 found.append(pgid)

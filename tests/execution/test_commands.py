@@ -372,6 +372,19 @@ def test_a_signal_just_after_the_command_started_still_ends_it(
     assert not group_alive(record["pgid"]), "the command outlived the interrupt"
 
 
+def test_a_group_kept_for_teardown_is_findable_from_its_attempt_file(tmp_path: Path, pgids: list[int]) -> None:
+    """A deploy command that ended left its services running for teardown; a runner killed before it
+    recorded the deployment leaves them known only to the attempt file, which must be enough to end them."""
+    run = stage(tmp_path, ["sleep 1000 & echo started", "echo no group left"], keep_background=True)
+    kept = run.results[0].pgid
+    assert run.ok and kept is not None and run.results[1].pgid is None
+    pgids.append(kept)
+    assert json.loads((tmp_path / "evidence" / "cmd01_try01.json").read_text())["running"] is False
+    assert interrupted_command_groups(tmp_path / "evidence") == [kept]
+    kill_group(kept, grace=0.5)
+    assert interrupted_command_groups(tmp_path / "evidence") == []
+
+
 def test_a_killed_runner_leaves_a_findable_running_group(tmp_path: Path, pgids: list[int]) -> None:
     """SIGKILL of the runner cannot stop its command; the in-flight JSON lets replay find and end it."""
     script = textwrap.dedent(
