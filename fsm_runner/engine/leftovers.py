@@ -27,7 +27,7 @@ from fsm_runner.evidence.lock import lock_holder, lock_pid
 from fsm_runner.evidence.records import OK, ResolvedTarget, RunState
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.evidence.store import list_runs, read_run
-from fsm_runner.execution.commands import interrupted_command_groups
+from fsm_runner.execution.commands import leftover_command_groups
 from fsm_runner.execution.process import is_same_group, kill_group, process_start_time, running_group
 from fsm_runner.typing import EventLogger
 
@@ -134,7 +134,7 @@ def _end_one(run_dir: Path, target: ResolvedTarget, *, dead: bool, booted: float
     commands: list[int] = []
     agents: list[int] = []
     if state.status not in _ENDED_CLEANLY:
-        commands = [p for p in interrupted_command_groups(run_dir) if p not in deploy]
+        commands = [p for p in leftover_command_groups(run_dir) if p not in deploy]
         agents = [p for p in _agent_groups(run_dir, state) if p not in deploy and p not in commands]
     for pgid in (*deploy, *commands, *agents):
         with contextlib.suppress(ValueError):  # never this process's own group

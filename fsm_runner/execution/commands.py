@@ -357,7 +357,7 @@ def _record_running(result: CommandResult, redactor: Redactor) -> None:
     write_json_atomic(Path(result.result_path), redactor.scrub(doc), fsync=False)
 
 
-def interrupted_command_groups(run_dir: Path) -> list[int]:
+def leftover_command_groups(run_dir: Path) -> list[int]:
     """Process groups of a dead run's commands that are still alive: those still running when its runner
     died, and those a command left running for teardown (a deploy's services).
 

@@ -21,7 +21,7 @@ from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.execution.commands import (
     CommandResult,
     StageRun,
-    interrupted_command_groups,
+    leftover_command_groups,
     run_command,
     run_commands,
 )
@@ -380,9 +380,9 @@ def test_a_group_kept_for_teardown_is_findable_from_its_attempt_file(tmp_path: P
     assert run.ok and kept is not None and run.results[1].pgid is None
     pgids.append(kept)
     assert json.loads((tmp_path / "evidence" / "cmd01_try01.json").read_text())["running"] is False
-    assert interrupted_command_groups(tmp_path / "evidence") == [kept]
+    assert leftover_command_groups(tmp_path / "evidence") == [kept]
     kill_group(kept, grace=0.5)
-    assert interrupted_command_groups(tmp_path / "evidence") == []
+    assert leftover_command_groups(tmp_path / "evidence") == []
 
 
 def test_a_killed_runner_leaves_a_findable_running_group(tmp_path: Path, pgids: list[int]) -> None:
@@ -415,9 +415,9 @@ def test_a_killed_runner_leaves_a_findable_running_group(tmp_path: Path, pgids: 
     doc = json.loads((tmp_path / "run" / "evaluate" / "cmd02_try01.json").read_text())
     assert doc["running"] is True and doc["pgid"] == pgid and doc["exit_code"] is None
     assert json.loads((tmp_path / "run" / "evaluate" / "cmd01_try01.json").read_text())["running"] is False
-    assert interrupted_command_groups(tmp_path / "run") == [pgid]
+    assert leftover_command_groups(tmp_path / "run") == [pgid]
     kill_group(pgid, grace=0.5)
-    assert interrupted_command_groups(tmp_path / "run") == []
+    assert leftover_command_groups(tmp_path / "run") == []
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -614,11 +614,11 @@ FIFO_READERS = {
     "(tmp / 'tests').mkdir()\n"
     "os.mkfifo(tmp / 'tests' / 'cmd01_try01.stdout')\n"
     "assert last_output_line(tmp, 0) == ''\n",
-    "attempt_files": "from fsm_runner.execution.commands import interrupted_command_groups\n"
+    "attempt_files": "from fsm_runner.execution.commands import leftover_command_groups\n"
     "from fsm_runner.execution.outputs import cap_stage_outputs\n"
     "os.mkfifo(tmp / 'cmd01_try01.json')\n"
     "cap_stage_outputs(tmp, 10)\n"
-    "assert interrupted_command_groups(tmp) == []\n",
+    "assert leftover_command_groups(tmp) == []\n",
 }
 
 
