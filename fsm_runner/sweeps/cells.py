@@ -265,6 +265,12 @@ def is_cell_mark(value: object) -> bool:
     return isinstance(value, str) and _CELL_MARK.match(value) is not None
 
 
+def cell_mark_in(env: Mapping[str, str]) -> str | None:
+    """The cell's mark an environment carries (``NAME=value``, checked), or None."""
+    mark = f"{CELL_MARK_ENV}={env.get(CELL_MARK_ENV)}"
+    return mark if is_cell_mark(mark) else None
+
+
 class CellRun:
     """A cell running in a process of its own that leads a process group (and a session) of its own.
 
@@ -417,8 +423,7 @@ class _StarterWatch:
     ``ORPHAN_GRACE`` seconds at the latest (then the cell itself goes too)."""
 
     def __init__(self) -> None:
-        value = os.environ.get(CELL_MARK_ENV, "")
-        self.mark = f"{CELL_MARK_ENV}={value}" if is_cell_mark(f"{CELL_MARK_ENV}={value}") else None
+        self.mark = cell_mark_in(os.environ)
         self.orphaned = threading.Event()
         threading.Thread(target=self._watch, name="fsm-runner-starter-watch", daemon=True).start()
 

@@ -39,14 +39,12 @@ from typing import Any
 
 from fsm_runner.errors import FsmRunnerError
 from fsm_runner.execution.process import kill_tree, process_alive
-from fsm_runner.sweeps.cells import CELL_MARK_ENV, CellProcess, CellRun, CellSpec, is_cell_mark, run_to_file
+from fsm_runner.sweeps.cells import ORPHAN_GRACE, CellProcess, CellRun, CellSpec, cell_mark_in, run_to_file
 
 #: How long a request waits for the server's answer (the first one includes the server's imports).
 FORK_TIMEOUT = 60.0
 #: How often a cell whose server died is checked for being gone.
 _ORPHAN_POLL_S = 0.05
-#: How long cells whose caller went away get to tear their runs down before they are killed.
-ORPHAN_GRACE = 30.0
 
 
 class ForkError(FsmRunnerError):
@@ -190,8 +188,7 @@ class _Server:
         if pid == 0:
             inherited = (self.requests, self.replies, self.wakeup_r, self.wakeup_w, self.selector.fileno())
             _child(request, spec, inherited)
-        mark = f"{CELL_MARK_ENV}={request['env'].get(CELL_MARK_ENV)}"
-        self.children[pid] = mark if is_cell_mark(mark) else None
+        self.children[pid] = cell_mark_in(request["env"])
         self.reply({"id": request_id, "pid": pid})
 
     def reap(self) -> None:
