@@ -28,7 +28,13 @@ from fsm_runner.evidence.records import OK, ResolvedTarget, RunState
 from fsm_runner.evidence.redaction import Redactor
 from fsm_runner.evidence.store import list_runs, read_run
 from fsm_runner.execution.commands import leftover_command_groups
-from fsm_runner.execution.process import is_same_group, kill_group, process_start_time, running_group
+from fsm_runner.execution.process import (
+    groups_with_env,
+    is_same_group,
+    kill_group,
+    process_start_time,
+    running_group,
+)
 from fsm_runner.typing import EventLogger
 
 #: A run that ended this way had torn everything down before it wrote its status.
@@ -134,7 +140,10 @@ def _end_one(run_dir: Path, target: ResolvedTarget, *, dead: bool, booted: float
     commands: list[int] = []
     agents: list[int] = []
     if state.status not in _ENDED_CLEANLY:
-        commands = [p for p in leftover_command_groups(run_dir) if p not in deploy]
+        # Attempt files lie in dirs the run's own commands may write: a group they name is ended only when
+        # a member carries the run's id, as every command of the run does (no other process can).
+        found = [p for p in leftover_command_groups(run_dir) if p not in deploy]
+        commands = groups_with_env(found, [f"AIDER_FSM_RUN_ID={state.run_id}".encode()])
         agents = [p for p in _agent_groups(run_dir, state) if p not in deploy and p not in commands]
     for pgid in (*deploy, *commands, *agents):
         with contextlib.suppress(ValueError):  # never this process's own group

@@ -98,6 +98,17 @@ def processes_with_env(entries: Collection[bytes]) -> list[int]:
     return found
 
 
+def groups_with_env(pgids: Collection[int], entries: Collection[bytes]) -> list[int]:
+    """Those of ``pgids`` with a live member whose environment holds every one of ``entries``: a group a
+    process of ours started, not one a record merely names (a record may be forged). Empty without /proc."""
+    try:
+        group_of = {pid: int(fields[2]) for pid, fields in live_processes()}
+    except OSError:
+        return []
+    marked = {group_of[pid] for pid in processes_with_env(entries) if pid in group_of}
+    return [pgid for pgid in pgids if pgid in marked]
+
+
 def _scan_proc(pgid: int) -> bool | None:
     """True/False from /proc, or None when /proc cannot be read (not Linux)."""
     try:

@@ -149,3 +149,39 @@ def test_a_copy_of_a_tree_never_ends_what_the_originals_live_run_runs(
             child.stdin.close()
         child.wait(timeout=60)
     assert child.returncode == 0 and not pid_alive(service)
+
+
+#: An evaluation that writes records naming a group it never started (the victim's, from VICTIM_PID), then
+#: fails: the next setup reads the dead run's attempt files.
+FORGING_EVALUATE = """\
+import json, os, sys
+victim = int(os.environ["VICTIM_PID"])
+out = os.environ["AIDER_FSM_ARTIFACTS_DIR"]
+json.dump({"cmd": "x", "pgid": victim, "leader_start": None, "running": True}, open(out + "/cmd98_try01.json", "w"))
+json.dump({"cmd": "x", "pgid": victim, "running": False}, open(out + "/cmd99_try01.json", "w"))
+sys.exit(1)
+"""
+
+
+def test_a_group_a_dead_runs_records_name_is_never_ended_unless_the_run_started_it(
+    make_target: TargetFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempt files are in dirs the run's commands can write: a forged one must not make the next setup
+    signal another process group of this user's."""
+    repo = make_target()
+    (repo / "evaluate.py").write_text(FORGING_EVALUATE)
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        monkeypatch.setenv("VICTIM_PID", str(victim.pid))
+        with fsm_runner.setup(repo) as sess:
+            assert not sess.evaluate(llm="m").ok
+        forged = sorted(sess.run_dir.glob("evaluate/cmd9*_try01.json"))
+        assert len(forged) == 2, "the forged records are there for the next setup to read"
+        with fsm_runner.setup(repo) as again:
+            lines = (again.run_dir / "events.jsonl").read_text().splitlines()
+        ended = [e for e in map(json.loads, lines) if e["event"] == "leftovers.ended"]
+        assert victim.poll() is None, "a group the dead run never started was signalled"
+        assert all(victim.pid not in e["command_pgids"] for e in ended)
+    finally:
+        victim.kill()
+        victim.wait()
